@@ -1,0 +1,890 @@
+// The channel protocol: open-or-create, attach, the segment ring, waiting and liveness.
+//
+// Synchronization is the protocol written at the top of channels/layout.hpp (rules 1-6); each
+// atomic access below names the rule it implements. Every value read from shared memory is
+// copied into a local once, checked, and only the local is used.
+//
+// Open-or-create and removal (why no opener ever uses a half-made or removed file):
+//  - A creator makes the file with O_EXCL, locks kCreatingLockByte (exclusive) and
+//    kInUseLockByte (shared), reserves the size, writes the identity and stores the ready mark
+//    last (rule 1). Openers wait, bounded, for the ready mark.
+//  - Every handle holds kInUseLockByte shared while attached. A remover that must not remove a
+//    channel in use takes kInUseLockByte exclusively (possible only when no handle holds it), sets
+//    Control::removed, unlinks, and lets go. A handle checks `removed` and the link count only
+//    after it holds its shared lock, so either the remover saw the lock (and did not remove), or
+//    the handle sees the removal and starts over on a fresh file.
+#include "channels/channel.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <thread>
+
+#include "shm/futex.hpp"
+#include "shm/process.hpp"
+#include "shm/region.hpp"
+
+namespace shmchan {
+
+using namespace std::chrono_literals;
+namespace L = layout;
+
+const char* to_string(WaitStrategy strategy) noexcept {
+    switch (strategy) {
+        case WaitStrategy::spin: return "spin";
+        case WaitStrategy::hybrid: return "hybrid";
+        case WaitStrategy::park: return "park";
+    }
+    return "?";
+}
+
+std::optional<WaitStrategy> wait_strategy_from_string(std::string_view text) noexcept {
+    if (text == "spin") return WaitStrategy::spin;
+    if (text == "hybrid") return WaitStrategy::hybrid;
+    if (text == "park") return WaitStrategy::park;
+    return std::nullopt;
+}
+
+const char* to_string(Status status) noexcept {
+    switch (status) {
+        case Status::ok: return "ok";
+        case Status::would_block: return "would_block";
+        case Status::timed_out: return "timed_out";
+        case Status::end_of_stream: return "end_of_stream";
+        case Status::peer_died: return "peer_died";
+        case Status::corrupt: return "corrupt";
+        case Status::invalid_call: return "invalid_call";
+    }
+    return "?";
+}
+
+namespace detail {
+namespace {
+
+enum class Side { producer, consumer };
+
+constexpr std::uint64_t kNoDeadline = std::numeric_limits<std::uint64_t>::max();
+constexpr int kMaxRestarts = 1000;  // open attempts that found a removed file
+
+struct Geometry {
+    std::uint32_t segment_size = 0;
+    std::uint32_t segment_count = 0;
+    std::uint32_t framing = 0;
+    std::uint32_t flags = 0;
+    std::uint32_t consumer_slots = 0;
+    std::uint64_t max_record_bytes = 0;
+    std::uint64_t total_bytes = 0;
+    std::uint64_t created_realtime_ns = 0;
+};
+
+inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
+
+std::string describe_channel(const std::string& name) { return "channel '" + name + "'"; }
+
+void validate_options(const std::string& name, const ChannelOptions& options) {
+    auto fail = [&](const std::string& why) {
+        throw Error(Errc::bad_options, describe_channel(name) + ": " + why);
+    };
+    if (options.segment_size) {
+        std::uint32_t size = *options.segment_size;
+        if (size < L::kMinSegmentSize || size > L::kMaxSegmentSize || size % L::kSegmentSizeUnit != 0) {
+            fail("segment size " + std::to_string(size) +
+                 " must be a multiple of 4096 between 4096 and 1073741824 bytes");
+        }
+    }
+    if (options.segment_count) {
+        std::uint32_t count = *options.segment_count;
+        if (count < L::kMinSegmentCount || count > L::kMaxSegmentCount) {
+            fail("segment count " + std::to_string(count) + " must be between 1 and 1048576");
+        }
+    }
+    std::uint64_t total = L::region_bytes(options.segment_size.value_or(L::kDefaultSegmentSize),
+                                          options.segment_count.value_or(L::kDefaultSegmentCount));
+    if (total > L::kMaxTotalBytes) fail("channel of " + std::to_string(total) + " bytes exceeds 1 TiB");
+    if (options.framing != Framing::raw_bytes && options.framing != Framing::records) fail("unknown framing");
+    if (options.max_record_bytes == 0 || options.max_record_bytes > (1ull << 40)) {
+        fail("max record bytes must be between 1 and 2^40");
+    }
+    if (options.spin_budget.count() < 0) fail("negative spin budget");
+    if (options.liveness_interval < 1ms || options.liveness_interval > 10s) {
+        fail("liveness interval must be between 1 ms and 10 s");
+    }
+    if (options.ready_timeout.count() < 0) fail("negative ready timeout");
+    if (options.mode & ~0777u) fail("mode must be permission bits only");
+    if (options.mode & S_IWOTH) fail("a channel file must not be world-writable");
+}
+
+// Reads the identity once into locals (after the ready mark's acquire) and checks every field
+// against the limits and the mapped size. Returns an error message, or empty when valid.
+std::string check_identity(const L::ChannelHeader& header, std::size_t mapped_bytes, Geometry& out) {
+    if (mapped_bytes < L::kHeaderBytes) {
+        return "file is " + std::to_string(mapped_bytes) + " bytes, smaller than a header (4096)";
+    }
+    // Rule 1: the acquire of the ready mark makes the creator's identity stores visible.
+    std::uint32_t version = L::load_acquire(header.identity.abi_version);
+    L::Identity identity;
+    std::memcpy(static_cast<void*>(&identity), &header.identity, sizeof identity);
+    if (identity.magic != L::kMagic) return "bad magic: not a shmchan channel";
+    if (version != L::kAbiVersion) {
+        return "ABI version " + std::to_string(version) + ", this build reads version " +
+               std::to_string(L::kAbiVersion);
+    }
+    if (identity.header_bytes != L::kHeaderBytes) {
+        return "header size " + std::to_string(identity.header_bytes) + " is not 4096";
+    }
+    std::uint32_t size = identity.segment_size, count = identity.segment_count;
+    if (size < L::kMinSegmentSize || size > L::kMaxSegmentSize || size % L::kSegmentSizeUnit != 0) {
+        return "segment size " + std::to_string(size) + " out of range";
+    }
+    if (count < L::kMinSegmentCount || count > L::kMaxSegmentCount) {
+        return "segment count " + std::to_string(count) + " out of range";
+    }
+    if (identity.framing != static_cast<std::uint32_t>(Framing::raw_bytes) &&
+        identity.framing != static_cast<std::uint32_t>(Framing::records)) {
+        return "unknown framing " + std::to_string(identity.framing);
+    }
+    if (identity.flags & ~L::kFlagChecksums) return "unknown flags " + std::to_string(identity.flags);
+    if (identity.consumer_slots < 1 || identity.consumer_slots > L::kMaxConsumers) {
+        return "consumer slots " + std::to_string(identity.consumer_slots) + " out of range";
+    }
+    if (identity.max_record_bytes == 0 || identity.max_record_bytes > (1ull << 40)) {
+        return "max record bytes " + std::to_string(identity.max_record_bytes) + " out of range";
+    }
+    std::uint64_t expected_total = L::region_bytes(size, count);
+    if (identity.total_bytes != expected_total) {
+        return "total size " + std::to_string(identity.total_bytes) + " disagrees with geometry " +
+               std::to_string(count) + " x " + std::to_string(size);
+    }
+    if (expected_total > mapped_bytes) {
+        return "geometry " + std::to_string(count) + " x " + std::to_string(size) + " needs " +
+               std::to_string(expected_total) + " bytes but the file has " + std::to_string(mapped_bytes);
+    }
+    out.segment_size = size;
+    out.segment_count = count;
+    out.framing = identity.framing;
+    out.flags = identity.flags;
+    out.consumer_slots = identity.consumer_slots;
+    out.max_record_bytes = identity.max_record_bytes;
+    out.total_bytes = expected_total;
+    out.created_realtime_ns = identity.created_realtime_ns;
+    return {};
+}
+
+Errc classify_identity_error(const L::ChannelHeader& header, std::size_t mapped_bytes) {
+    if (mapped_bytes < L::kHeaderBytes) return Errc::corrupt;
+    std::uint64_t magic = L::load_relaxed(header.identity.magic);
+    if (magic != L::kMagic) return Errc::bad_magic;
+    if (L::load_relaxed(header.identity.abi_version) != L::kAbiVersion) return Errc::bad_version;
+    return Errc::corrupt;
+}
+
+void initialize_header(L::ChannelHeader& header, const ChannelOptions& options) {
+    // The file is fresh from posix_fallocate: all zeros. Nobody reads past the ready mark yet.
+    auto identity_self = shm::self_identity();
+    std::uint32_t size = options.segment_size.value_or(L::kDefaultSegmentSize);
+    std::uint32_t count = options.segment_count.value_or(L::kDefaultSegmentCount);
+    header.identity.magic = L::kMagic;
+    header.identity.header_bytes = L::kHeaderBytes;
+    header.identity.segment_size = size;
+    header.identity.segment_count = count;
+    header.identity.framing = static_cast<std::uint32_t>(options.framing);
+    header.identity.flags = options.checksums ? L::kFlagChecksums : 0;
+    header.identity.max_record_bytes = options.max_record_bytes;
+    header.identity.total_bytes = L::region_bytes(size, count);
+    header.identity.created_realtime_ns = shm::realtime_ns();
+    header.identity.consumer_slots = 1;
+    header.control.creator_pid = identity_self.pid;
+    header.control.creator_start_time = identity_self.start_time;
+    // Rule 1: the ready mark, last, with release.
+    L::store_release(header.identity.abi_version, L::kAbiVersion);
+}
+
+// Takes kInUseLockByte shared; a remover holds it exclusively only for an instant.
+void lock_in_use(shm::Region& region, const std::string& name, std::chrono::nanoseconds patience) {
+    auto deadline = std::chrono::steady_clock::now() + std::max<std::chrono::nanoseconds>(patience, 100ms);
+    while (!region.try_lock(L::kInUseLockByte, shm::LockKind::shared)) {
+        if (std::chrono::steady_clock::now() >= deadline) {
+            throw Error(Errc::not_ready, describe_channel(name) + " stays locked by a remover");
+        }
+        std::this_thread::sleep_for(1ms);  // setup path: bounded wait for another process
+    }
+}
+
+// An open, validated, in-use-locked mapping of a channel.
+struct OpenChannel {
+    shm::Region region;
+    Geometry geometry;
+};
+
+OpenChannel open_or_create(const std::string& name, const ChannelOptions& options) {
+    validate_options(name, options);
+    const std::string path = shm::region_path(name);
+    shm::AccessPolicy policy{options.mode, options.allowed_owner};
+    const std::uint64_t size = L::region_bytes(options.segment_size.value_or(L::kDefaultSegmentSize),
+                                               options.segment_count.value_or(L::kDefaultSegmentCount));
+
+    for (int attempt = 0; attempt < kMaxRestarts; ++attempt) {
+        shm::Region region;
+        bool created = false;
+        try {
+            region = shm::Region::open(path, policy, /*writable=*/true);
+        } catch (const Error& error) {
+            if (error.code() != std::errc::no_such_file_or_directory) throw;
+            try {
+                region = shm::Region::create(path, size, policy, L::kCreatingLockByte);
+                created = true;
+            } catch (const Error& create_error) {
+                if (create_error.code() == std::errc::file_exists) continue;  // lost the race: open it
+                throw;
+            }
+        }
+
+        if (created) {
+            // Holding kInUseLockByte before the ready mark keeps removers away from a file in
+            // creation; a remover that got in before us made us see the unlink below.
+            lock_in_use(region, name, options.ready_timeout);
+            initialize_header(*static_cast<L::ChannelHeader*>(region.data()), options);
+            region.unlock(L::kCreatingLockByte);
+        } else {
+            // Wait, bounded, for the creator's ready mark (rule 1). Until the creator has reserved
+            // the size the file may be shorter than a header: re-map as it grows.
+            auto deadline = std::chrono::steady_clock::now() + options.ready_timeout;
+            while (true) {
+                if (region.size() < region.file_size()) region.remap_whole_file();
+                if (region.size() >= L::kHeaderBytes) {
+                    auto* header = static_cast<const L::ChannelHeader*>(region.data());
+                    if (L::load_acquire(header->identity.abi_version) != 0) break;
+                }
+                if (std::chrono::steady_clock::now() >= deadline) {
+                    bool creator_alive = region.lock_held_by_other(L::kCreatingLockByte, shm::LockKind::shared);
+                    throw Error(Errc::not_ready,
+                                describe_channel(name) + " at " + path +
+                                    (creator_alive ? " is still being created by a live process after the "
+                                                     "ready timeout"
+                                                   : " was left half-created (no ready mark, no live creator); "
+                                                     "remove it with 'shm-inspect gc'"));
+                }
+                std::this_thread::sleep_for(1ms);  // setup path: bounded wait for another process
+            }
+            lock_in_use(region, name, options.ready_timeout);
+            region.remap_whole_file();
+        }
+
+        auto* header = static_cast<L::ChannelHeader*>(region.data());
+        Geometry geometry;
+        std::string problem = check_identity(*header, region.size(), geometry);
+        if (!problem.empty()) {
+            throw Error(classify_identity_error(*header, region.size()),
+                        describe_channel(name) + " at " + path + ": " + problem);
+        }
+        // Removed while we opened it? Start over on a fresh file (see the file comment).
+        if (L::load_relaxed(header->control.removed) != 0 || region.unlinked_or_replaced()) continue;
+
+        if (options.segment_size && *options.segment_size != geometry.segment_size) {
+            throw Error(Errc::geometry_mismatch,
+                        describe_channel(name) + " exists with segment size " +
+                            std::to_string(geometry.segment_size) + ", not " + std::to_string(*options.segment_size));
+        }
+        if (options.segment_count && *options.segment_count != geometry.segment_count) {
+            throw Error(Errc::geometry_mismatch,
+                        describe_channel(name) + " exists with " + std::to_string(geometry.segment_count) +
+                            " segments, not " + std::to_string(*options.segment_count));
+        }
+        if (static_cast<std::uint32_t>(options.framing) != geometry.framing) {
+            auto framing_name = [](std::uint32_t f) { return f == 1 ? "raw bytes" : "records"; };
+            throw Error(Errc::framing_mismatch,
+                        describe_channel(name) + " carries " + framing_name(geometry.framing) + ", not " +
+                            framing_name(static_cast<std::uint32_t>(options.framing)));
+        }
+        return OpenChannel{std::move(region), geometry};
+    }
+    throw Error(Errc::not_ready, describe_channel(name) + ": removed again on every one of " +
+                                     std::to_string(kMaxRestarts) + " attempts to open it");
+}
+
+}  // namespace
+
+class Attached {
+public:
+    Attached(std::string name, const ChannelOptions& options, Side side)
+        : name_(std::move(name)), options_(options), side_(side) {
+        OpenChannel open = open_or_create(name_, options_);
+        region_ = std::move(open.region);
+        geometry_ = open.geometry;
+        header_ = static_cast<L::ChannelHeader*>(region_.data());
+        segments_ = static_cast<std::byte*>(region_.data()) + L::kHeaderBytes;
+        capacity_ = L::segment_payload_capacity(geometry_.segment_size);
+        attach();
+    }
+
+    ~Attached() { detach(); }
+
+    // ---- producer ------------------------------------------------------------------------------
+
+    Status try_acquire(WritableSegment& out) {
+        if (ended_) return fail(Status::invalid_call, "the stream has ended");
+        if (!holding_) {
+            if (position_ - cached_peer_ >= geometry_.segment_count) {
+                // Rule 3: acquire the consumer's release before reusing its segments.
+                std::uint64_t released = L::load_acquire(consumer_line().released);
+                if (released > position_ || position_ - released > geometry_.segment_count) {
+                    return fail(Status::corrupt, "consumer position " + std::to_string(released) +
+                                                     " is outside [" + std::to_string(position_ - std::min<std::uint64_t>(position_, geometry_.segment_count)) +
+                                                     ", " + std::to_string(position_) + "]");
+                }
+                cached_peer_ = released;
+                if (position_ - released >= geometry_.segment_count) return Status::would_block;
+            }
+            L::SegmentHeader& segment = segment_header(position_);
+            // Rule 2 (partial reads): a reader that acquires `sequence` == position sees
+            // committed_bytes reset for this lap.
+            L::store_relaxed(segment.committed_bytes, 0u);
+            L::store_release(segment.sequence, position_);
+            holding_ = true;
+        }
+        out.payload = std::span<std::byte>(segment_payload(position_), capacity_);
+        out.sequence = position_;
+        return Status::ok;
+    }
+
+    Status commit(std::uint32_t bytes) {
+        if (!holding_) return fail(Status::invalid_call, "commit without an acquired segment");
+        if (bytes > capacity_) return fail(Status::invalid_call, "commit beyond the segment's capacity");
+        // Rule 2: release the payload bytes written so far to a partial reader.
+        L::store_release(segment_header(position_).committed_bytes, bytes);
+        return Status::ok;
+    }
+
+    Status publish(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
+                   std::uint32_t first_record_offset, std::uint32_t checksum) {
+        if (!holding_) return fail(Status::invalid_call, "publish without an acquired segment");
+        if (bytes > capacity_) {
+            return fail(Status::invalid_call, "publish of " + std::to_string(bytes) + " bytes exceeds the payload capacity " +
+                                                  std::to_string(capacity_));
+        }
+        if (flags & ~L::kSegmentKnownFlags) return fail(Status::invalid_call, "unknown segment flags");
+        L::SegmentHeader& segment = segment_header(position_);
+        // Plain stores: rule 2's release of `published` below publishes them.
+        segment.record_count = record_count;
+        segment.flags = flags;
+        segment.checksum = checksum;
+        segment.first_record_offset = first_record_offset;
+        segment.producer_epoch = static_cast<std::uint32_t>(epoch_);
+        L::store_release(segment.committed_bytes, bytes);
+        ++position_;
+        holding_ = false;
+        // Rule 2: hand the segment over.
+        L::store_release(header_->producer.published, position_);
+        auto& counters = header_->producer_counters;
+        L::counter_add(counters.segments_published, std::uint64_t{1});
+        L::counter_add(counters.bytes_written, std::uint64_t{bytes});
+        L::counter_add(counters.records_written, std::uint64_t{record_count});
+        L::store_relaxed(counters.last_publish_realtime_ns, shm::realtime_ns());
+        wake_if_sleeping(consumer_line().sleeping, counters.wake_syscalls);
+        return Status::ok;
+    }
+
+    Status end_stream() {
+        if (ended_) return Status::ok;
+        if (holding_) {
+            // A held segment with committed bytes is published; an empty one is dropped.
+            std::uint32_t committed = L::load_relaxed(segment_header(position_).committed_bytes);
+            if (committed > 0) {
+                Status status = publish(committed, 0, 0, 0, 0);
+                if (status != Status::ok) return status;
+            } else {
+                holding_ = false;
+            }
+        }
+        // Rule 4: after the last publish.
+        L::store_release(header_->producer.end_of_stream, 1u);
+        ended_ = true;
+        wake_if_sleeping(consumer_line().sleeping, header_->producer_counters.wake_syscalls);
+        return Status::ok;
+    }
+
+    // ---- consumer ------------------------------------------------------------------------------
+
+    Status try_read(ReadableSegment& out) {
+        if (holding_) {
+            Status status = release();
+            if (status != Status::ok) return status;
+        }
+        if (position_ == cached_peer_) {
+            Status status = refresh_published();
+            if (status != Status::ok) return status;
+            if (position_ == cached_peer_) {
+                // Rule 4: end of stream makes `published` final; re-load it after the acquire.
+                if (L::load_acquire(header_->producer.end_of_stream) != 0) {
+                    status = refresh_published();
+                    if (status != Status::ok) return status;
+                    if (position_ == cached_peer_) return Status::end_of_stream;
+                } else {
+                    return Status::would_block;
+                }
+            }
+        }
+        const L::SegmentHeader& segment = segment_header(position_);
+        // One read of each field into a local; only the locals are checked and used.
+        std::uint32_t committed = L::load_acquire(segment.committed_bytes);
+        std::uint64_t sequence = L::load_relaxed(segment.sequence);
+        std::uint32_t flags = L::load_relaxed(segment.flags);
+        std::uint32_t record_count = L::load_relaxed(segment.record_count);
+        std::uint32_t first_record_offset = L::load_relaxed(segment.first_record_offset);
+        std::uint32_t checksum = L::load_relaxed(segment.checksum);
+        if (sequence != position_) {
+            return fail(Status::corrupt, "segment " + std::to_string(position_) + " (slot " +
+                                             std::to_string(position_ % geometry_.segment_count) +
+                                             ") carries sequence " + std::to_string(sequence));
+        }
+        if (committed > capacity_) {
+            return fail(Status::corrupt, "segment " + std::to_string(position_) + " claims " +
+                                             std::to_string(committed) + " bytes, capacity is " +
+                                             std::to_string(capacity_));
+        }
+        if (flags & ~L::kSegmentKnownFlags) {
+            return fail(Status::corrupt, "segment " + std::to_string(position_) + " has unknown flags " +
+                                             std::to_string(flags));
+        }
+        if (first_record_offset > committed) {
+            return fail(Status::corrupt, "segment " + std::to_string(position_) + " first record offset " +
+                                             std::to_string(first_record_offset) + " beyond its " +
+                                             std::to_string(committed) + " bytes");
+        }
+        out.payload = std::span<const std::byte>(segment_payload(position_), committed);
+        out.sequence = position_;
+        out.flags = flags;
+        out.record_count = record_count;
+        out.checksum = checksum;
+        out.first_record_offset = first_record_offset;
+        held_bytes_ = committed;
+        held_records_ = record_count;
+        holding_ = true;
+        return Status::ok;
+    }
+
+    Status release() {
+        if (!holding_) return fail(Status::invalid_call, "release without a read segment");
+        ++position_;
+        holding_ = false;
+        L::ConsumerLine& line = consumer_line();
+        // Rule 3: the credit goes back after we are done reading the segment.
+        L::store_release(line.released, position_);
+        L::store_relaxed(line.resume_offset, std::uint64_t{0});
+        auto& counters = consumer_slot().counters;
+        L::counter_add(counters.segments_released, std::uint64_t{1});
+        L::counter_add(counters.bytes_read, std::uint64_t{held_bytes_});
+        L::counter_add(counters.records_read, std::uint64_t{held_records_});
+        L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_ns());
+        wake_if_sleeping(header_->producer.sleeping, counters.wake_syscalls);
+        return Status::ok;
+    }
+
+    // ---- waiting -------------------------------------------------------------------------------
+
+    // Runs `attempt` until it returns something other than would_block: spinning, then sleeping
+    // on our `sleeping` word, as the strategy says; checks the peer's liveness and the header
+    // every liveness_interval while waiting.
+    template <class Attempt>
+    Status wait_for(Attempt&& attempt, std::uint64_t timeout_ns) {
+        Status status = attempt();
+        if (status != Status::would_block) return status;
+        if (timeout_ns == 0) return Status::timed_out;
+        // A peer known dead answers at once, until a new one attaches.
+        if (peer_known_dead_) {
+            Status peer = check_peer();
+            if (peer != Status::would_block) {
+                status = attempt();  // anything published before the death comes first
+                return status == Status::would_block ? peer : status;
+            }
+        }
+        const std::uint64_t start = shm::monotonic_ns();
+        const std::uint64_t deadline = timeout_ns == kNoDeadline ? kNoDeadline : start + timeout_ns;
+        const std::uint64_t interval = static_cast<std::uint64_t>(options_.liveness_interval.count());
+        std::uint64_t next_check = start + interval;
+        const std::uint64_t spin_until =
+            options_.wait == WaitStrategy::spin
+                ? kNoDeadline
+                : (options_.wait == WaitStrategy::hybrid ? start + static_cast<std::uint64_t>(options_.spin_budget.count())
+                                                         : start);
+        auto finish = [&](Status result) {
+            L::SharedU64& waited = side_ == Side::producer ? header_->producer_counters.backpressured_ns
+                                                           : consumer_slot().counters.idle_ns;
+            L::counter_add(waited, shm::monotonic_ns() - start);
+            return result;
+        };
+        // Between two periodic checks: deadline first, then liveness and header.
+        auto periodic = [&](std::uint64_t now) -> Status {
+            if (now >= deadline) return Status::timed_out;
+            if (now >= next_check) {
+                next_check = now + interval;
+                Status peer = check_peer_and_header();
+                if (peer != Status::would_block) {
+                    Status last = attempt();
+                    return last == Status::would_block ? peer : last;
+                }
+            }
+            return Status::would_block;
+        };
+
+        // Spin phase.
+        for (std::uint32_t spins = 1;; ++spins) {
+            cpu_relax();
+            status = attempt();
+            if (status != Status::would_block) return finish(status);
+            if ((spins & 63) == 0) {
+                std::uint64_t now = shm::monotonic_ns();
+                status = periodic(now);
+                if (status != Status::would_block) return finish(status);
+                if (now >= spin_until) break;
+            }
+            if (spin_until == start) break;  // park strategy: no spinning
+        }
+
+        // Park phase (rule 5).
+        L::SharedU32& sleeping = side_ == Side::producer ? header_->producer.sleeping : consumer_line().sleeping;
+        L::SharedU64& parks = side_ == Side::producer ? header_->producer_counters.parks : consumer_slot().counters.parks;
+        while (true) {
+            L::atomic(sleeping).store(1u, std::memory_order_seq_cst);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            L::counter_add(parks, std::uint64_t{1});
+            status = attempt();
+            if (status != Status::would_block) {
+                L::atomic(sleeping).exchange(0u, std::memory_order_seq_cst);
+                return finish(status);
+            }
+            std::uint64_t now = shm::monotonic_ns();
+            std::uint64_t until = std::min(deadline, next_check);
+            if (until > now) {
+                shm::futex_wait(sleeping, 1u, std::chrono::nanoseconds(until - now));
+            }
+            // Woken, timed out or interrupted: take our word back (a waker may have done it).
+            L::atomic(sleeping).exchange(0u, std::memory_order_seq_cst);
+            status = attempt();
+            if (status != Status::would_block) return finish(status);
+            status = periodic(shm::monotonic_ns());
+            if (status != Status::would_block) return finish(status);
+        }
+    }
+
+    std::uint64_t timeout_ns(std::chrono::nanoseconds timeout) const {
+        if (timeout.count() <= 0) return 0;
+        return static_cast<std::uint64_t>(timeout.count());
+    }
+
+    // ---- liveness ------------------------------------------------------------------------------
+
+    bool peer_alive() const {
+        std::uint64_t byte = side_ == Side::producer ? L::kConsumerLockByte : L::kProducerLockByte;
+        return region_.lock_held_by_other(byte, shm::LockKind::shared);
+    }
+
+    // would_block: keep waiting (peer alive, or never had one); peer_died; corrupt.
+    Status check_peer() {
+        const L::Attachment& peer = side_ == Side::producer ? consumer_slot().attachment : header_->producer_attachment;
+        std::uint64_t attaches = L::load_relaxed(peer.attach_count);
+        if (peer_alive()) {
+            peer_known_dead_ = false;
+            return Status::would_block;
+        }
+        if (attaches == 0) return Status::would_block;  // never had a peer: wait for one
+        peer_known_dead_ = true;
+        bool detached = L::load_relaxed(peer.attached) == 0;
+        last_error_ = std::string(side_ == Side::producer ? "consumer" : "producer") + " of " +
+                      describe_channel(name_) + (detached ? " detached" : " died");
+        return Status::peer_died;
+    }
+
+    Status check_peer_and_header() {
+        Geometry now;
+        std::string problem = check_identity(*header_, region_.size(), now);
+        if (problem.empty() && (now.segment_size != geometry_.segment_size ||
+                                now.segment_count != geometry_.segment_count || now.framing != geometry_.framing)) {
+            problem = "geometry changed under us";
+        }
+        if (!problem.empty()) return fail(Status::corrupt, "header: " + problem);
+        return check_peer();
+    }
+
+    // ---- info ----------------------------------------------------------------------------------
+
+    std::uint32_t capacity() const noexcept { return capacity_; }
+    const std::string& name() const noexcept { return name_; }
+    const std::string& last_error() const noexcept { return last_error_; }
+    const shm::Region& region() const noexcept { return region_; }
+    void remove_file() {
+        L::store_relaxed(header_->control.removed, 1u);
+        region_.unlink_if_same_file();
+    }
+
+private:
+    void attach() {
+        const std::uint64_t lock_byte = side_ == Side::producer ? L::kProducerLockByte : L::kConsumerLockByte;
+        L::Attachment& mine = side_ == Side::producer ? header_->producer_attachment : consumer_slot().attachment;
+        if (!region_.try_lock(lock_byte, shm::LockKind::exclusive)) {
+            std::int32_t pid = L::load_relaxed(mine.pid);
+            throw Error(Errc::side_taken, describe_channel(name_) + " already has a live " +
+                                              (side_ == Side::producer ? "producer" : "consumer") +
+                                              " (pid " + std::to_string(pid) + ")");
+        }
+        if (side_ == Side::producer && L::load_acquire(header_->producer.end_of_stream) != 0) {
+            region_.unlock(lock_byte);
+            throw Error(Errc::stream_ended, describe_channel(name_) +
+                                                " has already ended its stream: receive or remove it first");
+        }
+        // We hold the side's lock: we are the only writer of its fields from here on.
+        auto identity = shm::self_identity();
+        L::store_relaxed(mine.pid, identity.pid);
+        L::store_relaxed(mine.start_time, identity.start_time);
+        L::store_relaxed(mine.attach_realtime_ns, shm::realtime_ns());
+        epoch_ = L::load_relaxed(mine.attach_count) + 1;
+        L::store_relaxed(mine.attach_count, epoch_);
+        L::store_relaxed(mine.attached, 1u);
+
+        // Positions: resume where the previous holder of this side left off; check them.
+        std::uint64_t published = L::load_acquire(header_->producer.published);
+        std::uint64_t released = L::load_acquire(consumer_line().released);
+        if (released > published || published - released > geometry_.segment_count) {
+            region_.unlock(lock_byte);
+            throw Error(Errc::corrupt, describe_channel(name_) + ": positions published " + std::to_string(published) +
+                                           " and released " + std::to_string(released) + " are inconsistent");
+        }
+        if (side_ == Side::producer) {
+            position_ = published;
+            cached_peer_ = released;
+            L::store_relaxed(header_->producer.sleeping, 0u);
+        } else {
+            position_ = released;
+            cached_peer_ = released;  // forces a load of `published` at the first read
+            L::store_relaxed(consumer_line().sleeping, 0u);
+        }
+        attached_ = true;
+    }
+
+    void detach() noexcept {
+        if (!attached_) return;
+        attached_ = false;
+        L::Attachment& mine = side_ == Side::producer ? header_->producer_attachment : consumer_slot().attachment;
+        // A clean detach: the peer will report "detached" rather than "died". The lock itself
+        // goes when the Region closes its descriptor.
+        L::store_relaxed(mine.attached, 0u);
+        if (side_ == Side::consumer) {
+            // The consumer leaving wakes a producer waiting for credits, so it notices at once.
+            wake_if_sleeping(header_->producer.sleeping, consumer_slot().counters.wake_syscalls);
+        } else {
+            wake_if_sleeping(consumer_line().sleeping, header_->producer_counters.wake_syscalls);
+        }
+        try {
+            region_.unlock(side_ == Side::producer ? L::kProducerLockByte : L::kConsumerLockByte);
+        } catch (...) {
+        }
+    }
+
+    Status refresh_published() {
+        // Rule 2: acquire the producer's publication before reading the segments.
+        std::uint64_t published = L::load_acquire(header_->producer.published);
+        if (published < position_ || published - position_ > geometry_.segment_count) {
+            return fail(Status::corrupt, "producer position " + std::to_string(published) + " is outside [" +
+                                             std::to_string(position_) + ", " +
+                                             std::to_string(position_ + geometry_.segment_count) + "]");
+        }
+        cached_peer_ = published;
+        return Status::ok;
+    }
+
+    // Rule 5, the waker's half: our position store is done; fence; wake the peer only if it sleeps.
+    void wake_if_sleeping(L::SharedU32& peer_sleeping, L::SharedU64& wake_counter) noexcept {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (L::atomic(peer_sleeping).load(std::memory_order_relaxed) == 0) return;
+        if (L::atomic(peer_sleeping).exchange(0u, std::memory_order_seq_cst) == 0) return;
+        shm::futex_wake(peer_sleeping, 1);
+        L::counter_add(wake_counter, std::uint64_t{1});
+    }
+
+    Status fail(Status status, std::string message) {
+        last_error_ = describe_channel(name_) + ": " + std::move(message);
+        return status;
+    }
+
+    L::ConsumerSlot& consumer_slot() const noexcept { return header_->consumers[0]; }
+    L::ConsumerLine& consumer_line() const noexcept { return header_->consumers[0].position; }
+    // position is any 64-bit value: the modulo keeps the slot inside the ring.
+    L::SegmentHeader& segment_header(std::uint64_t position) const noexcept {
+        std::uint64_t slot = position % geometry_.segment_count;
+        return *reinterpret_cast<L::SegmentHeader*>(segments_ + slot * geometry_.segment_size);
+    }
+    std::byte* segment_payload(std::uint64_t position) const noexcept {
+        return reinterpret_cast<std::byte*>(&segment_header(position)) + L::kSegmentHeaderBytes;
+    }
+
+    std::string name_;
+    ChannelOptions options_;
+    Side side_;
+    shm::Region region_;
+    Geometry geometry_;
+    L::ChannelHeader* header_ = nullptr;
+    std::byte* segments_ = nullptr;
+    std::uint32_t capacity_ = 0;
+    std::uint64_t position_ = 0;     // producer: next to publish; consumer: next to read
+    std::uint64_t cached_peer_ = 0;  // producer: last seen released; consumer: last seen published
+    std::uint64_t epoch_ = 0;
+    std::uint32_t held_bytes_ = 0, held_records_ = 0;
+    bool holding_ = false;
+    bool ended_ = false;
+    bool attached_ = false;
+    bool peer_known_dead_ = false;
+    std::string last_error_;
+};
+
+}  // namespace detail
+
+namespace {
+
+ChannelInfo read_info(const std::string& name, const shm::Region& region) {
+    ChannelInfo info;
+    info.name = name;
+    info.path = region.path();
+    if (region.size() < layout::kHeaderBytes) return info;
+    const auto& header = *static_cast<const layout::ChannelHeader*>(region.data());
+    info.abi_version = layout::load_acquire(header.identity.abi_version);
+    if (info.abi_version == 0) return info;  // still being created
+    info.segment_size = layout::load_relaxed(header.identity.segment_size);
+    info.segment_count = layout::load_relaxed(header.identity.segment_count);
+    info.flags = layout::load_relaxed(header.identity.flags);
+    info.framing = static_cast<Framing>(layout::load_relaxed(header.identity.framing));
+    info.max_record_bytes = layout::load_relaxed(header.identity.max_record_bytes);
+    info.total_bytes = layout::load_relaxed(header.identity.total_bytes);
+    info.created_realtime_ns = layout::load_relaxed(header.identity.created_realtime_ns);
+    info.published = layout::load_relaxed(header.producer.published);
+    info.released = layout::load_relaxed(header.consumers[0].position.released);
+    info.end_of_stream = layout::load_relaxed(header.producer.end_of_stream) != 0;
+    info.removed = layout::load_relaxed(header.control.removed) != 0;
+    auto side = [&](const layout::Attachment& a, std::uint64_t lock_byte, const layout::SharedU32& sleeping) {
+        ChannelInfo::Side s;
+        s.attached = layout::load_relaxed(a.attached) != 0;
+        s.pid = layout::load_relaxed(a.pid);
+        s.start_time = layout::load_relaxed(a.start_time);
+        s.attach_count = layout::load_relaxed(a.attach_count);
+        s.alive = region.lock_held_by_other(lock_byte, shm::LockKind::shared);
+        s.sleeping = layout::load_relaxed(sleeping) != 0;
+        return s;
+    };
+    info.producer = side(header.producer_attachment, layout::kProducerLockByte, header.producer.sleeping);
+    info.consumer = side(header.consumers[0].attachment, layout::kConsumerLockByte, header.consumers[0].position.sleeping);
+    const auto& pc = header.producer_counters;
+    info.producer_counters = {layout::load_relaxed(pc.bytes_written),     layout::load_relaxed(pc.records_written),
+                              layout::load_relaxed(pc.segments_published), layout::load_relaxed(pc.events_written),
+                              layout::load_relaxed(pc.wake_syscalls),      layout::load_relaxed(pc.parks),
+                              layout::load_relaxed(pc.backpressured_ns),   layout::load_relaxed(pc.last_publish_realtime_ns)};
+    const auto& cc = header.consumers[0].counters;
+    info.consumer_counters = {layout::load_relaxed(cc.bytes_read),        layout::load_relaxed(cc.records_read),
+                              layout::load_relaxed(cc.segments_released), layout::load_relaxed(cc.events_read),
+                              layout::load_relaxed(cc.wake_syscalls),     layout::load_relaxed(cc.parks),
+                              layout::load_relaxed(cc.idle_ns),           layout::load_relaxed(cc.last_release_realtime_ns)};
+    return info;
+}
+
+constexpr std::uint64_t kForever = std::numeric_limits<std::uint64_t>::max();
+
+}  // namespace
+
+// ---- Producer ------------------------------------------------------------------------------------
+
+Producer Producer::attach(std::string_view name, const ChannelOptions& options) {
+    return Producer(std::make_unique<detail::Attached>(std::string(name), options, detail::Side::producer));
+}
+Producer::Producer(std::unique_ptr<detail::Attached> attached) : attached_(std::move(attached)) {}
+Producer::Producer(Producer&&) noexcept = default;
+Producer& Producer::operator=(Producer&&) noexcept = default;
+Producer::~Producer() = default;
+
+Status Producer::try_acquire(WritableSegment& out) { return attached_->try_acquire(out); }
+Status Producer::acquire(WritableSegment& out) {
+    return attached_->wait_for([&] { return attached_->try_acquire(out); }, kForever);
+}
+Status Producer::acquire_for(WritableSegment& out, std::chrono::nanoseconds timeout) {
+    return attached_->wait_for([&] { return attached_->try_acquire(out); }, attached_->timeout_ns(timeout));
+}
+Status Producer::commit(std::uint32_t bytes) { return attached_->commit(bytes); }
+Status Producer::publish(std::uint32_t bytes) { return attached_->publish(bytes, 0, 0, 0, 0); }
+Status Producer::publish(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
+                         std::uint32_t first_record_offset, std::uint32_t checksum) {
+    return attached_->publish(bytes, flags, record_count, first_record_offset, checksum);
+}
+Status Producer::end_stream() { return attached_->end_stream(); }
+bool Producer::consumer_alive() const { return attached_->peer_alive(); }
+std::uint32_t Producer::payload_capacity() const noexcept { return attached_->capacity(); }
+const std::string& Producer::name() const noexcept { return attached_->name(); }
+const std::string& Producer::last_error() const noexcept { return attached_->last_error(); }
+ChannelInfo Producer::info() const { return read_info(attached_->name(), attached_->region()); }
+
+// ---- Consumer ------------------------------------------------------------------------------------
+
+Consumer Consumer::attach(std::string_view name, const ChannelOptions& options) {
+    return Consumer(std::make_unique<detail::Attached>(std::string(name), options, detail::Side::consumer));
+}
+Consumer::Consumer(std::unique_ptr<detail::Attached> attached) : attached_(std::move(attached)) {}
+Consumer::Consumer(Consumer&&) noexcept = default;
+Consumer& Consumer::operator=(Consumer&&) noexcept = default;
+Consumer::~Consumer() = default;
+
+Status Consumer::try_read(ReadableSegment& out) { return attached_->try_read(out); }
+Status Consumer::read(ReadableSegment& out) {
+    return attached_->wait_for([&] { return attached_->try_read(out); }, kForever);
+}
+Status Consumer::read_for(ReadableSegment& out, std::chrono::nanoseconds timeout) {
+    return attached_->wait_for([&] { return attached_->try_read(out); }, attached_->timeout_ns(timeout));
+}
+Status Consumer::release() { return attached_->release(); }
+bool Consumer::producer_alive() const { return attached_->peer_alive(); }
+void Consumer::remove_channel() { attached_->remove_file(); }
+std::uint32_t Consumer::payload_capacity() const noexcept { return attached_->capacity(); }
+const std::string& Consumer::name() const noexcept { return attached_->name(); }
+const std::string& Consumer::last_error() const noexcept { return attached_->last_error(); }
+ChannelInfo Consumer::info() const { return read_info(attached_->name(), attached_->region()); }
+
+// ---- Without attaching ---------------------------------------------------------------------------
+
+ChannelInfo inspect(std::string_view name, const ChannelOptions& options) {
+    std::string channel(name);
+    shm::Region region = shm::Region::open(shm::region_path(channel), {options.mode, options.allowed_owner},
+                                           /*writable=*/false);
+    if (region.size() >= layout::kHeaderBytes) {
+        const auto& header = *static_cast<const layout::ChannelHeader*>(region.data());
+        if (layout::load_acquire(header.identity.abi_version) != 0) {
+            detail::Geometry geometry;
+            std::string problem = detail::check_identity(header, region.size(), geometry);
+            if (!problem.empty()) {
+                throw Error(detail::classify_identity_error(header, region.size()),
+                            "channel '" + channel + "' at " + region.path() + ": " + problem);
+            }
+        }
+    }
+    return read_info(channel, region);
+}
+
+RemoveResult remove_channel(std::string_view name, bool force) {
+    std::string channel(name);
+    shm::Region region;
+    try {
+        region = shm::Region::open(shm::region_path(channel), {}, /*writable=*/true);
+    } catch (const Error& error) {
+        if (error.code() == std::errc::no_such_file_or_directory) return RemoveResult::not_found;
+        if (!force) throw;
+        // An unsafe or unreadable file: with force, unlink the name anyway.
+        return shm::unlink_path(shm::region_path(channel)) ? RemoveResult::removed : RemoveResult::not_found;
+    }
+    // Exclusive on kInUseLockByte: only possible when no handle (and no creator) holds it.
+    bool exclusive = region.try_lock(layout::kInUseLockByte, shm::LockKind::exclusive);
+    if (!exclusive && !force) return RemoveResult::in_use;
+    if (region.size() >= layout::kHeaderBytes) {
+        auto& header = *static_cast<layout::ChannelHeader*>(region.data());
+        layout::store_relaxed(header.control.removed, 1u);
+    }
+    bool removed = region.unlink_if_same_file();
+    return removed ? RemoveResult::removed : RemoveResult::not_found;
+}
+
+}  // namespace shmchan

@@ -1,0 +1,222 @@
+// shmchan channels: a single-producer single-consumer ring of fixed-size segments in shared
+// memory, between two processes (or two threads) on one host.
+//
+//   #include "channels/channel.hpp"
+//
+//   // Process A                                     // Process B
+//   auto producer = shmchan::Producer::attach("ticks");   auto consumer = shmchan::Consumer::attach("ticks");
+//   shmchan::WritableSegment out;                    shmchan::ReadableSegment in;
+//   while (more) {                                   while (consumer.read(in) == shmchan::Status::ok) {
+//       if (producer.acquire(out) != Status::ok)         use(in.payload);       // a view into shared memory
+//           break;                                       consumer.release();    // hands the segment back
+//       size_t n = fill(out.payload);                }
+//       producer.publish(n);                         // Status::end_of_stream: the producer finished
+//   }                                                // Status::peer_died: it died first
+//   producer.end_stream();
+//
+// Either side may come first: attach() creates the channel if it does not exist and opens it
+// otherwise (exactly one process initializes it; the others wait for its ready mark). A segment
+// is the unit of hand-over: the producer fills a free segment and publishes it; the consumer reads
+// it in place and releases it. Free segments are the producer's credits: when all are published
+// and unreleased, the producer waits (backpressure) and memory stays bounded.
+//
+// Calls that can wait come in three forms: try_* (never waits), the plain call (waits until it
+// can proceed, the stream ends or the peer dies; with no peer yet, it waits for one) and *_for
+// (waits at most a duration). They return a Status; only setup (attach, remove) throws
+// shmchan::Error, which carries an error code and a message naming the channel and the cause.
+//
+// Handles are movable, not copyable, and not thread-safe: one thread drives a handle at a time.
+// The layout they share is channels/layout.hpp (prose: docs/LAYOUT.md).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "channels/layout.hpp"
+#include "shm/error.hpp"
+
+namespace shmchan {
+
+using layout::Framing;
+
+// How a side waits for its peer (Aeron's idle strategies).
+enum class WaitStrategy : std::uint8_t {
+    spin,    // busy-poll with the pause instruction: lowest latency, one core busy while waiting
+    hybrid,  // spin for `spin_budget`, then sleep on a futex (the default)
+    park,    // sleep on a futex at once: no busy CPU, a wake-up costs a futex round trip
+};
+
+const char* to_string(WaitStrategy strategy) noexcept;
+std::optional<WaitStrategy> wait_strategy_from_string(std::string_view text) noexcept;
+
+struct ChannelOptions {
+    // Geometry. Unset: the defaults when creating (16 x 32 KiB), the existing values when opening.
+    // Set: used when creating; when opening, a different existing value is an error.
+    std::optional<std::uint32_t> segment_size;   // bytes, a multiple of 4096, 4 KiB .. 1 GiB
+    std::optional<std::uint32_t> segment_count;  // 1 .. 2^20
+    Framing framing = Framing::raw_bytes;        // must match the existing channel's
+    bool checksums = false;                      // records layer: CRC-32C per segment (creation)
+    std::uint64_t max_record_bytes = layout::kDefaultMaxRecordBytes;  // records layer (creation)
+
+    WaitStrategy wait = WaitStrategy::hybrid;
+    // Hybrid strategy: how long to spin before sleeping. A sleeping peer costs a futex wake,
+    // ~35 us on the reference VM, so this budget decides the latency of bursty traffic; it costs
+    // at most this much CPU per wait that ends in a sleep.
+    std::chrono::nanoseconds spin_budget = std::chrono::microseconds(50);
+    // How often a waiting side re-checks the peer's liveness and the header (the futex sleep's
+    // timeout, a backstop against a lost wake-up, and the bound on noticing a dead peer).
+    std::chrono::nanoseconds liveness_interval = std::chrono::milliseconds(100);
+    // attach(): how long to wait for a concurrent creator's ready mark.
+    std::chrono::nanoseconds ready_timeout = std::chrono::seconds(1);
+
+    // Files: mode of a created file (0600; 0660 to share with a group) and an extra owner
+    // accepted on open (group sharing).
+    mode_t mode = 0600;
+    std::optional<uid_t> allowed_owner;
+};
+
+enum class Status : std::uint8_t {
+    ok,
+    would_block,    // try_*: nothing to read, or no free segment
+    timed_out,      // *_for: the duration passed
+    end_of_stream,  // consumer: the producer ended the stream and every segment was read
+    peer_died,      // the peer died or detached without ending the stream; waits return this
+                    // at once until a new peer attaches (everything published before is still read)
+    corrupt,        // a shared value failed validation: see last_error()
+    invalid_call,   // misuse: publish without acquire, a length over the capacity, after end
+};
+
+const char* to_string(Status status) noexcept;
+
+// What the producer writes into: the payload of a free segment.
+struct WritableSegment {
+    std::span<std::byte> payload;  // segment_size - 64 bytes
+    std::uint64_t sequence = 0;    // the segment's position in the stream
+};
+
+// What the consumer reads: the committed payload of a published segment. A view into shared
+// memory, valid until release() or the next read. The bytes are the producer's: a buggy or
+// hostile producer may still change them, so parse them as untrusted input.
+struct ReadableSegment {
+    std::span<const std::byte> payload;
+    std::uint64_t sequence = 0;
+    std::uint32_t flags = 0;         // layout::kSegment*
+    std::uint32_t record_count = 0;  // records layer
+    std::uint32_t checksum = 0;
+    std::uint32_t first_record_offset = 0;
+};
+
+// A snapshot of the header, for tools and tests (read with relaxed loads; see inspect()).
+struct ChannelInfo {
+    std::string name, path;
+    std::uint32_t abi_version = 0, segment_size = 0, segment_count = 0, flags = 0;
+    Framing framing = Framing::raw_bytes;
+    std::uint64_t max_record_bytes = 0, total_bytes = 0, created_realtime_ns = 0;
+    std::uint64_t published = 0, released = 0;
+    bool end_of_stream = false, removed = false;
+    struct Side {
+        bool attached = false;      // attached and not cleanly detached
+        bool alive = false;         // its lock is held (the authority)
+        std::int32_t pid = 0;
+        std::uint64_t start_time = 0;
+        std::uint64_t attach_count = 0;
+        bool sleeping = false;
+    } producer, consumer;
+    struct Counters {
+        std::uint64_t bytes = 0, records = 0, segments = 0, events = 0, wake_syscalls = 0,
+                      parks = 0, waited_ns = 0, last_realtime_ns = 0;
+    } producer_counters, consumer_counters;  // waited_ns: back-pressured / idle
+};
+
+namespace detail {
+class Attached;
+}
+
+class Producer {
+public:
+    // Creates or opens channel `name` and attaches as its producer. Throws Error if the name is
+    // invalid, the file is unsafe or corrupt, the options disagree with the existing channel, a
+    // live producer is attached already, or the stream has ended.
+    static Producer attach(std::string_view name, const ChannelOptions& options = {});
+
+    Producer(Producer&&) noexcept;
+    Producer& operator=(Producer&&) noexcept;
+    ~Producer();  // detaches (without ending the stream: the consumer sees peer_died)
+
+    // A free segment to fill. Only one segment is held at a time: acquire, fill, publish.
+    Status try_acquire(WritableSegment& out);
+    Status acquire(WritableSegment& out);
+    Status acquire_for(WritableSegment& out, std::chrono::nanoseconds timeout);
+
+    // Makes the first `bytes` of the acquired payload visible without handing the segment over
+    // (a consumer may read them before the segment is published). Cheap: one release store.
+    Status commit(std::uint32_t bytes);
+    // Hands the acquired segment to the consumer with `bytes` of payload, waking it if it sleeps.
+    Status publish(std::uint32_t bytes);
+    // Publishes `bytes` with segment metadata (records layer).
+    Status publish(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
+                   std::uint32_t first_record_offset, std::uint32_t checksum);
+
+    // Ends the stream (after publishing a held segment, if any) and wakes the consumer.
+    Status end_stream();
+
+    bool consumer_alive() const;  // a syscall: not for every record
+    std::uint32_t payload_capacity() const noexcept;
+    const std::string& name() const noexcept;
+    const std::string& last_error() const noexcept;
+    ChannelInfo info() const;
+
+private:
+    explicit Producer(std::unique_ptr<detail::Attached> attached);
+    std::unique_ptr<detail::Attached> attached_;
+};
+
+class Consumer {
+public:
+    // Creates or opens channel `name` and attaches as its consumer; reading resumes at the first
+    // segment that the previous consumer (if any) had not released.
+    static Consumer attach(std::string_view name, const ChannelOptions& options = {});
+
+    Consumer(Consumer&&) noexcept;
+    Consumer& operator=(Consumer&&) noexcept;
+    ~Consumer();
+
+    // The next published segment. A segment read earlier and not released is released first.
+    Status try_read(ReadableSegment& out);
+    Status read(ReadableSegment& out);
+    Status read_for(ReadableSegment& out, std::chrono::nanoseconds timeout);
+    // Hands the segment of the last read back to the producer (a credit), waking it if it sleeps.
+    Status release();
+
+    bool producer_alive() const;  // a syscall: not for every record
+    // Removes the channel's file now (the mappings stay valid). For a consumer done with the
+    // stream; a process opening the name afterwards gets a fresh channel.
+    void remove_channel();
+    std::uint32_t payload_capacity() const noexcept;
+    const std::string& name() const noexcept;
+    const std::string& last_error() const noexcept;
+    ChannelInfo info() const;
+
+private:
+    explicit Consumer(std::unique_ptr<detail::Attached> attached);
+    std::unique_ptr<detail::Attached> attached_;
+};
+
+// Reads a channel's header without attaching (read-only mapping, no locks taken, nobody woken).
+// Throws Error if the file is missing, unsafe or fails validation.
+ChannelInfo inspect(std::string_view name, const ChannelOptions& options = {});
+
+enum class RemoveResult { removed, not_found, in_use };
+// Removes channel `name` unless a live process holds it (`force` removes it anyway; attached
+// processes keep their mappings, and later openers get a fresh channel).
+RemoveResult remove_channel(std::string_view name, bool force = false);
+
+}  // namespace shmchan

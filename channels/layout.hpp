@@ -1,0 +1,297 @@
+// The shared-memory layout of a channel: the one ABI header. docs/LAYOUT.md is its prose twin.
+//
+// A channel is one file (shm/region.hpp) laid out as
+//
+//     [ ChannelHeader: 4096 bytes ][ segment 0 ][ segment 1 ] ... [ segment N-1 ]
+//
+// and every segment is [ SegmentHeader: 64 bytes ][ payload: segment_size - 64 bytes ].
+//
+// Rules (each struct below follows them; the static_asserts prove them):
+//  - fixed-width fields only, no pointers, standard layout, trivially copyable;
+//  - every field has one writer, written beside it; producer-owned and consumer-owned fields are
+//    on separate 64-byte cache lines;
+//  - every atomic is lock-free and address-free (std::atomic of a 32- or 64-bit integer);
+//  - positions are free-running 64-bit counts of segments; slot = position % segment_count.
+//
+// Versioning: kAbiVersion changes whenever any byte of this file changes meaning or place. A
+// reader refuses any other version. New fields go into reserved space, and bump the version.
+//
+// Synchronization protocol (the only release/acquire pairs of the channel):
+//  1. Ready mark. The creator writes every identity field, then stores `abi_version` with
+//     release. An opener loads it with acquire; non-zero means the identity fields are complete.
+//  2. Data. The producer writes a segment's payload and SegmentHeader, then stores
+//     `ProducerLine::published` (position + 1) with release. The consumer loads `published`
+//     with acquire before it reads that segment. Within a not-yet-published segment the producer
+//     may also store `SegmentHeader::committed_bytes` with release after writing those bytes; a
+//     consumer that loads it with acquire may read that many payload bytes (partial reads).
+//  3. Credits. The consumer finishes reading a segment, then stores `ConsumerLine::released`
+//     with release. The producer loads it with acquire before it overwrites that slot.
+//  4. End of stream. The producer publishes its last segment, then stores
+//     `ProducerLine::end_of_stream` = 1 with release; a consumer that acquires 1 there
+//     re-loads `published`, which is then final.
+//  5. Sleeping (Dekker). A side about to sleep stores 1 to its `sleeping` word (seq_cst), then
+//     re-checks its condition (seq_cst load), then futex-waits while the word is 1. The other
+//     side stores its position (release), issues a seq_cst fence, then loads the peer's
+//     `sleeping` word: if 1, it exchanges it to 0 and makes the one futex_wake syscall. The
+//     fences forbid both sides missing each other, so no wake is lost; the exchange makes sure a
+//     sleep is woken at most once, so wake syscalls never exceed parks. A timed-out sleeper
+//     exchanges its word back to 0 itself.
+//  6. Counters are written by their side with relaxed stores (one writer, no read-modify-write)
+//     and read by anyone with relaxed loads: they are figures, never used for synchronization.
+//
+// Liveness is not in memory: each side holds an exclusive open-file-description lock on its own
+// byte of the file (the *LockByte constants below; locks may lie anywhere in the file), which the
+// kernel drops when the holder dies. See shm/region.hpp for why that is sound.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace shmchan::layout {
+
+inline constexpr std::uint64_t kMagic = 0x314E414843'4D4853ull;  // "SHMCHAN1" little-endian
+inline constexpr std::uint32_t kAbiVersion = 1;
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::uint32_t kHeaderBytes = 4096;
+inline constexpr std::uint32_t kSegmentHeaderBytes = 64;
+inline constexpr std::uint32_t kMaxConsumers = 8;  // consumer slots (broadcast uses > 1)
+
+// Geometry limits, checked at creation and at every open.
+inline constexpr std::uint32_t kSegmentSizeUnit = 4096;
+inline constexpr std::uint32_t kMinSegmentSize = 4096;
+inline constexpr std::uint32_t kMaxSegmentSize = 1u << 30;
+inline constexpr std::uint32_t kMinSegmentCount = 1;
+inline constexpr std::uint32_t kMaxSegmentCount = 1u << 20;
+inline constexpr std::uint64_t kMaxTotalBytes = 1ull << 40;
+
+inline constexpr std::uint32_t kDefaultSegmentSize = 32 * 1024;
+inline constexpr std::uint32_t kDefaultSegmentCount = 16;
+inline constexpr std::uint64_t kDefaultMaxRecordBytes = 64ull << 20;
+
+// Lock bytes of the file (see shm/region.hpp). The creator holds kCreatingLockByte exclusively
+// until the ready mark is stored; every attached handle holds kInUseLockByte shared for its
+// lifetime (a remover takes it exclusively to prove nobody holds the channel); the producer holds
+// kProducerLockByte exclusively; consumer slot i holds kConsumerLockByte + i exclusively.
+inline constexpr std::uint64_t kCreatingLockByte = 4000;
+inline constexpr std::uint64_t kInUseLockByte = 4001;
+inline constexpr std::uint64_t kProducerLockByte = 4002;
+inline constexpr std::uint64_t kConsumerLockByte = 4008;  // .. 4008 + kMaxConsumers - 1
+
+enum class Framing : std::uint32_t {
+    raw_bytes = 1,  // payloads are opaque bytes (shm-pipe without --lines)
+    records = 2,    // payloads are framed records and events (the records layer)
+};
+
+// Identity flags (bit set, written by the creator only).
+inline constexpr std::uint32_t kFlagChecksums = 1u << 0;  // every segment carries a CRC-32C
+
+// Segment flags (written by the producer before publishing the segment).
+inline constexpr std::uint32_t kSegmentContinuesRecord = 1u << 0;  // starts inside a record
+inline constexpr std::uint32_t kSegmentRecordContinues = 1u << 1;  // last record goes on
+inline constexpr std::uint32_t kSegmentHasChecksum = 1u << 2;
+inline constexpr std::uint32_t kSegmentKnownFlags = 0x7;
+
+// Shared fields are plain integers, so every struct here is trivially copyable; they are
+// accessed atomically through std::atomic_ref with the named helpers below (the only way the
+// code touches a field that the other side reads). Lock-free atomic_ref of an aligned 32- or
+// 64-bit integer is a plain load/store (or a locked instruction) on that address: address-free.
+using SharedU32 = std::uint32_t;
+using SharedU64 = std::uint64_t;
+static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
+static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic_ref<std::uint32_t>::required_alignment == 4);
+static_assert(std::atomic_ref<std::uint64_t>::required_alignment == 8);
+
+template <class T>
+inline std::atomic_ref<T> atomic(T& field) noexcept {
+    return std::atomic_ref<T>(field);
+}
+// Reads of shared fields take a const view of the header (an inspector maps it read-only); an
+// atomic load through the cast never writes.
+template <class T>
+inline T load_acquire(const T& field) noexcept {
+    return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_acquire);
+}
+template <class T>
+inline T load_relaxed(const T& field) noexcept {
+    return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_relaxed);
+}
+template <class T>
+inline void store_release(T& field, T value) noexcept {
+    std::atomic_ref<T>(field).store(value, std::memory_order_release);
+}
+template <class T>
+inline void store_relaxed(T& field, T value) noexcept {
+    std::atomic_ref<T>(field).store(value, std::memory_order_relaxed);
+}
+// A single-writer counter: load + store, no locked read-modify-write (rule 6).
+template <class T>
+inline void counter_add(T& field, T delta) noexcept {
+    store_relaxed(field, load_relaxed(field) + delta);
+}
+
+// Line 0. Written by the creator before the ready mark; read-only afterwards.
+struct alignas(kCacheLine) Identity {
+    std::uint64_t magic;             // kMagic
+    SharedU32 abi_version;           // the ready mark: stored last, with release (rule 1)
+    std::uint32_t header_bytes;      // kHeaderBytes
+    std::uint32_t segment_size;      // bytes per segment, SegmentHeader included
+    std::uint32_t segment_count;     // segments in the ring
+    std::uint32_t framing;           // Framing
+    std::uint32_t flags;             // kFlag*
+    std::uint64_t max_record_bytes;  // records layer: largest record accepted
+    std::uint64_t total_bytes;       // header_bytes + segment_size * segment_count
+    std::uint64_t created_realtime_ns;
+    std::uint32_t consumer_slots;    // slots in use (1 = single consumer)
+    std::uint32_t reserved0;
+};
+
+// Line 1. Whole-channel control.
+struct alignas(kCacheLine) Control {
+    SharedU32 removed;              // set to 1 by a remover before it unlinks the file; openers
+                                    // that see it start over on a fresh file (relaxed: the
+                                    // remover's lock on kInUseLockByte orders it, see channel.cpp)
+    std::uint32_t creator_pid;      // display only
+    std::uint64_t creator_start_time;
+    std::uint8_t reserved[48];
+};
+
+// Producer-owned, read by consumers: the position line (hot: read by the consumer per segment).
+struct alignas(kCacheLine) ProducerLine {
+    SharedU64 published;      // segments published; release by producer (rule 2)
+    SharedU32 end_of_stream;  // 1 once the stream ended; release by producer (rule 4)
+    SharedU32 sleeping;       // producer sets 1 before parking; consumer exchanges to 0 (rule 5)
+    std::uint8_t reserved[48];
+};
+
+// Who holds a side: written by the side that attaches, read by everybody.
+struct alignas(kCacheLine) Attachment {
+    SharedU32 attached;         // 1 while attached; 0 after a clean detach (relaxed: display,
+                                // liveness itself is the lock)
+    std::int32_t pid;           // display only: the holder's pid in its own namespace
+    std::uint64_t start_time;   // display only: /proc/PID/stat starttime
+    SharedU64 attach_count;     // incremented by each attach (relaxed); 0 = never had one
+    std::uint64_t attach_realtime_ns;
+    std::uint8_t reserved[32];
+};
+
+// Producer counters, producer-written with relaxed stores (rule 6).
+struct alignas(kCacheLine) ProducerCounters {
+    SharedU64 bytes_written;
+    SharedU64 records_written;
+    SharedU64 segments_published;
+    SharedU64 events_written;
+    SharedU64 wake_syscalls;     // futex_wake calls made to wake the consumer
+    SharedU64 parks;             // times the producer set `sleeping` to sleep
+    SharedU64 backpressured_ns;  // time spent waiting for a free segment
+    SharedU64 last_publish_realtime_ns;
+    std::uint8_t reserved[64];
+};
+
+// Consumer slot: position line, then attachment, then counters.
+struct alignas(kCacheLine) ConsumerLine {
+    SharedU64 released;        // segments released; release by consumer (rule 3)
+    SharedU32 sleeping;        // consumer sets 1 before parking; producer exchanges to 0 (rule 5)
+    std::uint32_t reserved0;
+    SharedU64 resume_offset;   // records layer: payload offset of the first unreleased record in
+                               // segment `released` (consumer-written, relaxed; read on restart)
+    std::uint8_t reserved[40];
+};
+
+struct alignas(kCacheLine) ConsumerCounters {
+    SharedU64 bytes_read;
+    SharedU64 records_read;
+    SharedU64 segments_released;
+    SharedU64 events_read;
+    SharedU64 wake_syscalls;  // futex_wake calls made to wake the producer
+    SharedU64 parks;          // times the consumer set `sleeping` to sleep
+    SharedU64 idle_ns;        // time spent waiting for data
+    SharedU64 last_release_realtime_ns;
+    std::uint8_t reserved[64];
+};
+
+struct alignas(kCacheLine) ConsumerSlot {
+    ConsumerLine position;
+    Attachment attachment;
+    ConsumerCounters counters;
+};
+
+struct alignas(kCacheLine) ChannelHeader {
+    Identity identity;                         // 0
+    Control control;                           // 64
+    ProducerLine producer;                     // 128
+    Attachment producer_attachment;            // 192
+    ProducerCounters producer_counters;        // 256
+    std::uint8_t priority_lane[256];           // 384: reserved for in-band priority events
+    std::uint8_t gate_link[128];               // 640: reserved for gates (one futex, many channels)
+    ConsumerSlot consumers[kMaxConsumers];     // 768
+    std::uint8_t reserved_tail[kHeaderBytes - 768 - kMaxConsumers * sizeof(ConsumerSlot)];
+};
+
+struct alignas(kCacheLine) SegmentHeader {
+    SharedU32 committed_bytes;   // payload bytes valid; release by producer (rule 2)
+    std::uint32_t record_count;  // records that start in this segment (records layer)
+    std::uint32_t flags;         // kSegment*
+    std::uint32_t checksum;      // CRC-32C of payload[0, committed_bytes) when flagged
+    std::uint64_t sequence;      // the segment's position in the stream
+    std::uint32_t first_record_offset;  // records layer: where the first record starting here begins
+    std::uint32_t producer_epoch;       // producer attach_count that wrote it
+    std::uint8_t reserved[32];
+};
+
+// --- The ABI, proven ----------------------------------------------------------------------------
+#define SHMCHAN_ABI_STRUCT(T, size)                                                 \
+    static_assert(std::is_standard_layout_v<T>, #T " must be standard layout");     \
+    static_assert(std::is_trivially_copyable_v<T>, #T " must be trivially copyable"); \
+    static_assert(sizeof(T) == (size), #T " changed size: bump kAbiVersion")
+
+SHMCHAN_ABI_STRUCT(Identity, 64);
+SHMCHAN_ABI_STRUCT(Control, 64);
+SHMCHAN_ABI_STRUCT(ProducerLine, 64);
+SHMCHAN_ABI_STRUCT(Attachment, 64);
+SHMCHAN_ABI_STRUCT(ProducerCounters, 128);
+SHMCHAN_ABI_STRUCT(ConsumerLine, 64);
+SHMCHAN_ABI_STRUCT(ConsumerCounters, 128);
+SHMCHAN_ABI_STRUCT(ConsumerSlot, 256);
+SHMCHAN_ABI_STRUCT(ChannelHeader, kHeaderBytes);
+SHMCHAN_ABI_STRUCT(SegmentHeader, kSegmentHeaderBytes);
+#undef SHMCHAN_ABI_STRUCT
+
+static_assert(offsetof(Identity, magic) == 0);
+static_assert(offsetof(Identity, abi_version) == 8);
+static_assert(offsetof(Identity, segment_size) == 16);
+static_assert(offsetof(Identity, segment_count) == 20);
+static_assert(offsetof(Identity, framing) == 24);
+static_assert(offsetof(Identity, max_record_bytes) == 32);
+static_assert(offsetof(Identity, total_bytes) == 40);
+static_assert(offsetof(ChannelHeader, control) == 64);
+static_assert(offsetof(ChannelHeader, producer) == 128);
+static_assert(offsetof(ChannelHeader, producer_attachment) == 192);
+static_assert(offsetof(ChannelHeader, producer_counters) == 256);
+static_assert(offsetof(ChannelHeader, priority_lane) == 384);
+static_assert(offsetof(ChannelHeader, gate_link) == 640);
+static_assert(offsetof(ChannelHeader, consumers) == 768);
+static_assert(offsetof(ProducerLine, published) == 0);
+static_assert(offsetof(ProducerLine, end_of_stream) == 8);
+static_assert(offsetof(ProducerLine, sleeping) == 12);
+static_assert(offsetof(ConsumerLine, released) == 0);
+static_assert(offsetof(ConsumerLine, sleeping) == 8);
+static_assert(offsetof(ConsumerSlot, attachment) == 64);
+static_assert(offsetof(ConsumerSlot, counters) == 128);
+static_assert(offsetof(SegmentHeader, committed_bytes) == 0);
+static_assert(offsetof(SegmentHeader, sequence) == 16);
+static_assert(kConsumerLockByte + kMaxConsumers <= kHeaderBytes);
+static_assert(kCreatingLockByte >= 768 + kMaxConsumers * sizeof(ConsumerSlot),
+              "lock bytes must not overlap fields (they would not conflict, but keep them apart)");
+
+inline constexpr std::uint32_t segment_payload_capacity(std::uint32_t segment_size) {
+    return segment_size - kSegmentHeaderBytes;
+}
+
+inline constexpr std::uint64_t region_bytes(std::uint32_t segment_size, std::uint32_t segment_count) {
+    return std::uint64_t{kHeaderBytes} + std::uint64_t{segment_size} * segment_count;
+}
+
+}  // namespace shmchan::layout
