@@ -21,9 +21,12 @@
 //     release. An opener loads it with acquire; non-zero means the identity fields are complete.
 //  2. Data. The producer writes a segment's payload and SegmentHeader, then stores
 //     `ProducerLine::published` (position + 1) with release. The consumer loads `published`
-//     with acquire before it reads that segment. Within a not-yet-published segment the producer
-//     may also store `SegmentHeader::committed_bytes` with release after writing those bytes; a
-//     consumer that loads it with acquire may read that many payload bytes (partial reads).
+//     with acquire before it reads that segment. Partial reads of the segment being filled:
+//     when the producer takes a free segment it stores `committed_bytes` = 0 (relaxed) and then
+//     `SegmentHeader::sequence` = its position (release); after writing payload bytes it stores
+//     `committed_bytes` (release). A consumer at that position loads `sequence` (acquire) and,
+//     only if it equals the position, loads `committed_bytes` (acquire) and may read that many
+//     bytes: the sequence check keeps it from trusting a count left over from the last lap.
 //  3. Credits. The consumer finishes reading a segment, then stores `ConsumerLine::released`
 //     with release. The producer loads it with acquire before it overwrites that slot.
 //  4. End of stream. The producer publishes its last segment, then stores
@@ -235,7 +238,7 @@ struct alignas(kCacheLine) SegmentHeader {
     std::uint32_t record_count;  // records that start in this segment (records layer)
     std::uint32_t flags;         // kSegment*
     std::uint32_t checksum;      // CRC-32C of payload[0, committed_bytes) when flagged
-    std::uint64_t sequence;      // the segment's position in the stream
+    SharedU64 sequence;          // the segment's position; release by producer (rule 2)
     std::uint32_t first_record_offset;  // records layer: where the first record starting here begins
     std::uint32_t producer_epoch;       // producer attach_count that wrote it
     std::uint8_t reserved[32];
