@@ -21,6 +21,7 @@
 #include <cstring>
 #include <limits>
 #include <thread>
+#include <utility>
 
 #include "shm/futex.hpp"
 #include "shm/process.hpp"
@@ -56,6 +57,10 @@ const char* to_string(Status status) noexcept {
         case Status::peer_died: return "peer_died";
         case Status::corrupt: return "corrupt";
         case Status::invalid_call: return "invalid_call";
+        case Status::event: return "event";
+        case Status::record_lost: return "record_lost";
+        case Status::decode_error: return "decode_error";
+        case Status::too_large: return "too_large";
     }
     return "?";
 }
@@ -107,6 +112,10 @@ void validate_options(const std::string& name, const ChannelOptions& options) {
     if (options.max_record_bytes == 0 || options.max_record_bytes > (1ull << 40)) {
         fail("max record bytes must be between 1 and 2^40");
     }
+    if (options.framing == Framing::records && options.max_record_bytes > L::kMaxRecordsFramingRecord) {
+        fail("records are limited to 4 GiB - 1 bytes");
+    }
+    if (options.buffer_timeout.count() < 0) fail("negative buffer timeout");
     if (options.spin_budget.count() < 0) fail("negative spin budget");
     if (options.liveness_interval < 1ms || options.liveness_interval > 10s) {
         fail("liveness interval must be between 1 ms and 10 s");
@@ -253,6 +262,12 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
             auto deadline = std::chrono::steady_clock::now() + options.ready_timeout;
             while (true) {
                 if (region.size() < region.file_size()) region.remap_whole_file();
+                if (region.size() > 0 && region.size() < L::kHeaderBytes) {
+                    // A creator reserves the whole size in one step: a short file is damaged.
+                    throw Error(Errc::corrupt, describe_channel(name) + " at " + path + ": file of " +
+                                                   std::to_string(region.size()) +
+                                                   " bytes is smaller than a header (4096)");
+                }
                 if (region.size() >= L::kHeaderBytes) {
                     auto* header = static_cast<const L::ChannelHeader*>(region.data());
                     if (L::load_acquire(header->identity.abi_version) != 0) break;
@@ -279,8 +294,14 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
             throw Error(classify_identity_error(*header, region.size()),
                         describe_channel(name) + " at " + path + ": " + problem);
         }
-        // Removed while we opened it? Start over on a fresh file (see the file comment).
-        if (L::load_relaxed(header->control.removed) != 0 || region.unlinked_or_replaced()) continue;
+        // Removed while we opened it? Start over on a fresh file (see the file comment). A
+        // `removed` mark on a file still linked is a remover that died before its unlink:
+        // finish its job, then start over.
+        if (L::load_relaxed(header->control.removed) != 0) {
+            region.unlink_if_same_file();
+            continue;
+        }
+        if (region.unlinked_or_replaced()) continue;
 
         if (options.segment_size && *options.segment_size != geometry.segment_size) {
             throw Error(Errc::geometry_mismatch,
@@ -338,15 +359,47 @@ public:
                 if (position_ - released >= geometry_.segment_count) return Status::would_block;
             }
             L::SegmentHeader& segment = segment_header(position_);
-            // Rule 2 (partial reads): a reader that acquires `sequence` == position sees
-            // committed_bytes reset for this lap.
-            L::store_relaxed(segment.committed_bytes, 0u);
-            L::store_release(segment.sequence, position_);
             holding_ = true;
+            if (std::exchange(first_acquire_, false) && resume_segment(segment)) {
+                // A segment a dead producer had started: keep its committed records.
+            } else {
+                // Rule 2 (partial reads): a reader that acquires `sequence` == position sees
+                // this lap's reset metadata and committed_bytes.
+                L::store_relaxed(segment.committed_bytes, 0u);
+                L::store_relaxed(segment.flags, 0u);
+                L::store_relaxed(segment.record_count, 0u);
+                L::store_relaxed(segment.first_record_offset, 0u);
+                L::store_relaxed(segment.checksum, 0u);
+                L::store_relaxed(segment.producer_epoch, static_cast<std::uint32_t>(epoch_));
+                L::store_release(segment.sequence, position_);
+            }
         }
+        const L::SegmentHeader& segment = segment_header(position_);
         out.payload = std::span<std::byte>(segment_payload(position_), capacity_);
         out.sequence = position_;
+        // Our own stores (or, after resume_segment, checked values).
+        out.committed = L::load_relaxed(segment.committed_bytes);
+        out.record_count = L::load_relaxed(segment.record_count);
+        out.flags = L::load_relaxed(segment.flags);
+        out.first_record_offset = L::load_relaxed(segment.first_record_offset);
         return Status::ok;
+    }
+
+    // The first acquire after attach: if the slot holds this position's segment started by a
+    // previous producer with committed bytes (a consumer may have read them), continue it.
+    bool resume_segment(L::SegmentHeader& segment) {
+        std::uint64_t sequence = L::load_acquire(segment.sequence);
+        std::uint32_t committed = L::load_acquire(segment.committed_bytes);
+        std::uint32_t flags = L::load_relaxed(segment.flags);
+        std::uint32_t first_record_offset = L::load_relaxed(segment.first_record_offset);
+        if (sequence != position_ || committed == 0) return false;
+        if (committed > capacity_ || (flags & ~L::kSegmentKnownFlags) || first_record_offset > committed) {
+            return false;  // garbage: start the segment afresh
+        }
+        // Clear "last record continues": the record that went on was never completed.
+        L::store_relaxed(segment.flags, flags & ~L::kSegmentRecordContinues);
+        L::store_relaxed(segment.producer_epoch, static_cast<std::uint32_t>(epoch_));
+        return true;
     }
 
     Status commit(std::uint32_t bytes) {
@@ -355,6 +408,43 @@ public:
         // Rule 2: release the payload bytes written so far to a partial reader.
         L::store_release(segment_header(position_).committed_bytes, bytes);
         return Status::ok;
+    }
+
+    Status commit(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
+                  std::uint32_t first_record_offset) {
+        if (!holding_) return fail(Status::invalid_call, "commit without an acquired segment");
+        if (bytes > capacity_ || first_record_offset > bytes || (flags & ~L::kSegmentKnownFlags)) {
+            return fail(Status::invalid_call, "commit with out-of-range metadata");
+        }
+        L::SegmentHeader& segment = segment_header(position_);
+        L::store_relaxed(segment.flags, flags);
+        L::store_relaxed(segment.record_count, record_count);
+        L::store_relaxed(segment.first_record_offset, first_record_offset);
+        // Rule 2: the release of committed_bytes publishes the metadata above with the bytes.
+        L::store_release(segment.committed_bytes, bytes);
+        return Status::ok;
+    }
+
+    std::uint32_t free_segments() {
+        // Rule 3.
+        std::uint64_t released = L::load_acquire(consumer_line().released);
+        if (released > position_ || position_ - released > geometry_.segment_count) return 0;
+        cached_peer_ = released;
+        std::uint64_t used = position_ - released + (holding_ ? 1 : 0);
+        return used >= geometry_.segment_count ? 0 : static_cast<std::uint32_t>(geometry_.segment_count - used);
+    }
+
+    void wake_consumer() { wake_if_sleeping(consumer_line().sleeping, header_->producer_counters.wake_syscalls); }
+
+    void set_buffer_timeout(std::chrono::nanoseconds timeout) {
+        L::store_relaxed(header_->producer.buffer_timeout_ns,
+                         static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())));
+    }
+
+    void add_written(std::uint64_t records, std::uint64_t events) {
+        auto& counters = header_->producer_counters;
+        if (records) L::counter_add(counters.records_written, records);
+        if (events) L::counter_add(counters.events_written, events);
     }
 
     Status publish(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
@@ -366,12 +456,12 @@ public:
         }
         if (flags & ~L::kSegmentKnownFlags) return fail(Status::invalid_call, "unknown segment flags");
         L::SegmentHeader& segment = segment_header(position_);
-        // Plain stores: rule 2's release of `published` below publishes them.
-        segment.record_count = record_count;
-        segment.flags = flags;
-        segment.checksum = checksum;
-        segment.first_record_offset = first_record_offset;
-        segment.producer_epoch = static_cast<std::uint32_t>(epoch_);
+        // Relaxed stores (a partial reader may load them concurrently); rule 2's release of
+        // committed_bytes and of `published` below publishes them.
+        L::store_relaxed(segment.record_count, record_count);
+        L::store_relaxed(segment.flags, flags);
+        L::store_relaxed(segment.checksum, checksum);
+        L::store_relaxed(segment.first_record_offset, first_record_offset);
         L::store_release(segment.committed_bytes, bytes);
         ++position_;
         holding_ = false;
@@ -380,7 +470,6 @@ public:
         auto& counters = header_->producer_counters;
         L::counter_add(counters.segments_published, std::uint64_t{1});
         L::counter_add(counters.bytes_written, std::uint64_t{bytes});
-        L::counter_add(counters.records_written, std::uint64_t{record_count});
         L::store_relaxed(counters.last_publish_realtime_ns, shm::realtime_ns());
         wake_if_sleeping(consumer_line().sleeping, counters.wake_syscalls);
         return Status::ok;
@@ -390,9 +479,11 @@ public:
         if (ended_) return Status::ok;
         if (holding_) {
             // A held segment with committed bytes is published; an empty one is dropped.
-            std::uint32_t committed = L::load_relaxed(segment_header(position_).committed_bytes);
+            const L::SegmentHeader& segment = segment_header(position_);
+            std::uint32_t committed = L::load_relaxed(segment.committed_bytes);
             if (committed > 0) {
-                Status status = publish(committed, 0, 0, 0, 0);
+                Status status = publish(committed, L::load_relaxed(segment.flags), L::load_relaxed(segment.record_count),
+                                        L::load_relaxed(segment.first_record_offset), 0);
                 if (status != Status::ok) return status;
             } else {
                 holding_ = false;
@@ -460,7 +551,6 @@ public:
         out.checksum = checksum;
         out.first_record_offset = first_record_offset;
         held_bytes_ = committed;
-        held_records_ = record_count;
         holding_ = true;
         return Status::ok;
     }
@@ -476,10 +566,114 @@ public:
         auto& counters = consumer_slot().counters;
         L::counter_add(counters.segments_released, std::uint64_t{1});
         L::counter_add(counters.bytes_read, std::uint64_t{held_bytes_});
-        L::counter_add(counters.records_read, std::uint64_t{held_records_});
         L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_ns());
         wake_if_sleeping(header_->producer.sleeping, counters.wake_syscalls);
         return Status::ok;
+    }
+
+    // ---- consumer: records-layer hooks -----------------------------------------------------------
+
+    ResumePoint resume_point() const {
+        const L::ConsumerLine& line = consumer_line();
+        ResumePoint point;
+        point.position = position_;  // == released at attach (checked there)
+        point.offset = L::load_relaxed(line.resume_offset);
+        point.in_flight_record_bytes = L::load_relaxed(line.in_flight_record_bytes);
+        return point;
+    }
+
+    Status try_view(std::uint64_t position, SegmentView& out) {
+        if (position < position_ || position - position_ >= geometry_.segment_count) {
+            return fail(Status::invalid_call, "view of segment " + std::to_string(position) + " outside the ring");
+        }
+        if (position >= cached_peer_) {
+            Status status = refresh_published();
+            if (status != Status::ok) return status;
+        }
+        const L::SegmentHeader& segment = segment_header(position);
+        bool sealed = position < cached_peer_;
+        if (!sealed) {
+            // The segment being filled (rule 2, partial reads): trust committed_bytes only
+            // after acquiring this lap's sequence.
+            if (L::load_acquire(segment.sequence) != position) {
+                if (L::load_acquire(header_->producer.end_of_stream) != 0) {
+                    Status status = refresh_published();
+                    if (status != Status::ok) return status;
+                    if (position >= cached_peer_) return Status::end_of_stream;
+                    sealed = true;
+                } else {
+                    return Status::would_block;
+                }
+            }
+        }
+        std::uint32_t committed = L::load_acquire(segment.committed_bytes);
+        std::uint64_t sequence = L::load_relaxed(segment.sequence);
+        std::uint32_t flags = L::load_relaxed(segment.flags);
+        std::uint32_t record_count = L::load_relaxed(segment.record_count);
+        std::uint32_t first_record_offset = L::load_relaxed(segment.first_record_offset);
+        std::uint32_t checksum = L::load_relaxed(segment.checksum);
+        std::uint32_t epoch = L::load_relaxed(segment.producer_epoch);
+        if (sequence != position) {
+            if (!sealed) return Status::would_block;  // the producer moved on to a new lap: impossible
+                                                      // without our release, so treat as not there yet
+            return fail(Status::corrupt, "segment " + std::to_string(position) + " carries sequence " +
+                                             std::to_string(sequence));
+        }
+        if (!sealed && (committed == 0 || first_record_offset > committed)) {
+            // Being filled: nothing committed yet, or metadata stored for a commit whose release
+            // of committed_bytes we have not seen yet. Not there yet, not corrupt.
+            return Status::would_block;
+        }
+        if (committed > capacity_ || (flags & ~L::kSegmentKnownFlags) || first_record_offset > committed) {
+            return fail(Status::corrupt, "segment " + std::to_string(position) + " (slot " +
+                                             std::to_string(position % geometry_.segment_count) +
+                                             ") has committed " + std::to_string(committed) + ", flags " +
+                                             std::to_string(flags) + ", first record at " +
+                                             std::to_string(first_record_offset) + ": out of range");
+        }
+        out.payload = std::span<const std::byte>(segment_payload(position), committed);
+        out.sequence = position;
+        out.sealed = sealed;
+        out.flags = flags;
+        out.record_count = record_count;
+        out.first_record_offset = first_record_offset;
+        out.checksum = checksum;
+        out.producer_epoch = epoch;
+        return Status::ok;
+    }
+
+    Status release_until(std::uint64_t position, std::uint64_t resume_offset, std::uint64_t in_flight,
+                         const ReadProgress& progress) {
+        if (position < position_ || position > cached_peer_) {
+            return fail(Status::invalid_call, "release up to " + std::to_string(position) + " outside [" +
+                                                  std::to_string(position_) + ", " + std::to_string(cached_peer_) + "]");
+        }
+        L::ConsumerLine& line = consumer_line();
+        // The resume point first: a consumer that dies between the two stores resumes at the
+        // older position with the newer offset only if both refer to the same segment, which
+        // is what the records layer guarantees (offset 0 whenever the position moves).
+        L::store_relaxed(line.resume_offset, resume_offset);
+        L::store_relaxed(line.in_flight_record_bytes, in_flight);
+        auto& counters = consumer_slot().counters;
+        if (progress.bytes) L::counter_add(counters.bytes_read, progress.bytes);
+        if (progress.records) L::counter_add(counters.records_read, progress.records);
+        if (progress.events) L::counter_add(counters.events_read, progress.events);
+        if (position == position_) return Status::ok;
+        L::counter_add(counters.segments_released, position - position_);
+        position_ = position;
+        // Rule 3.
+        L::store_release(line.released, position_);
+        L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_ns());
+        wake_if_sleeping(header_->producer.sleeping, counters.wake_syscalls);
+        return Status::ok;
+    }
+
+    // Park limit of a records reader: the producer's buffer timeout, within [1 ms, liveness].
+    std::uint64_t buffer_timeout_park_limit() const {
+        std::uint64_t timeout = L::load_relaxed(header_->producer.buffer_timeout_ns);
+        std::uint64_t interval = static_cast<std::uint64_t>(options_.liveness_interval.count());
+        if (timeout == 0 || timeout > interval) return interval;
+        return std::max<std::uint64_t>(timeout, 1'000'000);
     }
 
     // ---- waiting -------------------------------------------------------------------------------
@@ -488,7 +682,7 @@ public:
     // on our `sleeping` word, as the strategy says; checks the peer's liveness and the header
     // every liveness_interval while waiting.
     template <class Attempt>
-    Status wait_for(Attempt&& attempt, std::uint64_t timeout_ns) {
+    Status wait_for(Attempt&& attempt, std::uint64_t timeout_ns, std::uint64_t park_limit_ns = 0) {
         Status status = attempt();
         if (status != Status::would_block) return status;
         if (timeout_ns == 0) return Status::timed_out;
@@ -557,6 +751,7 @@ public:
             }
             std::uint64_t now = shm::monotonic_ns();
             std::uint64_t until = std::min(deadline, next_check);
+            if (park_limit_ns != 0) until = std::min(until, now + park_limit_ns);
             if (until > now) {
                 shm::futex_wait(sleeping, 1u, std::chrono::nanoseconds(until - now));
             }
@@ -611,6 +806,9 @@ public:
     // ---- info ----------------------------------------------------------------------------------
 
     std::uint32_t capacity() const noexcept { return capacity_; }
+    std::uint32_t segment_count() const noexcept { return geometry_.segment_count; }
+    std::uint32_t channel_flags() const noexcept { return geometry_.flags; }
+    std::uint64_t max_record_bytes() const noexcept { return geometry_.max_record_bytes; }
     const std::string& name() const noexcept { return name_; }
     const std::string& last_error() const noexcept { return last_error_; }
     const shm::Region& region() const noexcept { return region_; }
@@ -730,7 +928,8 @@ private:
     std::uint64_t position_ = 0;     // producer: next to publish; consumer: next to read
     std::uint64_t cached_peer_ = 0;  // producer: last seen released; consumer: last seen published
     std::uint64_t epoch_ = 0;
-    std::uint32_t held_bytes_ = 0, held_records_ = 0;
+    std::uint32_t held_bytes_ = 0;
+    bool first_acquire_ = true;
     bool holding_ = false;
     bool ended_ = false;
     bool attached_ = false;
@@ -742,10 +941,17 @@ private:
 
 namespace {
 
-ChannelInfo read_info(const std::string& name, const shm::Region& region) {
+// `self`: the side the caller holds (its own lock does not conflict with itself), if any.
+enum class Self { none, producer, consumer };
+
+ChannelInfo read_info(const std::string& name, const shm::Region& region, Self self = Self::none) {
     ChannelInfo info;
     info.name = name;
     info.path = region.path();
+    info.file_bytes = region.size();
+    info.creator_alive = region.lock_held_by_other(layout::kCreatingLockByte, shm::LockKind::shared);
+    info.in_use = region.lock_held_by_other(layout::kInUseLockByte, shm::LockKind::shared) ||
+                  self != Self::none;
     if (region.size() < layout::kHeaderBytes) return info;
     const auto& header = *static_cast<const layout::ChannelHeader*>(region.data());
     info.abi_version = layout::load_acquire(header.identity.abi_version);
@@ -773,6 +979,8 @@ ChannelInfo read_info(const std::string& name, const shm::Region& region) {
     };
     info.producer = side(header.producer_attachment, layout::kProducerLockByte, header.producer.sleeping);
     info.consumer = side(header.consumers[0].attachment, layout::kConsumerLockByte, header.consumers[0].position.sleeping);
+    if (self == Self::producer) info.producer.alive = true;
+    if (self == Self::consumer) info.consumer.alive = true;
     const auto& pc = header.producer_counters;
     info.producer_counters = {layout::load_relaxed(pc.bytes_written),     layout::load_relaxed(pc.records_written),
                               layout::load_relaxed(pc.segments_published), layout::load_relaxed(pc.events_written),
@@ -816,9 +1024,25 @@ Status Producer::publish(std::uint32_t bytes, std::uint32_t flags, std::uint32_t
 Status Producer::end_stream() { return attached_->end_stream(); }
 bool Producer::consumer_alive() const { return attached_->peer_alive(); }
 std::uint32_t Producer::payload_capacity() const noexcept { return attached_->capacity(); }
+std::uint32_t Producer::segment_count() const noexcept { return attached_->segment_count(); }
+std::uint32_t Producer::channel_flags() const noexcept { return attached_->channel_flags(); }
+std::uint64_t Producer::max_record_bytes() const noexcept { return attached_->max_record_bytes(); }
+Status Producer::commit(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
+                        std::uint32_t first_record_offset) {
+    return attached_->commit(bytes, flags, record_count, first_record_offset);
+}
+std::uint32_t Producer::free_segments() { return attached_->free_segments(); }
+void Producer::wake_consumer() { attached_->wake_consumer(); }
+Status Producer::wait_for_free(std::uint32_t count, std::chrono::nanoseconds timeout) {
+    if (count > attached_->segment_count()) return Status::invalid_call;
+    auto attempt = [&] { return attached_->free_segments() >= count ? Status::ok : Status::would_block; };
+    return attached_->wait_for(attempt, timeout.count() < 0 ? kForever : attached_->timeout_ns(timeout));
+}
+void Producer::set_buffer_timeout(std::chrono::nanoseconds timeout) { attached_->set_buffer_timeout(timeout); }
+void Producer::add_written(std::uint64_t records, std::uint64_t events) { attached_->add_written(records, events); }
 const std::string& Producer::name() const noexcept { return attached_->name(); }
 const std::string& Producer::last_error() const noexcept { return attached_->last_error(); }
-ChannelInfo Producer::info() const { return read_info(attached_->name(), attached_->region()); }
+ChannelInfo Producer::info() const { return read_info(attached_->name(), attached_->region(), Self::producer); }
 
 // ---- Consumer ------------------------------------------------------------------------------------
 
@@ -841,9 +1065,28 @@ Status Consumer::release() { return attached_->release(); }
 bool Consumer::producer_alive() const { return attached_->peer_alive(); }
 void Consumer::remove_channel() { attached_->remove_file(); }
 std::uint32_t Consumer::payload_capacity() const noexcept { return attached_->capacity(); }
+std::uint32_t Consumer::segment_count() const noexcept { return attached_->segment_count(); }
+std::uint32_t Consumer::channel_flags() const noexcept { return attached_->channel_flags(); }
+std::uint64_t Consumer::max_record_bytes() const noexcept { return attached_->max_record_bytes(); }
+ResumePoint Consumer::resume_point() const { return attached_->resume_point(); }
+Status Consumer::try_view(std::uint64_t position, SegmentView& out) { return attached_->try_view(position, out); }
+Status Consumer::wait_view(std::uint64_t position, std::uint32_t committed, SegmentView& out,
+                           std::chrono::nanoseconds timeout) {
+    auto attempt = [&] {
+        Status status = attached_->try_view(position, out);
+        if (status == Status::ok && !out.sealed && out.payload.size() <= committed) return Status::would_block;
+        return status;
+    };
+    std::uint64_t limit = timeout.count() < 0 ? kForever : attached_->timeout_ns(timeout);
+    return attached_->wait_for(attempt, limit, attached_->buffer_timeout_park_limit());
+}
+Status Consumer::release_until(std::uint64_t position, std::uint64_t resume_offset,
+                               std::uint64_t in_flight_record_bytes, const ReadProgress& progress) {
+    return attached_->release_until(position, resume_offset, in_flight_record_bytes, progress);
+}
 const std::string& Consumer::name() const noexcept { return attached_->name(); }
 const std::string& Consumer::last_error() const noexcept { return attached_->last_error(); }
-ChannelInfo Consumer::info() const { return read_info(attached_->name(), attached_->region()); }
+ChannelInfo Consumer::info() const { return read_info(attached_->name(), attached_->region(), Self::consumer); }
 
 // ---- Without attaching ---------------------------------------------------------------------------
 
@@ -851,6 +1094,11 @@ ChannelInfo inspect(std::string_view name, const ChannelOptions& options) {
     std::string channel(name);
     shm::Region region = shm::Region::open(shm::region_path(channel), {options.mode, options.allowed_owner},
                                            /*writable=*/false);
+    if (region.size() > 0 && region.size() < layout::kHeaderBytes) {
+        // A creator reserves the whole size in one step: a short, non-empty file is damaged.
+        throw Error(Errc::corrupt, "channel '" + channel + "' at " + region.path() + ": file of " +
+                                       std::to_string(region.size()) + " bytes is smaller than a header (4096)");
+    }
     if (region.size() >= layout::kHeaderBytes) {
         const auto& header = *static_cast<const layout::ChannelHeader*>(region.data());
         if (layout::load_acquire(header.identity.abi_version) != 0) {
@@ -877,7 +1125,8 @@ RemoveResult remove_channel(std::string_view name, bool force) {
         return shm::unlink_path(shm::region_path(channel)) ? RemoveResult::removed : RemoveResult::not_found;
     }
     // Exclusive on kInUseLockByte: only possible when no handle (and no creator) holds it.
-    bool exclusive = region.try_lock(layout::kInUseLockByte, shm::LockKind::exclusive);
+    bool exclusive = region.try_lock(layout::kInUseLockByte, shm::LockKind::exclusive) &&
+                     !region.lock_held_by_other(layout::kCreatingLockByte, shm::LockKind::shared);
     if (!exclusive && !force) return RemoveResult::in_use;
     if (region.size() >= layout::kHeaderBytes) {
         auto& header = *static_cast<layout::ChannelHeader*>(region.data());

@@ -65,6 +65,11 @@ struct ChannelOptions {
     Framing framing = Framing::raw_bytes;        // must match the existing channel's
     bool checksums = false;                      // records layer: CRC-32C per segment (creation)
     std::uint64_t max_record_bytes = layout::kDefaultMaxRecordBytes;  // records layer (creation)
+    // Records layer, producer: a parked consumer is woken when a segment fills, on flush(), and
+    // otherwise wakes itself at the latest after this long to read committed records; 0 wakes
+    // it for every record (latency mode). Without checksums a spinning consumer sees every
+    // record as soon as it is committed, whatever this is.
+    std::chrono::nanoseconds buffer_timeout = std::chrono::milliseconds(100);
 
     WaitStrategy wait = WaitStrategy::hybrid;
     // Hybrid strategy: how long to spin before sleeping. A sleeping peer costs a futex wake,
@@ -92,6 +97,12 @@ enum class Status : std::uint8_t {
                     // at once until a new peer attaches (everything published before is still read)
     corrupt,        // a shared value failed validation: see last_error()
     invalid_call,   // misuse: publish without acquire, a length over the capacity, after end
+    // Records layer:
+    event,          // read_value(): the next frame is an event (RecordReader::last())
+    record_lost,    // a restarted consumer: a record larger than the ring was in flight when
+                    // the previous consumer died; its size is in the Record (never half given)
+    decode_error,   // read_value(): the record does not decode as the type asked for
+    too_large,      // write: the record exceeds the channel's max record size (nothing written)
 };
 
 const char* to_string(Status status) noexcept;
@@ -100,6 +111,39 @@ const char* to_string(Status status) noexcept;
 struct WritableSegment {
     std::span<std::byte> payload;  // segment_size - 64 bytes
     std::uint64_t sequence = 0;    // the segment's position in the stream
+    // Bytes of this segment already committed (and possibly read): non-zero only for a segment
+    // that a previous producer of this channel filled partly before it died. Write after them.
+    std::uint32_t committed = 0;
+    std::uint32_t record_count = 0;  // records layer: frames already committed in it
+    std::uint32_t flags = 0;         // records layer: flags already set on it
+    std::uint32_t first_record_offset = 0;
+};
+
+// A segment seen by the records layer without moving any position: a published (sealed) one, or
+// the one the producer is filling (its committed prefix). Same trust rules as ReadableSegment.
+struct SegmentView {
+    std::span<const std::byte> payload;  // the committed bytes
+    std::uint64_t sequence = 0;
+    bool sealed = false;                 // published: payload and metadata are final
+    std::uint32_t flags = 0;
+    std::uint32_t record_count = 0;
+    std::uint32_t first_record_offset = 0;
+    std::uint32_t checksum = 0;
+    std::uint32_t producer_epoch = 0;
+};
+
+// Where a new consumer resumes (records layer): segment `position`, payload offset `offset`;
+// `in_flight_record_bytes` != 0 when a record larger than the ring was being read and its first
+// segments were already released: that record is lost for the new consumer.
+struct ResumePoint {
+    std::uint64_t position = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t in_flight_record_bytes = 0;
+};
+
+// What a records reader consumed since its last report (counters, per segment not per record).
+struct ReadProgress {
+    std::uint64_t bytes = 0, records = 0, events = 0;
 };
 
 // What the consumer reads: the committed payload of a published segment. A view into shared
@@ -122,6 +166,9 @@ struct ChannelInfo {
     std::uint64_t max_record_bytes = 0, total_bytes = 0, created_realtime_ns = 0;
     std::uint64_t published = 0, released = 0;
     bool end_of_stream = false, removed = false;
+    std::uint64_t file_bytes = 0;  // bytes mapped (the file's size when opened)
+    bool creator_alive = false;    // a live process is still creating it (abi_version 0)
+    bool in_use = false;           // some handle holds it (the in-use lock byte)
     struct Side {
         bool attached = false;      // attached and not cleanly detached
         bool alive = false;         // its lock is held (the authority)
@@ -170,9 +217,28 @@ public:
 
     bool consumer_alive() const;  // a syscall: not for every record
     std::uint32_t payload_capacity() const noexcept;
+    std::uint32_t segment_count() const noexcept;
+    std::uint32_t channel_flags() const noexcept;  // layout::kFlag* of the channel
+    std::uint64_t max_record_bytes() const noexcept;
     const std::string& name() const noexcept;
     const std::string& last_error() const noexcept;
     ChannelInfo info() const;
+
+    // ---- Hooks of the records layer (channels/records.hpp); raw-segment users need none. ----
+    // commit() with the segment's metadata so far (relaxed stores before the release of bytes).
+    Status commit(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
+                  std::uint32_t first_record_offset);
+    // Segments the producer could acquire now without waiting (loads the consumer's position).
+    std::uint32_t free_segments();
+    // Wakes the consumer if it sleeps: a fence and a load; a syscall only when it sleeps.
+    void wake_consumer();
+    // Waits until `count` segments are free (count <= segment count), for at most `timeout`
+    // (negative: no limit).
+    Status wait_for_free(std::uint32_t count, std::chrono::nanoseconds timeout);
+    // The flush timeout a parked consumer honours (written to the header).
+    void set_buffer_timeout(std::chrono::nanoseconds timeout);
+    // Adds frames written to the shared counters (records, events).
+    void add_written(std::uint64_t records, std::uint64_t events);
 
 private:
     explicit Producer(std::unique_ptr<detail::Attached> attached);
@@ -197,6 +263,26 @@ public:
     Status release();
 
     bool producer_alive() const;  // a syscall: not for every record
+
+    // ---- Hooks of the records layer (channels/records.hpp); do not mix with read/release. ----
+    ResumePoint resume_point() const;
+    // The segment at `position` (between the released and the published position, or the one
+    // being filled). would_block: the producer has not started it; end_of_stream: it is past
+    // the end of the stream.
+    Status try_view(std::uint64_t position, SegmentView& out);
+    // Waits until the segment at `position` is sealed or has more than `committed` bytes (or
+    // the stream ended, or the peer died), for at most `timeout` (negative: no limit). A parked
+    // consumer sleeps at most the producer's buffer timeout, so committed records are seen.
+    Status wait_view(std::uint64_t position, std::uint32_t committed, SegmentView& out,
+                     std::chrono::nanoseconds timeout);
+    // Releases every segment before `position`, records the resume point inside it and adds
+    // `progress` to the counters.
+    Status release_until(std::uint64_t position, std::uint64_t resume_offset,
+                         std::uint64_t in_flight_record_bytes, const ReadProgress& progress);
+    std::uint32_t segment_count() const noexcept;
+    std::uint32_t channel_flags() const noexcept;
+    std::uint64_t max_record_bytes() const noexcept;
+
     // Removes the channel's file now (the mappings stay valid). For a consumer done with the
     // stream; a process opening the name afterwards gets a fresh channel.
     void remove_channel();
@@ -211,7 +297,8 @@ private:
 };
 
 // Reads a channel's header without attaching (read-only mapping, no locks taken, nobody woken).
-// Throws Error if the file is missing, unsafe or fails validation.
+// A channel still being created by a live process gives abi_version 0. Throws Error if the file
+// is missing, unsafe or fails validation, or was left half-created (Errc::not_ready).
 ChannelInfo inspect(std::string_view name, const ChannelOptions& options = {});
 
 enum class RemoveResult { removed, not_found, in_use };

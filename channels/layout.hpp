@@ -166,7 +166,9 @@ struct alignas(kCacheLine) ProducerLine {
     SharedU64 published;      // segments published; release by producer (rule 2)
     SharedU32 end_of_stream;  // 1 once the stream ended; release by producer (rule 4)
     SharedU32 sleeping;       // producer sets 1 before parking; consumer exchanges to 0 (rule 5)
-    std::uint8_t reserved[48];
+    SharedU64 buffer_timeout_ns;  // records layer: the producer's flush timeout, which bounds a
+                                  // parked consumer's sleep (relaxed: a setting, not data)
+    std::uint8_t reserved[40];
 };
 
 // Who holds a side: written by the side that attaches, read by everybody.
@@ -200,7 +202,10 @@ struct alignas(kCacheLine) ConsumerLine {
     std::uint32_t reserved0;
     SharedU64 resume_offset;   // records layer: payload offset of the first unreleased record in
                                // segment `released` (consumer-written, relaxed; read on restart)
-    std::uint8_t reserved[40];
+    SharedU64 in_flight_record_bytes;  // records layer: size of a record larger than the ring
+                                       // whose first segments were released while it was read
+                                       // (0 otherwise); a restarted consumer reports it lost
+    std::uint8_t reserved[32];
 };
 
 struct alignas(kCacheLine) ConsumerCounters {
@@ -244,6 +249,32 @@ struct alignas(kCacheLine) SegmentHeader {
     std::uint8_t reserved[32];
 };
 
+// Records framing (Framing::records). A segment's payload is a sequence of frames, each starting
+// at an 8-byte-aligned offset: a FrameHeader, then `length` bytes. A data frame larger than the
+// room left in its segment spans segments: the first holds the header and the first bytes (flag
+// kSegmentRecordContinues), the next ones hold only continuation bytes from offset 0 (flag
+// kSegmentContinuesRecord), and the first frame after the continuation starts at
+// `first_record_offset` (the continuation's length rounded up to 8). Events never span.
+struct FrameHeader {
+    std::uint32_t length;      // payload bytes after this header (<= identity.max_record_bytes)
+    std::uint16_t kind;        // FrameKind
+    std::uint16_t event_type;  // user events: the user's type; 0 otherwise
+};
+enum class FrameKind : std::uint16_t {
+    record = 0,         // user data
+    end_of_stream = 1,  // no payload; the last frame of the stream
+    barrier = 2,        // checkpoint barrier: payload is the 64-bit checkpoint id
+    user_event = 3,     // a user event (watermark, ...): event_type and a small payload
+};
+inline constexpr std::uint32_t kFrameHeaderBytes = 8;
+inline constexpr std::uint32_t kFrameAlignment = 8;
+inline constexpr std::uint32_t kMaxEventPayload = 1024;
+inline constexpr std::uint64_t kMaxRecordsFramingRecord = 0xFFFFFFFFull;  // length is 32 bits
+
+inline constexpr std::uint64_t frame_align(std::uint64_t offset) {
+    return (offset + kFrameAlignment - 1) & ~std::uint64_t{kFrameAlignment - 1};
+}
+
 // --- The ABI, proven ----------------------------------------------------------------------------
 #define SHMCHAN_ABI_STRUCT(T, size)                                                 \
     static_assert(std::is_standard_layout_v<T>, #T " must be standard layout");     \
@@ -260,6 +291,7 @@ SHMCHAN_ABI_STRUCT(ConsumerCounters, 128);
 SHMCHAN_ABI_STRUCT(ConsumerSlot, 256);
 SHMCHAN_ABI_STRUCT(ChannelHeader, kHeaderBytes);
 SHMCHAN_ABI_STRUCT(SegmentHeader, kSegmentHeaderBytes);
+SHMCHAN_ABI_STRUCT(FrameHeader, kFrameHeaderBytes);
 #undef SHMCHAN_ABI_STRUCT
 
 static_assert(offsetof(Identity, magic) == 0);
@@ -279,12 +311,21 @@ static_assert(offsetof(ChannelHeader, consumers) == 768);
 static_assert(offsetof(ProducerLine, published) == 0);
 static_assert(offsetof(ProducerLine, end_of_stream) == 8);
 static_assert(offsetof(ProducerLine, sleeping) == 12);
+static_assert(offsetof(ProducerLine, buffer_timeout_ns) == 16);
 static_assert(offsetof(ConsumerLine, released) == 0);
 static_assert(offsetof(ConsumerLine, sleeping) == 8);
+static_assert(offsetof(ConsumerLine, resume_offset) == 16);
+static_assert(offsetof(ConsumerLine, in_flight_record_bytes) == 24);
 static_assert(offsetof(ConsumerSlot, attachment) == 64);
 static_assert(offsetof(ConsumerSlot, counters) == 128);
 static_assert(offsetof(SegmentHeader, committed_bytes) == 0);
 static_assert(offsetof(SegmentHeader, sequence) == 16);
+static_assert(offsetof(SegmentHeader, first_record_offset) == 24);
+static_assert(offsetof(FrameHeader, length) == 0);
+static_assert(offsetof(FrameHeader, kind) == 4);
+static_assert(offsetof(FrameHeader, event_type) == 6);
+static_assert((kMinSegmentSize - kSegmentHeaderBytes) % kFrameAlignment == 0,
+              "payload capacity must be a multiple of the frame alignment");
 static_assert(kConsumerLockByte + kMaxConsumers <= kHeaderBytes);
 static_assert(kCreatingLockByte >= 768 + kMaxConsumers * sizeof(ConsumerSlot),
               "lock bytes must not overlap fields (they would not conflict, but keep them apart)");

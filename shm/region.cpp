@@ -186,15 +186,10 @@ Region Region::open(const std::string& path, const AccessPolicy& policy, bool wr
         throw Error(Errc::unsafe_file, "refusing to open " + path + ": not a regular file");
     }
     if (st.st_mode & S_IWOTH) {
-        throw Error(Errc::unsafe_file, "refusing to open " + path + ": it is world-writable (mode " +
-                                           std::to_string(st.st_mode & 0777) + " octal " +
-                                           [&] {
-                                               char buffer[8];
-                                               std::snprintf(buffer, sizeof buffer, "%03o",
-                                                             st.st_mode & 0777);
-                                               return std::string(buffer);
-                                           }() +
-                                           ")");
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(st.st_mode & 0777));
+        throw Error(Errc::unsafe_file,
+                    "refusing to open " + path + ": it is world-writable (mode " + mode + ")");
     }
     uid_t me = ::geteuid();
     bool owner_ok = st.st_uid == me || st.st_uid == 0 ||

@@ -1,0 +1,779 @@
+// The records layer: framing records and events into segments, and reading them back.
+//
+// Shared-memory protocol: the channel's rules (channels/layout.hpp) plus the framing declared
+// there (FrameHeader). The writer commits each complete frame with one release store of the
+// segment's committed_bytes (Producer::commit); the reader parses only committed bytes, copies
+// each frame header into a local once, checks it, and uses only the local.
+#include "channels/records.hpp"
+
+#include <algorithm>
+#include <ctime>
+#include <limits>
+
+#include "channels/crc32c.hpp"
+
+namespace shmchan {
+
+namespace L = layout;
+
+namespace {
+
+enum class Mode { try_once, timed, blocking };
+
+std::uint64_t now_ns() noexcept {
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+std::uint64_t coarse_now_ns() noexcept {
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+struct Deadline {
+    Mode mode = Mode::blocking;
+    std::uint64_t at_ns = 0;
+    static Deadline make(Mode mode, std::chrono::nanoseconds timeout) {
+        Deadline deadline{mode, 0};
+        if (mode == Mode::timed) deadline.at_ns = now_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
+        return deadline;
+    }
+    // The timeout to pass to a core wait: negative = none.
+    std::chrono::nanoseconds remaining() const {
+        if (mode == Mode::blocking) return std::chrono::nanoseconds(-1);
+        if (mode == Mode::try_once) return std::chrono::nanoseconds(0);
+        std::uint64_t now = now_ns();
+        return std::chrono::nanoseconds(now >= at_ns ? 0 : static_cast<std::int64_t>(at_ns - now));
+    }
+};
+
+L::FrameHeader frame_header(std::uint32_t length, L::FrameKind kind, std::uint16_t event_type) {
+    L::FrameHeader header{};
+    header.length = length;
+    header.kind = static_cast<std::uint16_t>(kind);
+    header.event_type = event_type;
+    return header;
+}
+
+}  // namespace
+
+// ---- Writer --------------------------------------------------------------------------------------
+
+struct RecordWriter::State {
+    explicit State(Producer p) : producer(std::move(p)) {}
+    Producer producer;
+    std::string last_error;
+    std::uint32_t capacity = 0;
+    std::uint32_t segment_count = 0;
+    std::uint64_t max_record = 0;
+    bool checksums = false;
+    bool latency_mode = false;
+    std::uint64_t buffer_timeout_ns = 0;
+
+    // The segment being filled.
+    bool holding = false;
+    WritableSegment segment;
+    std::uint32_t offset = 0;  // where the next frame starts
+    std::uint32_t frames = 0;  // frames that start in this segment
+    std::uint32_t flags = 0;
+    std::uint32_t first_record_offset = 0;
+    std::uint64_t first_frame_ns = 0;  // checksums: when the segment got its first frame
+
+    bool reserved = false;
+    std::uint32_t reserved_size = 0;
+    std::uint64_t pending_records = 0, pending_events = 0;
+    std::vector<std::byte> scratch;
+    bool ended = false;
+
+    Status fail(Status status, std::string message) {
+        last_error = "channel '" + producer.name() + "': " + std::move(message);
+        return status;
+    }
+
+    // Acquires a segment if none is held (waiting as the mode says).
+    Status acquire(const Deadline& deadline) {
+        if (holding) return Status::ok;
+        Status status;
+        switch (deadline.mode) {
+            case Mode::try_once: status = producer.try_acquire(segment); break;
+            case Mode::timed: status = producer.acquire_for(segment, deadline.remaining()); break;
+            default: status = producer.acquire(segment); break;
+        }
+        if (status != Status::ok) {
+            if (status == Status::peer_died || status == Status::corrupt) last_error = producer.last_error();
+            return status;
+        }
+        holding = true;
+        offset = segment.committed;  // non-zero only when continuing a dead producer's segment
+        frames = segment.record_count;
+        flags = segment.flags;
+        first_record_offset = segment.first_record_offset;
+        first_frame_ns = 0;
+        if (offset % L::kFrameAlignment != 0 || offset > capacity) {
+            holding = false;
+            return fail(Status::corrupt, "resumed segment has a misaligned committed size " + std::to_string(offset));
+        }
+        return Status::ok;
+    }
+
+    Status publish() {
+        std::uint32_t checksum = 0;
+        if (checksums) {
+            checksum = crc32c(segment.payload.data(), offset);
+            flags |= L::kSegmentHasChecksum;
+        }
+        Status status = producer.publish(offset, flags, frames, first_record_offset, checksum);
+        holding = false;
+        producer.add_written(pending_records, pending_events);
+        pending_records = pending_events = 0;
+        if (status != Status::ok) last_error = producer.last_error();
+        return status;
+    }
+
+    // Makes the frames written so far visible; hands the segment over when it is full (or, with
+    // checksums, when the buffer timeout has passed since its first frame).
+    Status commit_frames() {
+        Status status = producer.commit(offset, flags, frames, first_record_offset);
+        if (status != Status::ok) return fail(status, producer.last_error());
+        if (capacity - offset < L::kFrameHeaderBytes) return publish();
+        if (checksums) {
+            std::uint64_t now = coarse_now_ns();
+            if (first_frame_ns == 0) {
+                first_frame_ns = now;
+            } else if (now - first_frame_ns >= buffer_timeout_ns) {
+                return publish();
+            }
+        }
+        if (latency_mode) producer.wake_consumer();
+        return Status::ok;
+    }
+
+    // Segments that must be free, beyond the one held, before a frame of `frame_bytes` starts.
+    std::uint64_t segments_needed(std::uint64_t frame_bytes) const {
+        std::uint64_t room = holding ? capacity - offset : 0;
+        if (frame_bytes <= room) return 0;
+        if (frame_bytes <= capacity) return 1;
+        // Spanning: it starts here if the header and a byte fit, else in a fresh segment.
+        std::uint64_t first_part = room > L::kFrameHeaderBytes ? room : capacity;
+        std::uint64_t rest = frame_bytes - first_part;
+        return (room > L::kFrameHeaderBytes ? 0 : 1) + (rest + capacity - 1) / capacity;
+    }
+
+    // try / timed calls wait (or not) only before the first byte: for all the segments needed.
+    Status wait_for_room(std::uint64_t frame_bytes, const Deadline& deadline) {
+        if (deadline.mode == Mode::blocking) return Status::ok;
+        std::uint64_t needed = segments_needed(frame_bytes);
+        if (needed == 0) return Status::ok;
+        if (needed > segment_count) {
+            return fail(Status::invalid_call, "a record of " + std::to_string(frame_bytes) + " bytes needs " +
+                                                  std::to_string(needed) + " segments, more than the ring's " +
+                                                  std::to_string(segment_count) + ": use the blocking write");
+        }
+        Status status = producer.wait_for_free(static_cast<std::uint32_t>(needed), deadline.remaining());
+        if (status == Status::timed_out && deadline.mode == Mode::try_once) return Status::would_block;
+        if (status != Status::ok && status != Status::timed_out) last_error = producer.last_error();
+        return status;
+    }
+
+    // Makes room for a frame that fits one segment: hands over the current segment if needed.
+    Status room_for(std::uint32_t frame_bytes, const Deadline& deadline) {
+        Status status = acquire(deadline);
+        if (status != Status::ok) return status;
+        if (capacity - offset >= frame_bytes) return Status::ok;
+        status = publish();
+        if (status != Status::ok) return status;
+        return acquire(deadline);
+    }
+
+    Status write_frame(L::FrameKind kind, std::uint16_t event_type, std::span<const std::byte> data,
+                       const Deadline& deadline) {
+        if (ended) return fail(Status::invalid_call, "write after end of stream");
+        const std::uint64_t length = data.size();
+        if (kind == L::FrameKind::record && length > max_record) {
+            return fail(Status::too_large, "record of " + std::to_string(length) + " bytes exceeds the maximum of " +
+                                               std::to_string(max_record));
+        }
+        reserved = false;
+        const std::uint64_t frame_bytes = L::kFrameHeaderBytes + length;
+        Status status = wait_for_room(frame_bytes, deadline);
+        if (status != Status::ok) return status;
+        // From here the calls block: every segment needed is free (or the call is blocking).
+        const Deadline blocking{Mode::blocking, 0};
+        const Deadline& wait = deadline.mode == Mode::blocking ? deadline : blocking;
+
+        if (frame_bytes <= capacity) {
+            status = room_for(static_cast<std::uint32_t>(frame_bytes), wait);
+            if (status != Status::ok) return status;
+            L::FrameHeader header = frame_header(static_cast<std::uint32_t>(length), kind, event_type);
+            std::byte* at = segment.payload.data() + offset;
+            std::memcpy(at, &header, sizeof header);
+            if (length) std::memcpy(at + L::kFrameHeaderBytes, data.data(), length);
+            offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(offset + frame_bytes), capacity));
+            ++frames;
+            if (kind == L::FrameKind::record) ++pending_records; else ++pending_events;
+            return commit_frames();
+        }
+
+        // A record that spans segments (events never do: they are at most 1 KiB).
+        status = acquire(wait);
+        if (status != Status::ok) return status;
+        if (capacity - offset <= L::kFrameHeaderBytes) {
+            status = publish();
+            if (status == Status::ok) status = acquire(wait);
+            if (status != Status::ok) return status;
+        }
+        const std::byte* source = data.data();
+        std::uint64_t remaining = length;
+        {
+            L::FrameHeader header = frame_header(static_cast<std::uint32_t>(length), kind, event_type);
+            std::byte* at = segment.payload.data() + offset;
+            std::memcpy(at, &header, sizeof header);
+            std::uint64_t first_part = capacity - offset - L::kFrameHeaderBytes;
+            std::memcpy(at + L::kFrameHeaderBytes, source, first_part);
+            source += first_part;
+            remaining -= first_part;
+            ++frames;
+            flags |= L::kSegmentRecordContinues;
+            offset = capacity;
+            status = publish();
+            if (status != Status::ok) return status;
+        }
+        while (remaining > 0) {
+            status = acquire(wait);
+            if (status != Status::ok) return status;  // the record stays incomplete: readers drop it
+            std::uint64_t chunk = std::min<std::uint64_t>(remaining, capacity);
+            std::memcpy(segment.payload.data(), source, chunk);
+            source += chunk;
+            remaining -= chunk;
+            frames = 0;
+            flags = L::kSegmentContinuesRecord;
+            if (remaining > 0) {
+                flags |= L::kSegmentRecordContinues;
+                offset = capacity;
+                first_record_offset = capacity;
+                status = publish();
+                if (status != Status::ok) return status;
+            } else {
+                offset = static_cast<std::uint32_t>(L::frame_align(chunk));
+                first_record_offset = offset;
+            }
+        }
+        ++pending_records;
+        return commit_frames();
+    }
+
+    Status reserve(std::size_t size, std::span<std::byte>& out, const Deadline& deadline) {
+        if (ended) return fail(Status::invalid_call, "reserve after end of stream");
+        if (size > capacity - L::kFrameHeaderBytes || size > max_record) {
+            return fail(Status::too_large, "reserve of " + std::to_string(size) + " bytes: at most " +
+                                               std::to_string(std::min<std::uint64_t>(capacity - L::kFrameHeaderBytes, max_record)) +
+                                               " fit one segment; use write()");
+        }
+        reserved = false;
+        std::uint32_t frame_bytes = static_cast<std::uint32_t>(L::kFrameHeaderBytes + size);
+        Status status = wait_for_room(frame_bytes, deadline);
+        if (status != Status::ok) return status;
+        const Deadline blocking{Mode::blocking, 0};
+        status = room_for(frame_bytes, deadline.mode == Mode::blocking ? deadline : blocking);
+        if (status != Status::ok) return status;
+        out = segment.payload.subspan(offset + L::kFrameHeaderBytes, size);
+        reserved = true;
+        reserved_size = static_cast<std::uint32_t>(size);
+        return Status::ok;
+    }
+
+    Status commit(std::size_t used) {
+        if (!reserved || !holding) return fail(Status::invalid_call, "commit without reserve");
+        if (used > reserved_size) {
+            return fail(Status::invalid_call, "commit of " + std::to_string(used) + " bytes, " +
+                                                  std::to_string(reserved_size) + " reserved");
+        }
+        reserved = false;
+        L::FrameHeader header = frame_header(static_cast<std::uint32_t>(used), L::FrameKind::record, 0);
+        std::memcpy(segment.payload.data() + offset, &header, sizeof header);
+        offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(offset + L::kFrameHeaderBytes + used), capacity));
+        ++frames;
+        ++pending_records;
+        return commit_frames();
+    }
+};
+
+RecordWriter RecordWriter::attach(std::string_view name, ChannelOptions options) {
+    options.framing = Framing::records;
+    auto state = std::make_unique<State>(Producer::attach(name, options));
+    state->capacity = state->producer.payload_capacity();
+    state->segment_count = state->producer.segment_count();
+    state->max_record = std::min<std::uint64_t>(state->producer.max_record_bytes(), L::kMaxRecordsFramingRecord);
+    state->checksums = (state->producer.channel_flags() & L::kFlagChecksums) != 0;
+    state->latency_mode = options.buffer_timeout.count() == 0;
+    state->buffer_timeout_ns = static_cast<std::uint64_t>(options.buffer_timeout.count());
+    state->producer.set_buffer_timeout(options.buffer_timeout);
+    return RecordWriter(std::move(state));
+}
+
+RecordWriter::RecordWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
+RecordWriter::RecordWriter(RecordWriter&&) noexcept = default;
+RecordWriter& RecordWriter::operator=(RecordWriter&&) noexcept = default;
+RecordWriter::~RecordWriter() = default;
+
+Status RecordWriter::write(std::span<const std::byte> record) {
+    return state_->write_frame(L::FrameKind::record, 0, record, Deadline::make(Mode::blocking, {}));
+}
+Status RecordWriter::try_write(std::span<const std::byte> record) {
+    return state_->write_frame(L::FrameKind::record, 0, record, Deadline::make(Mode::try_once, {}));
+}
+Status RecordWriter::write_for(std::span<const std::byte> record, std::chrono::nanoseconds timeout) {
+    return state_->write_frame(L::FrameKind::record, 0, record, Deadline::make(Mode::timed, timeout));
+}
+Status RecordWriter::reserve(std::size_t size, std::span<std::byte>& out) {
+    return state_->reserve(size, out, Deadline::make(Mode::blocking, {}));
+}
+Status RecordWriter::try_reserve(std::size_t size, std::span<std::byte>& out) {
+    return state_->reserve(size, out, Deadline::make(Mode::try_once, {}));
+}
+Status RecordWriter::reserve_for(std::size_t size, std::span<std::byte>& out, std::chrono::nanoseconds timeout) {
+    return state_->reserve(size, out, Deadline::make(Mode::timed, timeout));
+}
+Status RecordWriter::commit(std::size_t used) { return state_->commit(used); }
+
+Status RecordWriter::write_barrier(std::uint64_t checkpoint_id) {
+    std::byte payload[8];
+    std::memcpy(payload, &checkpoint_id, sizeof checkpoint_id);
+    return state_->write_frame(L::FrameKind::barrier, 0, payload, Deadline::make(Mode::blocking, {}));
+}
+
+Status RecordWriter::write_event(std::uint16_t event_type, std::span<const std::byte> payload) {
+    if (payload.size() > L::kMaxEventPayload) {
+        return state_->fail(Status::too_large, "event payload of " + std::to_string(payload.size()) +
+                                                   " bytes exceeds 1024");
+    }
+    return state_->write_frame(L::FrameKind::user_event, event_type, payload, Deadline::make(Mode::blocking, {}));
+}
+
+Status RecordWriter::flush() {
+    State& s = *state_;
+    if (s.checksums && s.holding && s.offset > 0) {
+        Status status = s.publish();
+        if (status != Status::ok) return status;
+    }
+    s.producer.wake_consumer();
+    return Status::ok;
+}
+
+Status RecordWriter::end_stream() {
+    State& s = *state_;
+    if (s.ended) return Status::ok;
+    Status status = s.write_frame(L::FrameKind::end_of_stream, 0, {}, Deadline::make(Mode::blocking, {}));
+    if (status != Status::ok) return status;
+    if (s.holding && s.offset > 0) {
+        status = s.publish();
+        if (status != Status::ok) return status;
+    }
+    s.ended = true;
+    status = s.producer.end_stream();
+    if (status != Status::ok) s.last_error = s.producer.last_error();
+    return status;
+}
+
+std::size_t RecordWriter::max_inline_record() const noexcept {
+    return std::min<std::uint64_t>(state_->capacity - L::kFrameHeaderBytes, state_->max_record);
+}
+std::uint64_t RecordWriter::max_record_bytes() const noexcept { return state_->max_record; }
+Producer& RecordWriter::producer() noexcept { return state_->producer; }
+const std::string& RecordWriter::last_error() const noexcept { return state_->last_error; }
+std::vector<std::byte>& RecordWriter::scratch() { return state_->scratch; }
+
+// ---- Reader --------------------------------------------------------------------------------------
+
+struct RecordReader::State {
+    explicit State(Consumer c) : consumer(std::move(c)) {}
+    Consumer consumer;
+    std::string last_error;
+    std::uint32_t capacity = 0;
+    std::uint32_t segment_count = 0;
+    std::uint64_t max_record = 0;
+    bool checksums = false;
+
+    std::uint64_t position = 0;  // the segment being parsed
+    std::uint32_t offset = 0;    // where its next frame starts
+    std::uint64_t floor = 0;     // segments before it are released
+    SegmentView view;
+    bool have_view = false;
+    // The parse needs the segment sealed: a spanning frame seen in a segment still being filled
+    // (its publish stores committed_bytes a moment before `published`).
+    bool need_sealed = false;
+    std::uint64_t verified = std::numeric_limits<std::uint64_t>::max();  // checksum checked here
+
+    // A record that spans segments, being reassembled (kept across try_read calls).
+    bool reassembling = false;
+    std::uint64_t record_length = 0;
+    std::uint64_t copied = 0;
+    RecordPosition record_start;
+    std::uint64_t in_flight = 0;  // set while segments of the record were released early
+    std::unique_ptr<std::byte[]> buffer;
+    std::uint64_t buffer_capacity = 0;
+
+    // Restart bookkeeping.
+    bool skip_continuation = false;
+    bool report_lost = false;
+    std::uint64_t lost_bytes = 0;
+    bool skipping = false;
+    RecordPosition skip_through;
+
+    ReadProgress progress;
+    bool ended = false;
+    Record last;
+
+    Status fail(Status status, std::string message) {
+        last_error = "channel '" + consumer.name() + "': segment " + std::to_string(position) + ": " + std::move(message);
+        return status;
+    }
+    Status from_core(Status status) {
+        if (status == Status::corrupt || status == Status::peer_died || status == Status::invalid_call) {
+            last_error = consumer.last_error();
+        }
+        return status;
+    }
+
+    // Releases every segment before `position` (all their frames are consumed).
+    void release_passed() {
+        if (position == floor) return;
+        consumer.release_until(position, offset, in_flight, progress);
+        progress = {};
+        floor = position;
+    }
+
+    // The previous record is finished: a restarted consumer resumes after it.
+    void finish_previous() {
+        if (reassembling) return;  // a try_read that returned mid-record
+        if (position != floor) {
+            consumer.release_until(position, offset, 0, progress);
+            progress = {};
+            floor = position;
+        } else {
+            consumer.release_until(floor, offset, 0, {});
+        }
+        in_flight = 0;
+    }
+
+    bool view_ready() const {
+        if (!have_view) return false;
+        if (view.sealed) return true;
+        return !checksums && !need_sealed && view.payload.size() > offset;
+    }
+
+    Status verify(const SegmentView& segment) {
+        if (!checksums || !segment.sealed || verified == segment.sequence) return Status::ok;
+        if (!(segment.flags & L::kSegmentHasChecksum)) return fail(Status::corrupt, "checksum missing");
+        std::uint32_t actual = crc32c(segment.payload.data(), segment.payload.size());
+        if (actual != segment.checksum) {
+            return fail(Status::corrupt, "checksum mismatch (CRC-32C " + std::to_string(actual) + ", header says " +
+                                             std::to_string(segment.checksum) + ")");
+        }
+        verified = segment.sequence;
+        return Status::ok;
+    }
+
+    // Makes `view` show bytes beyond `offset` of segment `position` (or the segment sealed).
+    Status ensure_data(const Deadline& deadline) {
+        while (!view_ready()) {
+            Status status = consumer.try_view(position, view);
+            if (status == Status::ok) {
+                have_view = true;
+                if (view_ready()) break;
+            } else if (status != Status::would_block) {
+                return from_core(status);
+            }
+            if (deadline.mode == Mode::try_once) return Status::would_block;
+            // Before sleeping, give back what we passed and report the counters.
+            if (!reassembling && position != floor) release_passed();
+            std::uint32_t threshold = (checksums || need_sealed) ? capacity : offset;
+            std::chrono::nanoseconds remaining = deadline.remaining();
+            if (deadline.mode == Mode::timed && remaining.count() == 0) return Status::timed_out;
+            status = consumer.wait_view(position, threshold, view, remaining);
+            if (status == Status::ok) {
+                have_view = true;
+            } else {
+                return from_core(status);
+            }
+        }
+        return verify(view);
+    }
+
+    void advance_segment() {
+        ++position;
+        offset = 0;
+        have_view = false;
+        need_sealed = false;
+    }
+
+    std::byte* reserve_buffer(std::uint64_t length) {
+        if (length > buffer_capacity) {
+            std::uint64_t grown = std::max<std::uint64_t>(length, buffer_capacity * 2);
+            buffer = std::make_unique<std::byte[]>(grown);  // once per new largest record
+            buffer_capacity = grown;
+        }
+        return buffer.get();
+    }
+
+    Status deliver(Record& out, L::FrameKind kind, std::uint16_t event_type, std::span<const std::byte> bytes,
+                   RecordPosition start, bool& skip) {
+        skip = skipping && start <= skip_through;
+        if (kind == L::FrameKind::record) {
+            ++progress.records;
+            progress.bytes += bytes.size();
+        } else {
+            ++progress.events;
+        }
+        if (skip) return Status::ok;
+        skipping = false;
+        out = Record{};
+        out.position = start;
+        out.bytes = bytes;
+        switch (kind) {
+            case L::FrameKind::record: out.kind = RecordKind::record; break;
+            case L::FrameKind::barrier:
+                out.kind = RecordKind::barrier;
+                std::memcpy(&out.checkpoint_id, bytes.data(), sizeof out.checkpoint_id);
+                out.bytes = {};
+                break;
+            case L::FrameKind::user_event:
+                out.kind = RecordKind::user_event;
+                out.event_type = event_type;
+                break;
+            case L::FrameKind::end_of_stream:
+                ended = true;
+                finish_previous();
+                return Status::end_of_stream;
+        }
+        last = out;
+        return Status::ok;
+    }
+
+    Status read(Record& out, const Deadline& deadline) {
+        if (ended) return Status::end_of_stream;
+        if (report_lost) {
+            report_lost = false;
+            out = Record{};
+            out.lost_bytes = lost_bytes;
+            out.position = {position, offset};
+            last = out;
+            return Status::record_lost;
+        }
+        finish_previous();
+        while (true) {
+            Status status = ensure_data(deadline);
+            if (status != Status::ok) {
+                if (status == Status::end_of_stream) {
+                    ended = true;
+                    if (reassembling) return fail(Status::corrupt, "stream ended inside a record");
+                }
+                return status;
+            }
+            const std::span<const std::byte> payload = view.payload;
+            const std::uint32_t size = static_cast<std::uint32_t>(payload.size());
+
+            if (reassembling || (offset == 0 && (view.flags & L::kSegmentContinuesRecord))) {
+                if (!reassembling) {
+                    // Continuation bytes of a record whose start we never saw (a restart after
+                    // the start was released): skip them and report the loss once.
+                    if (!skip_continuation) {
+                        report_lost = true;
+                        lost_bytes = 0;
+                    }
+                    if (view.first_record_offset >= payload.size() && (view.flags & L::kSegmentRecordContinues)) {
+                        // All continuation (published whole): wait for the seal if not seen yet.
+                        if (!view.sealed) {
+                            need_sealed = true;
+                            continue;
+                        }
+                        advance_segment();
+                        release_passed();
+                        continue;
+                    }
+                    offset = view.first_record_offset;
+                    skip_continuation = false;
+                    if (report_lost) {
+                        report_lost = false;
+                        out = Record{};
+                        out.lost_bytes = lost_bytes;
+                        out.position = {position, 0};
+                        return Status::record_lost;
+                    }
+                    continue;
+                }
+                Continued continued = continue_record();
+                if (continued == Continued::error) return Status::corrupt;
+                if (continued != Continued::complete) continue;  // more to fetch, or dropped
+                bool skip = false;
+                status = deliver(out, L::FrameKind::record, 0,
+                                 std::span<const std::byte>(buffer.get(), record_length), record_start, skip);
+                if (skip) {
+                    finish_previous();
+                    continue;
+                }
+                return status;
+            }
+            skip_continuation = false;
+
+            if (offset >= size) {
+                if (view.sealed) {
+                    advance_segment();
+                    release_passed();
+                }
+                continue;  // ensure_data waits for more
+            }
+            if (size - offset < L::kFrameHeaderBytes) return fail(Status::corrupt, "truncated frame header at offset " + std::to_string(offset));
+            L::FrameHeader header;
+            std::memcpy(&header, payload.data() + offset, sizeof header);  // once; use the local
+            const std::uint64_t length = header.length;
+            if (header.kind > static_cast<std::uint16_t>(L::FrameKind::user_event)) {
+                return fail(Status::corrupt, "unknown frame kind " + std::to_string(header.kind) + " at offset " + std::to_string(offset));
+            }
+            const auto kind = static_cast<L::FrameKind>(header.kind);
+            if (kind == L::FrameKind::record && length > max_record) {
+                return fail(Status::corrupt, "record of " + std::to_string(length) + " bytes exceeds the maximum " + std::to_string(max_record));
+            }
+            if ((kind == L::FrameKind::barrier && length != 8) || (kind == L::FrameKind::end_of_stream && length != 0) ||
+                (kind == L::FrameKind::user_event && length > L::kMaxEventPayload)) {
+                return fail(Status::corrupt, "event frame of kind " + std::to_string(header.kind) + " has length " + std::to_string(length));
+            }
+            const RecordPosition start{position, offset};
+            if (L::kFrameHeaderBytes + length <= size - offset) {
+                auto bytes = payload.subspan(offset + L::kFrameHeaderBytes, length);
+                offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(offset + L::kFrameHeaderBytes + length), size));
+                bool skip = false;
+                status = deliver(out, kind, header.event_type, bytes, start, skip);
+                if (skip) {
+                    finish_previous();
+                    continue;
+                }
+                return status;
+            }
+            // The frame runs past the committed bytes: only a record spanning segments may, and
+            // its segment is then handed over whole: wait for the seal if we have not seen it.
+            if (!view.sealed && kind == L::FrameKind::record) {
+                need_sealed = true;
+                continue;
+            }
+            if (kind != L::FrameKind::record || !(view.flags & L::kSegmentRecordContinues)) {
+                return fail(Status::corrupt, "frame of " + std::to_string(length) + " bytes at offset " +
+                                                 std::to_string(offset) + " runs past the segment's " +
+                                                 std::to_string(size) + " committed bytes");
+            }
+            std::uint64_t first_part = size - offset - L::kFrameHeaderBytes;
+            std::byte* target = reserve_buffer(length);
+            std::memcpy(target, payload.data() + offset + L::kFrameHeaderBytes, first_part);
+            reassembling = true;
+            record_length = length;
+            copied = first_part;
+            record_start = start;
+            advance_segment();
+            release_if_ring_held();
+        }
+    }
+
+    // Holding every segment of the ring while the record goes on would stop the producer: a
+    // record larger than the ring is read with its first segments released (and is lost if we
+    // die before its end: in_flight tells the next consumer).
+    void release_if_ring_held() {
+        if (position - floor >= segment_count) {
+            in_flight = record_length;
+            consumer.release_until(position, 0, in_flight, progress);
+            progress = {};
+            floor = position;
+        }
+    }
+
+    enum class Continued { complete, pending, dropped, error };
+
+    // Copies continuation bytes from the segment at `position` (its view is ready).
+    Continued continue_record() {
+        const std::span<const std::byte> payload = view.payload;
+        if (!(view.flags & L::kSegmentContinuesRecord)) {
+            // A producer that replaced a dead one started afresh: the half record is dropped,
+            // and this segment is parsed from its start.
+            reassembling = false;
+            in_flight = 0;
+            return Continued::dropped;
+        }
+        const std::uint64_t needed = record_length - copied;
+        if (needed > payload.size()) {
+            // The whole segment is continuation (a segment may also end a continuation and
+            // start another spanning record: both flags, but then the record ends here). The
+            // writer publishes such a segment whole, never commits it partly.
+            if (!view.sealed) {
+                need_sealed = true;
+                return Continued::pending;
+            }
+            if (!(view.flags & L::kSegmentRecordContinues) || payload.size() != capacity) {
+                fail(Status::corrupt, "continuation segment of " + std::to_string(payload.size()) + " bytes (sealed " +
+                                          std::to_string(view.sealed) + ") for " + std::to_string(needed) +
+                                          " bytes still needed");
+                return Continued::error;
+            }
+            std::memcpy(buffer.get() + copied, payload.data(), payload.size());
+            copied += payload.size();
+            advance_segment();
+            release_if_ring_held();
+            return Continued::pending;
+        }
+        // The record ends here: the writer commits this segment only once the record is whole.
+        if (view.first_record_offset != L::frame_align(needed) && view.first_record_offset != payload.size()) {
+            fail(Status::corrupt, "first record offset " + std::to_string(view.first_record_offset) +
+                                      " disagrees with the record's end at " + std::to_string(needed));
+            return Continued::error;
+        }
+        std::memcpy(buffer.get() + copied, payload.data(), needed);
+        copied = record_length;
+        offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(needed), payload.size()));
+        reassembling = false;
+        return Continued::complete;
+    }
+};
+
+RecordReader RecordReader::attach(std::string_view name, ChannelOptions options) {
+    options.framing = Framing::records;
+    auto state = std::make_unique<State>(Consumer::attach(name, options));
+    State& s = *state;
+    s.capacity = s.consumer.payload_capacity();
+    s.segment_count = s.consumer.segment_count();
+    s.max_record = std::min<std::uint64_t>(s.consumer.max_record_bytes(), L::kMaxRecordsFramingRecord);
+    s.checksums = (s.consumer.channel_flags() & L::kFlagChecksums) != 0;
+    ResumePoint resume = s.consumer.resume_point();
+    s.position = s.floor = resume.position;
+    if (resume.offset > s.capacity || resume.offset % L::kFrameAlignment != 0) {
+        throw Error(Errc::corrupt, "channel '" + std::string(name) + "': resume offset " + std::to_string(resume.offset) +
+                                       " is not a frame boundary");
+    }
+    s.offset = static_cast<std::uint32_t>(resume.offset);
+    if (resume.in_flight_record_bytes != 0) {
+        s.report_lost = true;
+        s.lost_bytes = resume.in_flight_record_bytes;
+        s.skip_continuation = true;
+        s.offset = 0;
+    }
+    return RecordReader(std::move(state));
+}
+
+RecordReader::RecordReader(std::unique_ptr<State> state) : state_(std::move(state)) {}
+RecordReader::RecordReader(RecordReader&&) noexcept = default;
+RecordReader& RecordReader::operator=(RecordReader&&) noexcept = default;
+RecordReader::~RecordReader() = default;
+
+Status RecordReader::read(Record& out) { return state_->read(out, Deadline::make(Mode::blocking, {})); }
+Status RecordReader::try_read(Record& out) { return state_->read(out, Deadline::make(Mode::try_once, {})); }
+Status RecordReader::read_for(Record& out, std::chrono::nanoseconds timeout) {
+    return state_->read(out, Deadline::make(Mode::timed, timeout));
+}
+const Record& RecordReader::last() const noexcept { return state_->last; }
+void RecordReader::skip_through(RecordPosition position) {
+    state_->skipping = true;
+    state_->skip_through = position;
+}
+void RecordReader::remove_channel() { state_->consumer.remove_channel(); }
+Consumer& RecordReader::consumer() noexcept { return state_->consumer; }
+const std::string& RecordReader::last_error() const noexcept { return state_->last_error; }
+
+}  // namespace shmchan

@@ -1,0 +1,250 @@
+// shmchan records: the per-segment serialization layer (Flink's record serializer and
+// deserializer) on top of a channel.
+//
+//   auto writer = shmchan::RecordWriter::attach("trades");        // producer process
+//   writer.write(std::string_view("hello"));                      // copying call
+//   std::span<std::byte> room;
+//   writer.reserve(sizeof(Trade), room);                          // zero-copy: write in place
+//   new (room.data()) Trade{...};
+//   writer.commit(sizeof(Trade));
+//   writer.write_value(Trade{...});                               // typed, through Codec<Trade>
+//   writer.write_barrier(42);                                     // in-band events
+//   writer.end_stream();
+//
+//   auto reader = shmchan::RecordReader::attach("trades");        // consumer process
+//   shmchan::Record record;
+//   while (reader.read(record) == shmchan::Status::ok) {
+//       if (record.kind == shmchan::RecordKind::record) use(record.bytes);   // a view: valid
+//       else if (record.kind == shmchan::RecordKind::barrier) snapshot(record.checkpoint_id);
+//   }                                                             // until the next read
+//
+// Framing: channels/layout.hpp (FrameHeader). A record larger than the room left in a segment
+// spans segments, up to the channel's max record size (64 MiB by default). A record that lies in
+// one segment is read in place; a spanning one is reassembled into a buffer the reader reuses.
+//
+// Visibility and flushing: every completed record is committed at once (one release store), so a
+// spinning consumer sees it at once. A parked consumer is woken when a segment fills, on flush(),
+// or wakes itself after the producer's buffer timeout (ChannelOptions::buffer_timeout, 100 ms by
+// default; 0 wakes it for every record). With checksums on, the reader takes only handed-over
+// segments (full, flushed, or timed out at the writer's next write), whose CRC-32C it checks.
+//
+// Restart: a consumer that attaches after another one died resumes at the first record the dead
+// one had not finished (a record is finished when the next read() is called), so delivery is
+// at-least-once: the record being processed at the death may come twice. For exactly-once, store
+// the RecordPosition of each record you finish with your own state and pass the last one to
+// skip_through() after attaching. A record larger than the ring whose first segments were
+// released when the consumer died is reported as Status::record_lost with its size. A producer
+// that attaches after another died continues after the last record that one completed; a record
+// it had half written is never delivered.
+//
+// Not thread-safe; the hot path makes no syscall and no allocation (a spanning record larger
+// than any before it grows the reassembly buffer once).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "channels/channel.hpp"
+
+namespace shmchan {
+
+// Codec<T>: how a T becomes record bytes. Specialize it for your type:
+//   template <> struct shmchan::Codec<Point> {
+//       static std::size_t size(const Point&);
+//       static void encode(const Point&, std::span<std::byte> out);   // out.size() == size()
+//       static bool decode(std::span<const std::byte> in, Point& out);   // false: not a Point
+//   };
+// Built in: trivially copyable types (bytes as in memory; decode checks the size), std::string,
+// std::string_view (decoded as a view into the record: valid until the next read).
+template <class T, class Enable = void>
+struct Codec;
+
+template <class T>
+inline constexpr bool kIsByteView = std::is_same_v<T, std::string_view> || std::is_pointer_v<T> ||
+                                    std::is_same_v<T, std::span<const std::byte>> ||
+                                    std::is_same_v<T, std::span<std::byte>>;
+
+template <class T>
+struct Codec<T, std::enable_if_t<std::is_trivially_copyable_v<T> && !kIsByteView<T>>> {
+    static std::size_t size(const T&) noexcept { return sizeof(T); }
+    static void encode(const T& value, std::span<std::byte> out) noexcept { std::memcpy(out.data(), &value, sizeof(T)); }
+    static bool decode(std::span<const std::byte> in, T& out) noexcept {
+        if (in.size() != sizeof(T)) return false;
+        std::memcpy(&out, in.data(), sizeof(T));
+        return true;
+    }
+};
+
+template <>
+struct Codec<std::string_view> {
+    static std::size_t size(std::string_view value) noexcept { return value.size(); }
+    static void encode(std::string_view value, std::span<std::byte> out) noexcept {
+        if (!value.empty()) std::memcpy(out.data(), value.data(), value.size());
+    }
+    static bool decode(std::span<const std::byte> in, std::string_view& out) noexcept {
+        out = std::string_view(reinterpret_cast<const char*>(in.data()), in.size());
+        return true;
+    }
+};
+
+template <>
+struct Codec<std::string> {
+    static std::size_t size(const std::string& value) noexcept { return value.size(); }
+    static void encode(const std::string& value, std::span<std::byte> out) noexcept {
+        if (!value.empty()) std::memcpy(out.data(), value.data(), value.size());
+    }
+    static bool decode(std::span<const std::byte> in, std::string& out) {
+        out.assign(reinterpret_cast<const char*>(in.data()), in.size());
+        return true;
+    }
+};
+
+enum class RecordKind : std::uint8_t {
+    record,      // user data: `bytes`
+    barrier,     // checkpoint barrier: `checkpoint_id`
+    user_event,  // `event_type` and `bytes`
+};
+
+// Where a frame starts in the stream: the segment's position and the offset in its payload.
+// Positions only grow within a channel's life.
+struct RecordPosition {
+    std::uint64_t segment = 0;
+    std::uint64_t offset = 0;
+    friend bool operator==(const RecordPosition&, const RecordPosition&) = default;
+    friend auto operator<=>(const RecordPosition&, const RecordPosition&) = default;
+};
+
+struct Record {
+    RecordKind kind = RecordKind::record;
+    std::span<const std::byte> bytes;  // valid until the next read; untrusted producer bytes
+    std::uint64_t checkpoint_id = 0;
+    std::uint16_t event_type = 0;
+    RecordPosition position;
+    std::uint64_t lost_bytes = 0;  // Status::record_lost: size of the record that was lost
+    std::string_view text() const noexcept {
+        return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+    }
+};
+
+class RecordWriter {
+public:
+    // Attaches as the producer of a records channel (created if missing). options.framing is
+    // forced to records. Throws Error as Producer::attach does.
+    static RecordWriter attach(std::string_view name, ChannelOptions options = {});
+
+    RecordWriter(RecordWriter&&) noexcept;
+    RecordWriter& operator=(RecordWriter&&) noexcept;
+    ~RecordWriter();  // detaches without ending the stream
+
+    // Copying writes. too_large: over the max record size, nothing written. try/for variants
+    // wait (or not) only before the first byte: they need every segment the record needs to be
+    // free, so a record larger than the ring can only be written by the blocking call.
+    Status write(std::span<const std::byte> record);
+    Status try_write(std::span<const std::byte> record);
+    Status write_for(std::span<const std::byte> record, std::chrono::nanoseconds timeout);
+    Status write(std::string_view text) { return write(std::as_bytes(std::span(text.data(), text.size()))); }
+
+    // Zero-copy: `out` gets `size` writable bytes inside a segment (size <= max_inline_record());
+    // commit(used) frames the first `used` of them as one record. Nothing is visible before
+    // commit; a second reserve before commit drops the first.
+    Status reserve(std::size_t size, std::span<std::byte>& out);
+    Status try_reserve(std::size_t size, std::span<std::byte>& out);
+    Status reserve_for(std::size_t size, std::span<std::byte>& out, std::chrono::nanoseconds timeout);
+    Status commit(std::size_t used);
+
+    // Typed writes through Codec<T>: in place when the encoding fits one segment.
+    template <class T>
+    Status write_value(const T& value);
+
+    // Events, in order with the records.
+    Status write_barrier(std::uint64_t checkpoint_id);
+    Status write_event(std::uint16_t event_type, std::span<const std::byte> payload);  // <= 1 KiB
+
+    // Wakes a parked consumer now (and, with checksums, hands over the partly filled segment).
+    Status flush();
+    // Writes the end-of-stream event, hands everything over and ends the channel's stream.
+    Status end_stream();
+
+    std::size_t max_inline_record() const noexcept;  // largest record that fits one segment
+    std::uint64_t max_record_bytes() const noexcept;
+    Producer& producer() noexcept;
+    const std::string& last_error() const noexcept;
+
+private:
+    struct State;
+    explicit RecordWriter(std::unique_ptr<State> state);
+    std::vector<std::byte>& scratch();
+    std::unique_ptr<State> state_;
+};
+
+class RecordReader {
+public:
+    // Attaches as the consumer of a records channel (created if missing), resuming where the
+    // previous consumer left off. Throws Error as Consumer::attach does.
+    static RecordReader attach(std::string_view name, ChannelOptions options = {});
+
+    RecordReader(RecordReader&&) noexcept;
+    RecordReader& operator=(RecordReader&&) noexcept;
+    ~RecordReader();
+
+    // The next record or event. ok; end_of_stream (after the end event, and from then on);
+    // record_lost (see the file comment); would_block / timed_out; peer_died; corrupt (a bad
+    // frame or segment: last_error() names the channel, the segment and the cause).
+    Status read(Record& out);
+    Status try_read(Record& out);
+    Status read_for(Record& out, std::chrono::nanoseconds timeout);
+
+    // Typed read through Codec<T>: ok (decoded), event (the frame was an event: see last()),
+    // decode_error (the record is not a T; it is consumed), or the statuses of read().
+    template <class T>
+    Status read_value(T& out);
+    const Record& last() const noexcept;
+
+    // Exactly-once after a restart: records and events at or before `position` are skipped.
+    void skip_through(RecordPosition position);
+
+    // Removes the channel's file (after end of stream).
+    void remove_channel();
+    Consumer& consumer() noexcept;
+    const std::string& last_error() const noexcept;
+
+private:
+    struct State;
+    explicit RecordReader(std::unique_ptr<State> state);
+    std::unique_ptr<State> state_;
+};
+
+template <class T>
+Status RecordWriter::write_value(const T& value) {
+    const std::size_t size = Codec<T>::size(value);
+    if (size <= max_inline_record()) {
+        std::span<std::byte> room;
+        Status status = reserve(size, room);
+        if (status != Status::ok) return status;
+        Codec<T>::encode(value, room.first(size));
+        return commit(size);
+    }
+    if (size > max_record_bytes()) return Status::too_large;
+    std::vector<std::byte>& buffer = scratch();
+    buffer.resize(size);  // grows once to the largest value written; reused after
+    Codec<T>::encode(value, std::span<std::byte>(buffer.data(), size));
+    return write(std::span<const std::byte>(buffer.data(), size));
+}
+
+template <class T>
+Status RecordReader::read_value(T& out) {
+    Record record;
+    Status status = read(record);
+    if (status != Status::ok) return status;
+    if (record.kind != RecordKind::record) return Status::event;
+    return Codec<T>::decode(record.bytes, out) ? Status::ok : Status::decode_error;
+}
+
+}  // namespace shmchan
