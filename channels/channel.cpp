@@ -703,10 +703,14 @@ public:
                 ? kNoDeadline
                 : (options_.wait == WaitStrategy::hybrid ? start + static_cast<std::uint64_t>(options_.spin_budget.count())
                                                          : start);
+        L::SharedU64& waiting_since = side_ == Side::producer ? header_->producer_counters.waiting_since_ns
+                                                               : consumer_slot().counters.waiting_since_ns;
+        L::store_relaxed(waiting_since, start);
         auto finish = [&](Status result) {
             L::SharedU64& waited = side_ == Side::producer ? header_->producer_counters.backpressured_ns
                                                            : consumer_slot().counters.idle_ns;
             L::counter_add(waited, shm::monotonic_ns() - start);
+            L::store_relaxed(waiting_since, std::uint64_t{0});
             return result;
         };
         // Between two periodic checks: deadline first, then liveness and header.
@@ -985,12 +989,14 @@ ChannelInfo read_info(const std::string& name, const shm::Region& region, Self s
     info.producer_counters = {layout::load_relaxed(pc.bytes_written),     layout::load_relaxed(pc.records_written),
                               layout::load_relaxed(pc.segments_published), layout::load_relaxed(pc.events_written),
                               layout::load_relaxed(pc.wake_syscalls),      layout::load_relaxed(pc.parks),
-                              layout::load_relaxed(pc.backpressured_ns),   layout::load_relaxed(pc.last_publish_realtime_ns)};
+                              layout::load_relaxed(pc.backpressured_ns),   layout::load_relaxed(pc.last_publish_realtime_ns),
+                              layout::load_relaxed(pc.waiting_since_ns)};
     const auto& cc = header.consumers[0].counters;
     info.consumer_counters = {layout::load_relaxed(cc.bytes_read),        layout::load_relaxed(cc.records_read),
                               layout::load_relaxed(cc.segments_released), layout::load_relaxed(cc.events_read),
                               layout::load_relaxed(cc.wake_syscalls),     layout::load_relaxed(cc.parks),
-                              layout::load_relaxed(cc.idle_ns),           layout::load_relaxed(cc.last_release_realtime_ns)};
+                              layout::load_relaxed(cc.idle_ns),           layout::load_relaxed(cc.last_release_realtime_ns),
+                              layout::load_relaxed(cc.waiting_since_ns)};
     return info;
 }
 

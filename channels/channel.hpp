@@ -180,7 +180,8 @@ struct ChannelInfo {
     struct Counters {
         std::uint64_t bytes = 0, records = 0, segments = 0, events = 0, wake_syscalls = 0,
                       parks = 0, waited_ns = 0, last_realtime_ns = 0;
-    } producer_counters, consumer_counters;  // waited_ns: back-pressured / idle
+        std::uint64_t waiting_since_ns = 0;  // CLOCK_MONOTONIC start of a wait in progress, or 0
+    } producer_counters, consumer_counters;  // waited_ns: back-pressured / idle, finished waits
 };
 
 namespace detail {

@@ -190,9 +190,11 @@ struct alignas(kCacheLine) ProducerCounters {
     SharedU64 events_written;
     SharedU64 wake_syscalls;     // futex_wake calls made to wake the consumer
     SharedU64 parks;             // times the producer set `sleeping` to sleep
-    SharedU64 backpressured_ns;  // time spent waiting for a free segment
+    SharedU64 backpressured_ns;  // time spent waiting for a free segment (added when a wait ends)
     SharedU64 last_publish_realtime_ns;
-    std::uint8_t reserved[64];
+    SharedU64 waiting_since_ns;  // CLOCK_MONOTONIC start of the wait in progress, 0 if none, so
+                                 // a tool can count a wait that has not ended yet
+    std::uint8_t reserved[56];
 };
 
 // Consumer slot: position line, then attachment, then counters.
@@ -215,9 +217,10 @@ struct alignas(kCacheLine) ConsumerCounters {
     SharedU64 events_read;
     SharedU64 wake_syscalls;  // futex_wake calls made to wake the producer
     SharedU64 parks;          // times the consumer set `sleeping` to sleep
-    SharedU64 idle_ns;        // time spent waiting for data
+    SharedU64 idle_ns;        // time spent waiting for data (added when a wait ends)
     SharedU64 last_release_realtime_ns;
-    std::uint8_t reserved[64];
+    SharedU64 waiting_since_ns;  // as ProducerCounters::waiting_since_ns
+    std::uint8_t reserved[56];
 };
 
 struct alignas(kCacheLine) ConsumerSlot {
@@ -318,6 +321,8 @@ static_assert(offsetof(ConsumerLine, resume_offset) == 16);
 static_assert(offsetof(ConsumerLine, in_flight_record_bytes) == 24);
 static_assert(offsetof(ConsumerSlot, attachment) == 64);
 static_assert(offsetof(ConsumerSlot, counters) == 128);
+static_assert(offsetof(ProducerCounters, waiting_since_ns) == 64);
+static_assert(offsetof(ConsumerCounters, waiting_since_ns) == 64);
 static_assert(offsetof(SegmentHeader, committed_bytes) == 0);
 static_assert(offsetof(SegmentHeader, sequence) == 16);
 static_assert(offsetof(SegmentHeader, first_record_offset) == 24);

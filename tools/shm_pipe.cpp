@@ -1,0 +1,431 @@
+// shm-pipe: a shared-memory channel as a shell pipe.
+//
+//   producer | shm-pipe send NAME        # copies stdin into channel NAME, then ends the stream
+//   shm-pipe recv NAME | consumer        # copies channel NAME to stdout, removes it at the end
+//
+// Either side may start first (attach creates the channel or opens it). Raw-bytes mode: `send`
+// reads standard input straight into the payload of the segment it holds and publishes the
+// segment when it is full, at end of input, or as soon as standard input has nothing more to give
+// right now (so a live pipeline flows instead of waiting for a full segment). When the ring is
+// full, send reads one byte before it waits for a free segment: at end of input it ends the stream
+// at once, so input that fits the ring is handed over without a consumer (like a write that fits a
+// pipe), and it waits for a consumer only when it has more to give.
+//
+// The contract (docs: the product brief, "Interfaces that scripts rely on"):
+//   exit 0  success (send: the stream is handed over and ended; recv: the stream ended, the
+//           channel is removed)
+//   exit 1  a runtime failure, with one line "shm-pipe: <cause>" on stderr: the peer died or went
+//           away, the channel is corrupt or incompatible, an I/O error, a timeout, a signal.
+//   exit 2  bad usage (arguments, channel name, geometry).
+//
+// Faults:
+//   - send never writes end of stream after a read error, SIGINT or SIGTERM: its Producer detaches
+//     without ending the stream, so the consumer sees an abnormal end (peer_died).
+//   - send notices a consumer that attached and then died or detached: at once when it waits for
+//     a free segment (the channel reports peer_died), and otherwise by checking the consumer's
+//     liveness at least every 200 ms while it waits for input (a consumer that never attached is
+//     not an error: send fills the ring and waits for one, like a writer on a full pipe).
+//   - recv writes every byte published before the producer died, then exits 1.
+//   - recv with a closed standard output (EPIPE; SIGPIPE is ignored) exits 1; its Consumer detaches
+//     and the producer then sees peer_died.
+// Signals are handled by a flag (no SA_RESTART, so read/poll/write return EINTR) and every wait
+// is sliced into <= 200 ms pieces that re-check it, so Ctrl-C takes effect within 200 ms.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <string>
+
+#include "channels/channel.hpp"
+#include "shm/error.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// The slice of every wait: the bound on noticing a signal, and on noticing a dead consumer while
+// send waits for input.
+constexpr auto kSlice = 200ms;
+
+volatile sig_atomic_t g_signal = 0;
+
+extern "C" void on_signal(int signal_number) { g_signal = signal_number; }
+
+void install_signal_handlers() {
+    struct sigaction action {};
+    action.sa_handler = on_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0;  // no SA_RESTART: a blocking read/poll/write returns EINTR
+    ::sigaction(SIGINT, &action, nullptr);
+    ::sigaction(SIGTERM, &action, nullptr);
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    ::sigaction(SIGPIPE, &ignore, nullptr);  // a closed stdout is EPIPE from write(2)
+}
+
+bool interrupted() { return g_signal != 0; }
+
+int fail(const std::string& message, int code = kExitFailure) {
+    std::fprintf(stderr, "shm-pipe: %s\n", message.c_str());
+    return code;
+}
+
+int fail_interrupted() {
+    int signal_number = g_signal;
+    return fail(std::string("interrupted by ") + (signal_number == SIGTERM ? "SIGTERM" : "SIGINT"));
+}
+
+struct Options {
+    std::string name;
+    std::optional<std::uint64_t> segment_size;
+    std::optional<std::uint32_t> segments;
+    std::string wait = "hybrid";
+    std::optional<double> timeout_seconds;
+    bool lines = false;
+};
+
+std::chrono::nanoseconds timeout_of(const Options& options) {
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(*options.timeout_seconds * 1e9));
+}
+
+std::string seconds_text(double seconds) {
+    char buffer[64];
+    std::snprintf(buffer, sizeof buffer, "%g s", seconds);
+    return buffer;
+}
+
+// --- send ----------------------------------------------------------------------------------------
+
+// The consumer attached at some point and is gone now. A channel that never had a consumer is
+// not an error: send waits for one.
+bool consumer_went_away(const shmchan::Producer& producer) {
+    if (producer.consumer_alive()) return false;
+    return producer.info().consumer.attach_count > 0;
+}
+
+int run_send(const Options& options, const shmchan::ChannelOptions& channel_options) {
+    auto producer = shmchan::Producer::attach(options.name, channel_options);
+    const std::string& name = options.name;
+    auto consumer_gone = [&] { return fail("consumer of channel " + name + " died or went away"); };
+
+    shmchan::WritableSegment segment;
+    bool held = false;           // a segment is acquired and not yet published
+    std::uint32_t filled = 0;    // bytes of the held segment's payload read so far
+    auto last_liveness_check = Clock::now();
+
+    auto acquire_failed = [&](shmchan::Status status) -> int {
+        if (status == shmchan::Status::peer_died) return consumer_gone();
+        if (status == shmchan::Status::corrupt) {
+            return fail("channel " + name + " is corrupt: " + producer.last_error());
+        }
+        return fail("channel " + name + ": acquire failed (" + shmchan::to_string(status) + "): " +
+                    producer.last_error());
+    };
+
+    // Waits for a free segment in slices (signals, --timeout). Returns an exit code on failure.
+    auto wait_for_segment = [&]() -> std::optional<int> {
+        std::optional<Clock::time_point> deadline;
+        if (options.timeout_seconds) deadline = Clock::now() + timeout_of(options);
+        while (true) {
+            if (interrupted()) return fail_interrupted();
+            auto slice = std::chrono::nanoseconds(kSlice);
+            if (deadline) {
+                auto left = *deadline - Clock::now();
+                if (left <= Clock::duration::zero()) {
+                    return fail("timed out after " + seconds_text(*options.timeout_seconds) +
+                                " waiting for a consumer of channel " + name);
+                }
+                slice = std::min(slice, std::chrono::duration_cast<std::chrono::nanoseconds>(left));
+            }
+            switch (auto status = producer.acquire_for(segment, slice)) {
+                case shmchan::Status::ok:
+                    held = true;
+                    filled = 0;
+                    return std::nullopt;
+                case shmchan::Status::timed_out:
+                case shmchan::Status::would_block:
+                    continue;
+                default:
+                    return acquire_failed(status);
+            }
+        }
+    };
+
+    auto publish = [&]() -> std::optional<int> {
+        auto status = producer.publish(filled);
+        held = false;
+        filled = 0;
+        if (status == shmchan::Status::ok) return std::nullopt;
+        if (status == shmchan::Status::peer_died) return consumer_gone();
+        return fail("channel " + name + ": publish failed (" + shmchan::to_string(status) + "): " +
+                    producer.last_error());
+    };
+
+    // End of input: hand over what the held segment has, then end the stream.
+    auto finish = [&]() -> int {
+        if (held && filled > 0) {
+            if (auto failed = publish()) return *failed;
+        }
+        auto status = producer.end_stream();
+        if (status != shmchan::Status::ok) {
+            return fail("channel " + name + ": cannot end the stream (" + shmchan::to_string(status) +
+                        "): " + producer.last_error());
+        }
+        return kExitOk;
+    };
+
+    while (true) {
+        // 1. Wait until standard input has something (data or end of input), in slices: a signal
+        //    or a consumer that went away ends the wait.
+        while (true) {
+            if (interrupted()) return fail_interrupted();
+            if (Clock::now() - last_liveness_check >= kSlice) {
+                last_liveness_check = Clock::now();
+                if (consumer_went_away(producer)) return consumer_gone();
+            }
+            pollfd input{STDIN_FILENO, POLLIN, 0};
+            int ready = ::poll(&input, 1, static_cast<int>(kSlice / 1ms));
+            if (ready > 0) break;  // readable, end of input, or an error that read() will report
+            if (ready < 0 && errno != EINTR) {
+                return fail(std::string("cannot poll standard input: ") + std::strerror(errno));
+            }
+        }
+
+        // 2. A segment to read into. A free one at once is the common case. When the ring is full
+        //    (backpressure, or no consumer yet), first find out whether the input has ended, by
+        //    reading one byte: if so, the stream ends now without waiting for a credit (a writer
+        //    whose data fits the pipe does not wait for the reader). Otherwise wait for a segment
+        //    and put that byte first.
+        if (!held) {
+            auto status = producer.try_acquire(segment);
+            if (status == shmchan::Status::ok) {
+                held = true;
+                filled = 0;
+            } else if (status == shmchan::Status::would_block) {
+                std::byte first{};
+                ssize_t got = ::read(STDIN_FILENO, &first, 1);
+                if (got < 0) {
+                    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+                    return fail(std::string("error reading standard input: ") + std::strerror(errno));
+                }
+                if (got == 0) return finish();
+                if (auto failed = wait_for_segment()) return *failed;
+                segment.payload[0] = first;
+                filled = 1;
+            } else {
+                return acquire_failed(status);
+            }
+        }
+
+        // 3. Read until the payload is full, input runs dry for now, or input ends.
+        while (true) {
+            if (interrupted()) return fail_interrupted();
+            auto room = segment.payload.size() - filled;
+            ssize_t got = ::read(STDIN_FILENO, segment.payload.data() + filled, room);
+            if (got < 0) {
+                if (errno == EINTR) continue;  // the loop head checks the signal flag
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    // A non-blocking stdin with nothing for now: hand over what we have.
+                    if (filled > 0) {
+                        if (auto failed = publish()) return *failed;
+                    }
+                    break;
+                }
+                return fail(std::string("error reading standard input: ") + std::strerror(errno));
+            }
+            if (got == 0) return finish();
+            filled += static_cast<std::uint32_t>(got);
+            if (filled == segment.payload.size()) {
+                if (auto failed = publish()) return *failed;
+                break;
+            }
+            pollfd input{STDIN_FILENO, POLLIN, 0};
+            int ready = ::poll(&input, 1, 0);
+            if (ready == 0 || (ready < 0 && errno != EINTR)) {
+                // Nothing more right now: publish so that a live pipeline flows.
+                if (auto failed = publish()) return *failed;
+                break;
+            }
+        }
+    }
+}
+
+// --- recv ----------------------------------------------------------------------------------------
+
+enum class WriteResult { ok, interrupted, closed, failed };
+
+WriteResult write_all(const std::byte* data, std::size_t size, int& error) {
+    while (size > 0) {
+        ssize_t wrote = ::write(STDOUT_FILENO, data, size);
+        if (wrote < 0) {
+            if (errno == EINTR) {
+                if (interrupted()) return WriteResult::interrupted;
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {  // a non-blocking stdout: wait for room
+                pollfd output{STDOUT_FILENO, POLLOUT, 0};
+                ::poll(&output, 1, static_cast<int>(kSlice / 1ms));
+                if (interrupted()) return WriteResult::interrupted;
+                continue;
+            }
+            error = errno;
+            return errno == EPIPE ? WriteResult::closed : WriteResult::failed;
+        }
+        data += wrote;
+        size -= static_cast<std::size_t>(wrote);
+    }
+    return WriteResult::ok;
+}
+
+int run_recv(const Options& options, const shmchan::ChannelOptions& channel_options) {
+    auto consumer = shmchan::Consumer::attach(options.name, channel_options);
+    const std::string& name = options.name;
+    shmchan::ReadableSegment segment;
+
+    std::optional<Clock::time_point> deadline;
+    auto arm_deadline = [&] {
+        if (options.timeout_seconds) deadline = Clock::now() + timeout_of(options);
+    };
+    arm_deadline();
+
+    while (true) {
+        if (interrupted()) return fail_interrupted();
+        auto slice = std::chrono::nanoseconds(kSlice);
+        if (deadline) {
+            auto left = *deadline - Clock::now();
+            if (left <= Clock::duration::zero()) {
+                return fail("timed out after " + seconds_text(*options.timeout_seconds) +
+                            " waiting for the producer of channel " + name);
+            }
+            slice = std::min(slice, std::chrono::duration_cast<std::chrono::nanoseconds>(left));
+        }
+        switch (consumer.read_for(segment, slice)) {
+            case shmchan::Status::ok: {
+                int error = 0;
+                switch (write_all(segment.payload.data(), segment.payload.size(), error)) {
+                    case WriteResult::ok:
+                        break;
+                    case WriteResult::interrupted:
+                        return fail_interrupted();
+                    case WriteResult::closed:
+                        return fail("standard output closed (" + std::string(std::strerror(error)) +
+                                    "): stopped receiving channel " + name);
+                    case WriteResult::failed:
+                        return fail("error writing standard output: " + std::string(std::strerror(error)));
+                }
+                auto status = consumer.release();
+                if (status != shmchan::Status::ok) {
+                    return fail("channel " + name + ": release failed (" + shmchan::to_string(status) +
+                                "): " + consumer.last_error());
+                }
+                arm_deadline();
+                break;
+            }
+            case shmchan::Status::timed_out:
+            case shmchan::Status::would_block:
+                break;
+            case shmchan::Status::end_of_stream:
+                consumer.remove_channel();
+                return kExitOk;
+            case shmchan::Status::peer_died:
+                return fail("producer of channel " + name + " died before end of stream");
+            case shmchan::Status::corrupt:
+                return fail("channel " + name + " is corrupt: " + consumer.last_error());
+            default:
+                return fail("channel " + name + ": read failed: " + consumer.last_error());
+        }
+    }
+}
+
+void add_common_options(CLI::App& command, Options& options) {
+    command.add_option("NAME", options.name, "channel name (letters, digits, '.', '_', '-')")->required();
+    command.add_option("--segment-size", options.segment_size,
+                       "bytes per segment, a multiple of 4096 (default 32768 when creating; "
+                       "an existing channel's when opening)");
+    command.add_option("--segments", options.segments, "segments in the ring (default 16 when creating)");
+    command.add_option("--wait", options.wait, "wait strategy: spin, hybrid (default) or park")
+        ->check(CLI::IsMember({"spin", "hybrid", "park"}));
+    command.add_option("--timeout", options.timeout_seconds,
+                       "send: the longest wait for a free segment; recv: the longest wait for data "
+                       "(seconds; default: no bound)")
+        ->check(CLI::Validator(
+            [](std::string& text) -> std::string {
+                double seconds = 0;
+                if (!CLI::detail::lexical_cast(text, seconds) || !(seconds >= 0 && seconds <= 1e9)) {
+                    return "must be a number of seconds between 0 and 1e9, not " + text;
+                }
+                return {};
+            },
+            "SECONDS"));
+    command.add_flag("--lines", options.lines, "one record per line (not supported yet)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"shm-pipe: a shared-memory channel as a shell pipe"};
+    app.name("shm-pipe");
+    app.require_subcommand(1);
+    app.failure_message([](const CLI::App* command, const CLI::Error& error) {
+        return "shm-pipe: " + CLI::FailureMessage::simple(command, error);
+    });
+    Options options;
+    auto* send = app.add_subcommand("send", "copy standard input into channel NAME, then end the stream");
+    auto* recv = app.add_subcommand("recv", "copy channel NAME to standard output until end of stream");
+    add_common_options(*send, options);
+    add_common_options(*recv, options);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& error) {
+        int code = app.exit(error);  // prints the message (or the help)
+        return code == 0 ? kExitOk : kExitUsage;
+    }
+
+    if (options.lines) return fail("--lines is not supported yet", kExitUsage);
+
+    shmchan::ChannelOptions channel_options;
+    channel_options.framing = shmchan::Framing::raw_bytes;
+    if (options.segment_size) {
+        if (*options.segment_size > std::numeric_limits<std::uint32_t>::max()) {
+            return fail("--segment-size " + std::to_string(*options.segment_size) + " is too large", kExitUsage);
+        }
+        channel_options.segment_size = static_cast<std::uint32_t>(*options.segment_size);
+    }
+    if (options.segments) channel_options.segment_count = *options.segments;
+    auto strategy = shmchan::wait_strategy_from_string(options.wait);
+    if (!strategy) return fail("--wait must be spin, hybrid or park, not " + options.wait, kExitUsage);
+    channel_options.wait = *strategy;
+
+    install_signal_handlers();
+    try {
+        return send->parsed() ? run_send(options, channel_options) : run_recv(options, channel_options);
+    } catch (const shmchan::Error& error) {
+        const auto& code = error.code();
+        if (code == shmchan::Errc::bad_name || code == shmchan::Errc::bad_options) {
+            return fail(error.what(), kExitUsage);
+        }
+        if (code == shmchan::Errc::stream_ended) {
+            return fail("channel " + options.name + " has already ended: receive or remove it first");
+        }
+        return fail(error.what());
+    } catch (const std::exception& error) {
+        return fail(error.what());
+    }
+}
