@@ -361,10 +361,13 @@ Status RecordWriter::flush() {
     return Status::ok;
 }
 
-Status RecordWriter::end_stream() {
+Status RecordWriter::end_stream() { return end_stream_for(std::chrono::nanoseconds(-1)); }
+
+Status RecordWriter::end_stream_for(std::chrono::nanoseconds timeout) {
     State& s = *state_;
     if (s.ended) return Status::ok;
-    Status status = s.write_frame(L::FrameKind::end_of_stream, 0, {}, Deadline::make(Mode::blocking, {}));
+    Deadline deadline = timeout.count() < 0 ? Deadline::make(Mode::blocking, {}) : Deadline::make(Mode::timed, timeout);
+    Status status = s.write_frame(L::FrameKind::end_of_stream, 0, {}, deadline);
     if (status != Status::ok) return status;
     if (s.holding && s.offset > 0) {
         status = s.publish();

@@ -171,6 +171,8 @@ public:
     Status flush();
     // Writes the end-of-stream event, hands everything over and ends the channel's stream.
     Status end_stream();
+    // The same, waiting at most `timeout` for room for the end event (timed_out: not ended).
+    Status end_stream_for(std::chrono::nanoseconds timeout);
 
     std::size_t max_inline_record() const noexcept;  // largest record that fits one segment
     std::uint64_t max_record_bytes() const noexcept;

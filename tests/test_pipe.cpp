@@ -514,11 +514,6 @@ TEST_CASE("bad usage exits 2") {
         CHECK(run({"send", name, "--segment-size", "5000"}).first == 2);
     }
     SUBCASE("a negative segment count") { CHECK(run({"send", name, "--segments", "-1"}).first == 2); }
-    SUBCASE("--lines is not supported yet") {
-        auto [code, errors] = run({"send", name, "--lines"});
-        CHECK(code == 2);
-        CHECK(errors.find("--lines is not supported yet") != std::string::npos);
-    }
     CHECK_FALSE(channel_exists(name));
 }
 
@@ -538,6 +533,93 @@ TEST_CASE("--timeout bounds send's wait for a consumer") {
     REQUIRE(info);
     CHECK_FALSE(info->end_of_stream);  // gave up without ending the stream
     shmchan::remove_channel(name, true);
+}
+
+}  // TEST_SUITE("pipe")
+
+// --- --lines ----------------------------------------------------------------------------------------
+
+namespace {
+
+// Lines of every awkward length for 4 KiB segments (payload 4032, inline record up to 4024),
+// including empty lines and lines longer than the whole ring, never containing '\n'.
+std::string lines_input(bool final_newline) {
+    std::string text;
+    std::uint64_t state = 7;
+    auto next = [&] {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        return state >> 33;
+    };
+    const std::size_t sizes[] = {0, 1, 4023, 4024, 4025, 4032, 8064, 100, 0, 40000, 300000, 3};
+    for (int round = 0; round < 40; ++round) {
+        for (std::size_t size : sizes) {
+            std::size_t length = round % 2 ? size : next() % 600;
+            for (std::size_t i = 0; i < length; ++i) text.push_back(static_cast<char>('a' + next() % 26));
+            text.push_back('\n');
+        }
+    }
+    text += "the last line";
+    if (final_newline) text.push_back('\n');
+    return text;
+}
+
+void check_lines_round_trip(bool send_first, bool final_newline) {
+    Scratch scratch;
+    const std::string name = unique_name("pipe-lines");
+    const std::string input = scratch.file("input"), output = scratch.file("output");
+    const std::string text = lines_input(final_newline);
+    write_file(input, text);
+    std::optional<PipeRun> send, recv;
+    auto geometry = [](std::initializer_list<std::string> more) {
+        std::vector<std::string> all{"--lines", "--segment-size", "4096", "--segments", "8"};
+        all.insert(all.begin(), more.begin(), more.end());
+        return all;
+    };
+    if (send_first) {
+        send.emplace(geometry({"send", name}), input, "/dev/null", scratch.file("send.err"));
+        REQUIRE(eventually([&] { return try_inspect(name).has_value(); }));
+        recv.emplace(geometry({"recv", name}), "/dev/null", output, scratch.file("recv.err"));
+    } else {
+        recv.emplace(geometry({"recv", name}), "/dev/null", output, scratch.file("recv.err"));
+        REQUIRE(eventually([&] {
+            auto info = try_inspect(name);
+            return info && info->consumer.alive;
+        }));
+        send.emplace(geometry({"send", name}), input, "/dev/null", scratch.file("send.err"));
+    }
+    CHECK_MESSAGE(send->exit_code() == 0, send->errors());
+    CHECK_MESSAGE(recv->exit_code() == 0, recv->errors());
+    // recv writes every record followed by a newline: a last line without one gains it.
+    const std::string expected = final_newline ? text : text + "\n";
+    const std::string received = read_file(output);
+    CHECK(received.size() == expected.size());
+    CHECK(received == expected);
+    CHECK_FALSE(channel_exists(name));
+}
+
+}  // namespace
+
+TEST_SUITE("pipe") {
+
+TEST_CASE("--lines: every line is one record, long lines span segments, send first") {
+    check_lines_round_trip(true, true);
+}
+
+TEST_CASE("--lines: recv first, and a last line without a newline") { check_lines_round_trip(false, false); }
+
+TEST_CASE("--lines on one side only is refused with a message") {
+    Scratch scratch;
+    const std::string name = unique_name("pipe-framing");
+    const std::string input = scratch.file("input");
+    write_file(input, "one\ntwo\n");
+    PipeRun send(args({"send", name, "--lines"}), input, "/dev/null", scratch.file("send.err"));
+    REQUIRE(send.exit_code() == 0);
+    PipeRun raw(args({"recv", name}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+    CHECK(raw.exit_code() == 1);
+    CHECK(raw.errors().find("carries records, not raw bytes") != std::string::npos);
+    PipeRun lines(args({"recv", name, "--lines"}), "/dev/null", scratch.file("out2"), scratch.file("recv2.err"));
+    CHECK(lines.exit_code() == 0);
+    CHECK(read_file(scratch.file("out2")) == "one\ntwo\n");
 }
 
 }  // TEST_SUITE("pipe")

@@ -47,6 +47,7 @@
 #include <string>
 
 #include "channels/channel.hpp"
+#include "channels/records.hpp"
 #include "shm/error.hpp"
 
 namespace {
@@ -353,6 +354,216 @@ int run_recv(const Options& options, const shmchan::ChannelOptions& channel_opti
     }
 }
 
+
+// --- --lines: one record per line, through the records layer -------------------------------------
+
+// Waits, in slices, for an operation that can wait (write a record, end the stream): signals,
+// --timeout and a consumer that went away end the wait. `attempt(slice)` returns the status of
+// one timed try.
+template <class Attempt>
+int wait_in_slices(const Options& options, shmchan::RecordWriter& writer, Attempt&& attempt) {
+    const std::string& name = options.name;
+    std::optional<Clock::time_point> deadline;
+    if (options.timeout_seconds) deadline = Clock::now() + timeout_of(options);
+    while (true) {
+        if (interrupted()) return fail_interrupted();
+        auto slice = std::chrono::nanoseconds(kSlice);
+        if (deadline) {
+            auto left = *deadline - Clock::now();
+            if (left <= Clock::duration::zero()) {
+                return fail("timed out after " + seconds_text(*options.timeout_seconds) +
+                            " waiting for a consumer of channel " + name);
+            }
+            slice = std::min(slice, std::chrono::duration_cast<std::chrono::nanoseconds>(left));
+        }
+        switch (auto status = attempt(slice)) {
+            case shmchan::Status::ok:
+                return kExitOk;
+            case shmchan::Status::timed_out:
+            case shmchan::Status::would_block:
+                if (consumer_went_away(writer.producer())) {
+                    return fail("consumer of channel " + name + " died or went away");
+                }
+                continue;
+            case shmchan::Status::peer_died:
+                return fail("consumer of channel " + name + " died or went away");
+            case shmchan::Status::too_large:
+                return fail("a line of channel " + name + " is too long: " + writer.last_error());
+            default:
+                return fail("channel " + name + ": write failed (" + shmchan::to_string(status) + "): " +
+                            writer.last_error());
+        }
+    }
+}
+
+int run_send_lines(const Options& options, const shmchan::ChannelOptions& channel_options) {
+    auto writer = shmchan::RecordWriter::attach(options.name, channel_options);
+    const std::string& name = options.name;
+    std::vector<char> input(64 * 1024);
+    std::string pending;  // a line that goes on past the input buffer
+    auto last_liveness_check = Clock::now();
+
+    auto write_line = [&](std::string_view line) -> int {
+        auto bytes = std::as_bytes(std::span(line.data(), line.size()));
+        auto status = writer.try_write(bytes);
+        if (status == shmchan::Status::ok) return kExitOk;
+        if (status == shmchan::Status::invalid_call) {
+            // Larger than the whole ring: only the blocking write can carry it.
+            status = writer.write(bytes);
+            if (status == shmchan::Status::ok) return kExitOk;
+            if (status == shmchan::Status::peer_died) return fail("consumer of channel " + name + " died or went away");
+            return fail("channel " + name + ": write failed (" + shmchan::to_string(status) + "): " + writer.last_error());
+        }
+        if (status == shmchan::Status::too_large) {
+            return fail("a line of " + std::to_string(line.size()) + " bytes is longer than channel " + name +
+                        "'s maximum record size (" + std::to_string(writer.max_record_bytes()) + ")");
+        }
+        if (status != shmchan::Status::would_block) {
+            return fail("channel " + name + ": write failed (" + shmchan::to_string(status) + "): " + writer.last_error());
+        }
+        return wait_in_slices(options, writer, [&](std::chrono::nanoseconds slice) { return writer.write_for(bytes, slice); });
+    };
+
+    auto finish = [&]() -> int {
+        if (!pending.empty()) {
+            if (int code = write_line(pending); code != kExitOk) return code;
+        }
+        return wait_in_slices(options, writer, [&](std::chrono::nanoseconds slice) { return writer.end_stream_for(slice); });
+    };
+
+    while (true) {
+        if (interrupted()) return fail_interrupted();
+        // Nothing to read right now: let a parked consumer see what is committed, then wait for
+        // input in slices (signals, a consumer that went away).
+        pollfd input_ready{STDIN_FILENO, POLLIN, 0};
+        if (::poll(&input_ready, 1, 0) == 0) {
+            writer.flush();
+            while (true) {
+                if (interrupted()) return fail_interrupted();
+                if (Clock::now() - last_liveness_check >= kSlice) {
+                    last_liveness_check = Clock::now();
+                    if (consumer_went_away(writer.producer())) return fail("consumer of channel " + name + " died or went away");
+                }
+                int ready = ::poll(&input_ready, 1, static_cast<int>(kSlice / 1ms));
+                if (ready > 0) break;
+                if (ready < 0 && errno != EINTR) return fail(std::string("cannot poll standard input: ") + std::strerror(errno));
+            }
+        }
+        ssize_t got = ::read(STDIN_FILENO, input.data(), input.size());
+        if (got < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+            return fail(std::string("error reading standard input: ") + std::strerror(errno));
+        }
+        if (got == 0) return finish();
+        std::string_view chunk(input.data(), static_cast<std::size_t>(got));
+        while (!chunk.empty()) {
+            std::size_t newline = chunk.find('\n');
+            if (newline == std::string_view::npos) {
+                if (pending.size() + chunk.size() > writer.max_record_bytes()) {
+                    return fail("a line longer than channel " + name + "'s maximum record size (" +
+                                std::to_string(writer.max_record_bytes()) + " bytes)");
+                }
+                pending.append(chunk);
+                break;
+            }
+            std::string_view line = chunk.substr(0, newline);
+            int code;
+            if (pending.empty()) {
+                code = write_line(line);
+            } else {
+                pending.append(line);
+                code = write_line(pending);
+                pending.clear();
+            }
+            if (code != kExitOk) return code;
+            chunk.remove_prefix(newline + 1);
+        }
+    }
+}
+
+int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channel_options) {
+    auto reader = shmchan::RecordReader::attach(options.name, channel_options);
+    const std::string& name = options.name;
+    std::vector<std::byte> output;
+    output.reserve(64 * 1024);
+    std::optional<Clock::time_point> deadline;
+    auto arm_deadline = [&] {
+        if (options.timeout_seconds) deadline = Clock::now() + timeout_of(options);
+    };
+    arm_deadline();
+
+    auto flush_output = [&]() -> int {
+        int error = 0;
+        switch (write_all(output.data(), output.size(), error)) {
+            case WriteResult::ok: output.clear(); return kExitOk;
+            case WriteResult::interrupted: return fail_interrupted();
+            case WriteResult::closed:
+                return fail("standard output closed (" + std::string(std::strerror(error)) + "): stopped receiving channel " + name);
+            case WriteResult::failed: return fail("error writing standard output: " + std::string(std::strerror(error)));
+        }
+        return kExitFailure;
+    };
+
+    shmchan::Record record;
+    while (true) {
+        if (interrupted()) return fail_interrupted();
+        auto status = reader.try_read(record);
+        if (status == shmchan::Status::would_block) {
+            // Nothing for now: hand what we have to stdout, then wait in slices.
+            if (!output.empty()) {
+                if (int code = flush_output(); code != kExitOk) return code;
+            }
+            auto slice = std::chrono::nanoseconds(kSlice);
+            if (deadline) {
+                auto left = *deadline - Clock::now();
+                if (left <= Clock::duration::zero()) {
+                    return fail("timed out after " + seconds_text(*options.timeout_seconds) + " waiting for the producer of channel " + name);
+                }
+                slice = std::min(slice, std::chrono::duration_cast<std::chrono::nanoseconds>(left));
+            }
+            status = reader.read_for(record, slice);
+            if (status == shmchan::Status::timed_out) continue;
+        }
+        switch (status) {
+            case shmchan::Status::ok:
+                if (record.kind == shmchan::RecordKind::record) {
+                    if (output.size() + record.bytes.size() + 1 > output.capacity() && !output.empty()) {
+                        if (int code = flush_output(); code != kExitOk) return code;
+                    }
+                    if (record.bytes.size() + 1 > output.capacity()) {
+                        // A long line: straight from the record's bytes.
+                        int error = 0;
+                        if (write_all(record.bytes.data(), record.bytes.size(), error) != WriteResult::ok) {
+                            return fail("error writing standard output: " + std::string(std::strerror(error)));
+                        }
+                    } else {
+                        output.insert(output.end(), record.bytes.begin(), record.bytes.end());
+                    }
+                    output.push_back(std::byte{'\n'});
+                }
+                arm_deadline();
+                break;
+            case shmchan::Status::record_lost:
+                std::fprintf(stderr, "shm-pipe: a record of %llu bytes was lost when the previous consumer of channel %s died\n",
+                             static_cast<unsigned long long>(record.lost_bytes), name.c_str());
+                break;
+            case shmchan::Status::end_of_stream:
+                if (int code = flush_output(); code != kExitOk) return code;
+                reader.remove_channel();
+                return kExitOk;
+            case shmchan::Status::peer_died:
+                if (int code = flush_output(); code != kExitOk) return code;
+                return fail("producer of channel " + name + " died before end of stream");
+            case shmchan::Status::corrupt:
+                flush_output();
+                return fail("channel " + name + " is corrupt: " + reader.last_error());
+            default:
+                flush_output();
+                return fail("channel " + name + ": read failed (" + shmchan::to_string(status) + "): " + reader.last_error());
+        }
+    }
+}
+
 void add_common_options(CLI::App& command, Options& options) {
     command.add_option("NAME", options.name, "channel name (letters, digits, '.', '_', '-')")->required();
     command.add_option("--segment-size", options.segment_size,
@@ -373,7 +584,9 @@ void add_common_options(CLI::App& command, Options& options) {
                 return {};
             },
             "SECONDS"));
-    command.add_flag("--lines", options.lines, "one record per line (not supported yet)");
+    command.add_flag("--lines", options.lines,
+                     "one record per line (the records layer: a long line spans segments); recv writes each "
+                     "record and a newline");
 }
 
 }  // namespace
@@ -398,10 +611,8 @@ int main(int argc, char** argv) {
         return code == 0 ? kExitOk : kExitUsage;
     }
 
-    if (options.lines) return fail("--lines is not supported yet", kExitUsage);
-
     shmchan::ChannelOptions channel_options;
-    channel_options.framing = shmchan::Framing::raw_bytes;
+    channel_options.framing = options.lines ? shmchan::Framing::records : shmchan::Framing::raw_bytes;
     if (options.segment_size) {
         if (*options.segment_size > std::numeric_limits<std::uint32_t>::max()) {
             return fail("--segment-size " + std::to_string(*options.segment_size) + " is too large", kExitUsage);
@@ -415,6 +626,9 @@ int main(int argc, char** argv) {
 
     install_signal_handlers();
     try {
+        if (options.lines) {
+            return send->parsed() ? run_send_lines(options, channel_options) : run_recv_lines(options, channel_options);
+        }
         return send->parsed() ? run_send(options, channel_options) : run_recv(options, channel_options);
     } catch (const shmchan::Error& error) {
         const auto& code = error.code();

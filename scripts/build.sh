@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Configures and builds shmchan.
+#   scripts/build.sh [--asan|--tsan] [BUILD_DIR]
+# Default build directories: build, build-asan (ASan+UBSan), build-tsan (TSan), at the repo root.
+# With CI=true warnings are errors (-DSHMCHAN_WERROR=ON).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+variant=plain
+build_dir=
+
+for arg in "$@"; do
+    case "$arg" in
+        --asan) variant=asan ;;
+        --tsan) variant=tsan ;;
+        -h|--help)
+            echo "usage: $0 [--asan|--tsan] [BUILD_DIR]"
+            exit 0 ;;
+        -*) echo "build: unknown option $arg" >&2; exit 2 ;;
+        *) build_dir=$arg ;;
+    esac
+done
+
+options=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+case "$variant" in
+    plain) : "${build_dir:=$root/build}"; options+=(-DSHMCHAN_ASAN=OFF -DSHMCHAN_TSAN=OFF -DSHMCHAN_BENCH=ON) ;;
+    # The sanitizer builds run the tests only: no benchmarks to build.
+    asan) : "${build_dir:=$root/build-asan}"; options+=(-DSHMCHAN_ASAN=ON -DSHMCHAN_TSAN=OFF -DSHMCHAN_BENCH=OFF) ;;
+    tsan) : "${build_dir:=$root/build-tsan}"; options+=(-DSHMCHAN_TSAN=ON -DSHMCHAN_ASAN=OFF -DSHMCHAN_BENCH=OFF) ;;
+esac
+# Every option is passed explicitly, ON or OFF: the CMake cache of a reused build directory must
+# not keep a value from an earlier run.
+if [[ "${CI:-}" == "true" ]]; then
+    options+=(-DSHMCHAN_WERROR=ON)
+else
+    options+=(-DSHMCHAN_WERROR=OFF)
+fi
+
+echo "build: $variant in $build_dir"
+cmake -S "$root" -B "$build_dir" "${options[@]}"
+cmake --build "$build_dir" -j2

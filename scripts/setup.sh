@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what shmchan needs from Debian's packages, and nothing that is already there.
+# Idempotent: when every package is installed it changes nothing and needs no network.
+# Works as root on a fresh Debian 12; as another user it uses sudo when available.
+set -euo pipefail
+
+# cmake, g++, make: the build. libboost-dev: Boost headers (Interprocess, Lockfree).
+# doctest-dev: the test framework. libcli11-dev: command-line parsing of the tools.
+packages=(cmake g++ make libboost-dev doctest-dev libcli11-dev)
+
+missing=()
+for package in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+    if [[ "$status" != "install ok installed" ]]; then
+        missing+=("$package")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "setup: all packages present (${packages[*]})"
+    exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+if [[ $(id -u) -eq 0 ]]; then
+    run_as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    # Without a terminal (CI) sudo must not wait for a password: -n fails at once instead.
+    if [[ -t 0 ]]; then run_as_root=(sudo); else run_as_root=(sudo -n); fi
+else
+    echo "setup: not root and no sudo; as root run: apt-get install ${missing[*]}" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+"${run_as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${run_as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "setup: done"
