@@ -434,7 +434,61 @@ public:
         return used >= geometry_.segment_count ? 0 : static_cast<std::uint32_t>(geometry_.segment_count - used);
     }
 
-    void wake_consumer() { wake_if_sleeping(consumer_line().sleeping, header_->producer_counters.wake_syscalls); }
+    void wake_consumer() { notify_consumer(); }
+
+    // After a publish (or a flush): wake the consumer if it sleeps. A channel that a gate
+    // consumes sets its bit in the gate and wakes the gate's consumer instead.
+    void notify_consumer() {
+        const L::GateLink& link = header_->gate_link;
+        if (L::load_acquire(link.linked) != 0) {
+            std::uint64_t generation = L::load_acquire(link.generation);
+            if (generation != gate_generation_) map_gate(generation);
+            if (gate_) {
+                // Release: a gate consumer that takes the bit (acquire exchange) sees our publish.
+                L::atomic(gate_->ready[gate_index_ / 64]).fetch_or(std::uint64_t{1} << (gate_index_ % 64),
+                                                                   std::memory_order_seq_cst);
+                std::atomic_thread_fence(std::memory_order_seq_cst);  // rule 5 with the gate's word
+                if (L::atomic(gate_->sleeping).load(std::memory_order_relaxed) != 0 &&
+                    L::atomic(gate_->sleeping).exchange(0u, std::memory_order_seq_cst) != 0) {
+                    shm::futex_wake(gate_->sleeping, 1);
+                    L::atomic(gate_->wake_syscalls).fetch_add(1, std::memory_order_relaxed);
+                    L::counter_add(header_->producer_counters.wake_syscalls, std::uint64_t{1});
+                }
+                return;
+            }
+        }
+        wake_if_sleeping(consumer_line().sleeping, header_->producer_counters.wake_syscalls);
+    }
+
+    // Maps the gate a link names (once per link generation). Every field comes from shared
+    // memory: the name is copied and validated, the gate file checked like a channel's; on any
+    // problem we notify the channel's own word instead (the gate then sees the data at its
+    // periodic rescan).
+    void map_gate(std::uint64_t generation) {
+        gate_generation_ = generation;
+        gate_ = nullptr;
+        gate_region_.reset();
+        const L::GateLink& link = header_->gate_link;
+        char name[sizeof link.gate_name];
+        std::memcpy(name, link.gate_name, sizeof name);
+        name[sizeof name - 1] = '\0';
+        std::string_view gate_name(name);
+        std::uint32_t index = L::load_relaxed(link.index);
+        if (gate_name.size() > L::kMaxGateNameLength || !shm::is_valid_name(gate_name)) return;
+        try {
+            auto region = std::make_unique<shm::Region>(shm::Region::open(
+                shm::region_path(gate_name, "shmgate-"), {options_.mode, options_.allowed_owner}, /*writable=*/true));
+            if (region->size() < L::kGateBytes) return;
+            auto* gate = static_cast<L::GateHeader*>(region->data());
+            if (L::load_acquire(gate->abi_version) != L::kAbiVersion || L::load_relaxed(gate->magic) != L::kGateMagic) return;
+            std::uint32_t count = L::load_relaxed(gate->channel_count);
+            if (count > L::kMaxGateChannels || index >= count) return;
+            gate_index_ = index;
+            gate_ = gate;
+            gate_region_ = std::move(region);
+        } catch (const Error&) {
+        }
+    }
 
     void set_buffer_timeout(std::chrono::nanoseconds timeout) {
         L::store_relaxed(header_->producer.buffer_timeout_ns,
@@ -471,7 +525,7 @@ public:
         L::counter_add(counters.segments_published, std::uint64_t{1});
         L::counter_add(counters.bytes_written, std::uint64_t{bytes});
         L::store_relaxed(counters.last_publish_realtime_ns, shm::realtime_ns());
-        wake_if_sleeping(consumer_line().sleeping, counters.wake_syscalls);
+        notify_consumer();
         return Status::ok;
     }
 
@@ -492,7 +546,7 @@ public:
         // Rule 4: after the last publish.
         L::store_release(header_->producer.end_of_stream, 1u);
         ended_ = true;
-        wake_if_sleeping(consumer_line().sleeping, header_->producer_counters.wake_syscalls);
+        notify_consumer();
         return Status::ok;
     }
 
@@ -667,6 +721,19 @@ public:
         wake_if_sleeping(header_->producer.sleeping, counters.wake_syscalls);
         return Status::ok;
     }
+
+    // Gates: the consumer side writes the link (we hold the consumer lock: one writer).
+    void set_gate_link(std::string_view gate_name, std::uint32_t index) {
+        L::GateLink& link = header_->gate_link;
+        L::store_release(link.linked, 0u);
+        std::memset(link.gate_name, 0, sizeof link.gate_name);
+        std::memcpy(link.gate_name, gate_name.data(), std::min(gate_name.size(), sizeof link.gate_name - 1));
+        link.index = index;
+        L::store_relaxed(link.generation, L::load_relaxed(link.generation) + 1);
+        // The name, index and generation are published by this release (acquired by producers).
+        L::store_release(link.linked, 1u);
+    }
+    void clear_gate_link() { L::store_release(header_->gate_link.linked, 0u); }
 
     // Park limit of a records reader: the producer's buffer timeout, within [1 ms, liveness].
     std::uint64_t buffer_timeout_park_limit() const {
@@ -876,7 +943,7 @@ private:
             // The consumer leaving wakes a producer waiting for credits, so it notices at once.
             wake_if_sleeping(header_->producer.sleeping, consumer_slot().counters.wake_syscalls);
         } else {
-            wake_if_sleeping(consumer_line().sleeping, header_->producer_counters.wake_syscalls);
+            notify_consumer();
         }
         try {
             region_.unlock(side_ == Side::producer ? L::kProducerLockByte : L::kConsumerLockByte);
@@ -939,6 +1006,11 @@ private:
     bool attached_ = false;
     bool peer_known_dead_ = false;
     std::string last_error_;
+    // Producer: the gate that consumes this channel, if any (see notify_consumer).
+    std::unique_ptr<shm::Region> gate_region_;
+    L::GateHeader* gate_ = nullptr;
+    std::uint32_t gate_index_ = 0;
+    std::uint64_t gate_generation_ = 0;
 };
 
 }  // namespace detail
@@ -1075,6 +1147,8 @@ std::uint32_t Consumer::segment_count() const noexcept { return attached_->segme
 std::uint32_t Consumer::channel_flags() const noexcept { return attached_->channel_flags(); }
 std::uint64_t Consumer::max_record_bytes() const noexcept { return attached_->max_record_bytes(); }
 ResumePoint Consumer::resume_point() const { return attached_->resume_point(); }
+void Consumer::set_gate_link(std::string_view gate_name, std::uint32_t index) { attached_->set_gate_link(gate_name, index); }
+void Consumer::clear_gate_link() { attached_->clear_gate_link(); }
 Status Consumer::try_view(std::uint64_t position, SegmentView& out) { return attached_->try_view(position, out); }
 Status Consumer::wait_view(std::uint64_t position, std::uint32_t committed, SegmentView& out,
                            std::chrono::nanoseconds timeout) {

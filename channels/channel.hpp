@@ -283,6 +283,9 @@ public:
     std::uint32_t segment_count() const noexcept;
     std::uint32_t channel_flags() const noexcept;
     std::uint64_t max_record_bytes() const noexcept;
+    // Gates (channels/gate.hpp): producers of a linked channel notify the gate instead.
+    void set_gate_link(std::string_view gate_name, std::uint32_t index);
+    void clear_gate_link();
 
     // Removes the channel's file now (the mappings stay valid). For a consumer done with the
     // stream; a process opening the name afterwards gets a fresh channel.

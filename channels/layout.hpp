@@ -223,6 +223,19 @@ struct alignas(kCacheLine) ConsumerCounters {
     std::uint8_t reserved[56];
 };
 
+// Gates: one consumer reading many channels and sleeping on one futex word (GateHeader below).
+// While a gate consumes a channel, the channel's GateLink names the gate and the channel's bit
+// in it; the producer then notifies the gate instead of the channel's own `sleeping` word.
+inline constexpr std::size_t kMaxGateNameLength = 100;
+struct alignas(kCacheLine) GateLink {
+    SharedU32 linked;       // 1 while a gate consumes the channel; written by the gate's process
+                            // (release, after the fields below), read by the producer (acquire)
+    std::uint32_t index;    // the channel's bit in the gate (checked < GateHeader::channel_count)
+    SharedU64 generation;   // bumped at every link, so a producer re-maps a new gate file
+    char gate_name[104];    // NUL-terminated gate name (validated before use)
+    std::uint8_t reserved[8];
+};
+
 struct alignas(kCacheLine) ConsumerSlot {
     ConsumerLine position;
     Attachment attachment;
@@ -236,7 +249,7 @@ struct alignas(kCacheLine) ChannelHeader {
     Attachment producer_attachment;            // 192
     ProducerCounters producer_counters;        // 256
     std::uint8_t priority_lane[256];           // 384: reserved for in-band priority events
-    std::uint8_t gate_link[128];               // 640: reserved for gates (one futex, many channels)
+    GateLink gate_link;                        // 640: set while a gate consumes this channel
     ConsumerSlot consumers[kMaxConsumers];     // 768
     std::uint8_t reserved_tail[kHeaderBytes - 768 - kMaxConsumers * sizeof(ConsumerSlot)];
 };
@@ -250,6 +263,34 @@ struct alignas(kCacheLine) SegmentHeader {
     std::uint32_t first_record_offset;  // records layer: where the first record starting here begins
     std::uint32_t producer_epoch;       // producer attach_count that wrote it
     std::uint8_t reserved[32];
+};
+
+// A gate file: `shmgate-NAME` beside the channels (a prefix of its own, so channel tools never
+// take it for a channel). One page: identity, the consumer's futex word, and a bitmap with one
+// bit per channel that producers set (fetch_or) after publishing. The consumer takes the bits
+// with an exchange of each word. A bitmap rather than a queue: a producer killed in the middle
+// of a fetch_or leaves nothing half done, where a killed producer of a queue could leave a
+// claimed, never-filled cell that stalls the consumer.
+inline constexpr std::uint64_t kGateMagic = 0x3145544147'4D4853ull;  // "SHMGATE1" little-endian
+inline constexpr std::uint32_t kMaxGateChannels = 4096;
+inline constexpr std::uint32_t kGateBytes = 4096;
+struct alignas(kCacheLine) GateHeader {
+    std::uint64_t magic;            // kGateMagic
+    SharedU32 abi_version;          // ready mark (rule 1), kAbiVersion
+    std::uint32_t channel_count;    // bits in use, <= kMaxGateChannels
+    std::uint64_t created_realtime_ns;
+    std::uint8_t reserved0[40];
+    // Consumer line.
+    SharedU32 sleeping;             // the gate consumer sets 1 before parking; a producer
+                                    // exchanges it to 0 and wakes it (rule 5)
+    std::uint32_t reserved1;
+    SharedU64 wake_syscalls;        // futex_wake calls made by producers (relaxed, display;
+                                    // a read-modify-write: many writers)
+    SharedU64 parks;                // consumer-written (relaxed)
+    std::uint8_t reserved2[40];
+    std::uint8_t reserved3[384];
+    SharedU64 ready[kMaxGateChannels / 64];  // 512: bit i: channel i published since last taken
+    std::uint8_t reserved_tail[kGateBytes - 512 - kMaxGateChannels / 8];
 };
 
 // Records framing (Framing::records). A segment's payload is a sequence of frames, each starting
@@ -290,6 +331,8 @@ SHMCHAN_ABI_STRUCT(ProducerLine, 64);
 SHMCHAN_ABI_STRUCT(Attachment, 64);
 SHMCHAN_ABI_STRUCT(ProducerCounters, 128);
 SHMCHAN_ABI_STRUCT(ConsumerLine, 64);
+SHMCHAN_ABI_STRUCT(GateLink, 128);
+SHMCHAN_ABI_STRUCT(GateHeader, kGateBytes);
 SHMCHAN_ABI_STRUCT(ConsumerCounters, 128);
 SHMCHAN_ABI_STRUCT(ConsumerSlot, 256);
 SHMCHAN_ABI_STRUCT(ChannelHeader, kHeaderBytes);
@@ -310,6 +353,15 @@ static_assert(offsetof(ChannelHeader, producer_attachment) == 192);
 static_assert(offsetof(ChannelHeader, producer_counters) == 256);
 static_assert(offsetof(ChannelHeader, priority_lane) == 384);
 static_assert(offsetof(ChannelHeader, gate_link) == 640);
+static_assert(offsetof(GateLink, linked) == 0);
+static_assert(offsetof(GateLink, index) == 4);
+static_assert(offsetof(GateLink, generation) == 8);
+static_assert(offsetof(GateLink, gate_name) == 16);
+static_assert(sizeof(GateLink::gate_name) > kMaxGateNameLength);
+static_assert(offsetof(GateHeader, abi_version) == 8);
+static_assert(offsetof(GateHeader, channel_count) == 12);
+static_assert(offsetof(GateHeader, sleeping) == 64);
+static_assert(offsetof(GateHeader, ready) == 512);
 static_assert(offsetof(ChannelHeader, consumers) == 768);
 static_assert(offsetof(ProducerLine, published) == 0);
 static_assert(offsetof(ProducerLine, end_of_stream) == 8);

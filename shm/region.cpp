@@ -75,11 +75,11 @@ void validate_name(std::string_view name) {
     }
 }
 
-std::string region_path(std::string_view name) {
+std::string region_path(std::string_view name, std::string_view prefix) {
     validate_name(name);
     std::string path = region_directory();
     path += '/';
-    path += kFilePrefix;
+    path += prefix;
     path += name;
     return path;
 }

@@ -33,8 +33,8 @@ std::string region_directory();
 void validate_name(std::string_view name);
 bool is_valid_name(std::string_view name) noexcept;
 
-// region_directory() + "/shmchan-" + name (validated).
-std::string region_path(std::string_view name);
+// region_directory() + "/" + prefix + name (name validated); the default prefix is kFilePrefix.
+std::string region_path(std::string_view name, std::string_view prefix = kFilePrefix);
 
 struct AccessPolicy {
     mode_t mode = 0600;                  // mode of a file we create (umask is not applied)

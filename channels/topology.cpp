@@ -1,0 +1,469 @@
+// Input gates and output partitions (see channels/topology.hpp).
+//
+// Shared-memory protocol of a gate (channels/layout.hpp: GateHeader, GateLink):
+//  - The gate's process creates `shmgate-NAME`, stores its ready mark last (release), holds byte 1
+//    of the file locked for its life, and links each channel (GateLink: fields, then `linked`
+//    with release).
+//  - A producer of a linked channel, after its release of `published` (or of committed bytes),
+//    sets its bit with a seq_cst fetch_or, fences, and wakes the gate if its `sleeping` word is 1
+//    (exchange to 0 first: one wake per sleep).
+//  - The gate takes a word of bits with a seq_cst exchange (acquire: it synchronizes with the
+//    fetch_or of every bit it takes, so the publications before them are visible), then reads
+//    those channels. Before sleeping it stores 1 to `sleeping`, fences, and re-checks the bitmap
+//    (rule 5). A record committed without a notification is found at the periodic rescan.
+#include "channels/topology.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <limits>
+
+#include "shm/futex.hpp"
+#include "shm/process.hpp"
+#include "shm/region.hpp"
+
+namespace shmchan {
+
+namespace L = layout;
+
+namespace {
+
+constexpr std::uint64_t kGateLockByte = 1;  // held by the gate's process while it lives
+constexpr std::uint64_t kNoDeadline = std::numeric_limits<std::uint64_t>::max();
+
+std::uint64_t hash_bytes(std::span<const std::byte> bytes) noexcept {
+    std::uint64_t hash = 1469598103934665603ull;  // FNV-1a, then a finalizer for the low bits
+    for (std::byte b : bytes) {
+        hash ^= static_cast<std::uint8_t>(b);
+        hash *= 1099511628211ull;
+    }
+    hash ^= hash >> 33;
+    hash *= 0xff51afd7ed558ccdull;
+    hash ^= hash >> 33;
+    return hash;
+}
+
+}  // namespace
+
+// ---- InputGate -------------------------------------------------------------------------------------
+
+struct InputGate::State {
+    std::string name;
+    GateOptions options;
+    shm::Region region;
+    L::GateHeader* gate = nullptr;
+    std::vector<RecordReader> readers;
+    std::uint32_t count = 0;
+
+    std::vector<std::uint64_t> available;  // channels worth a try (consumer-private bitmap)
+    std::vector<std::uint8_t> is_ended, blocked;
+    std::vector<std::uint64_t> dead_reported;  // producer attach count already reported dead
+    std::uint32_t ended_count = 0;
+    std::uint32_t cursor = 0;
+
+    bool aligning = false;
+    std::uint64_t checkpoint = 0;
+    std::uint32_t arrived = 0;
+
+    std::vector<std::uint64_t> watermark;
+    std::vector<std::uint8_t> has_watermark;
+    bool emitted_watermark = false;
+    std::uint64_t last_watermark = 0;
+    std::byte watermark_payload[8]{};
+
+    std::uint64_t next_rescan = 0;
+    std::uint64_t rescan_interval = 0;
+    std::string last_error;
+
+    void mark(std::uint32_t i) { available[i / 64] |= std::uint64_t{1} << (i % 64); }
+    void unmark(std::uint32_t i) { available[i / 64] &= ~(std::uint64_t{1} << (i % 64)); }
+
+    // The next channel in the local set at or after the cursor, wrapping (round-robin).
+    bool pick(std::uint32_t& out) {
+        const std::uint32_t words = static_cast<std::uint32_t>(available.size());
+        const std::uint32_t first_word = cursor / 64, first_bit = cursor % 64;
+        auto found = [&](std::uint32_t word, std::uint64_t bits) {
+            std::uint32_t i = word * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
+            if (i >= count) {  // a bit past the channels: a hostile producer's; drop it
+                available[word] &= (std::uint64_t{1} << (count % 64)) - 1;
+                return false;
+            }
+            out = i;
+            return true;
+        };
+        std::uint64_t bits = available[first_word] & (~std::uint64_t{0} << first_bit);
+        if (bits && found(first_word, bits)) return true;
+        for (std::uint32_t k = 1; k < words; ++k) {
+            std::uint32_t word = (first_word + k) % words;
+            if (available[word] && found(word, available[word])) return true;
+        }
+        bits = first_bit ? available[first_word] & ((std::uint64_t{1} << first_bit) - 1) : 0;
+        return bits && found(first_word, bits);
+    }
+
+    // Takes the producers' bits (one exchange per 64 channels). True if any was set.
+    bool take_shared() {
+        bool any = false;
+        const std::uint32_t words = (count + 63) / 64;
+        for (std::uint32_t w = 0; w < words; ++w) {
+            if (L::load_relaxed(gate->ready[w]) == 0) continue;
+            std::uint64_t bits = L::atomic(gate->ready[w]).exchange(0, std::memory_order_seq_cst);
+            if (w == words - 1 && count % 64) bits &= (std::uint64_t{1} << (count % 64)) - 1;
+            if (bits) {
+                available[w] |= bits;
+                any = true;
+            }
+        }
+        return any;
+    }
+
+    bool shared_pending() const {
+        const std::uint32_t words = (count + 63) / 64;
+        for (std::uint32_t w = 0; w < words; ++w) {
+            if (L::atomic(gate->ready[w]).load(std::memory_order_seq_cst) != 0) return true;
+        }
+        return false;
+    }
+
+    void mark_all_open() {
+        for (std::uint32_t i = 0; i < count; ++i) {
+            if (!is_ended[i] && !blocked[i]) mark(i);
+        }
+    }
+
+    // A producer that attached once and whose lock is free, not reported for that attach yet.
+    bool find_dead_producer(std::uint32_t& channel) {
+        for (std::uint32_t i = 0; i < count; ++i) {
+            if (is_ended[i]) continue;
+            Consumer& consumer = readers[i].consumer();
+            if (consumer.producer_alive()) continue;
+            std::uint64_t attaches = consumer.info().producer.attach_count;
+            if (attaches == 0 || attaches == dead_reported[i]) continue;
+            dead_reported[i] = attaches;
+            channel = i;
+            return true;
+        }
+        return false;
+    }
+
+    void unblock_all() {
+        for (std::uint32_t i = 0; i < count; ++i) blocked[i] = 0;
+        arrived = 0;
+        aligning = false;
+        mark_all_open();
+    }
+
+    // Aligned barriers. True when barrier `id` completes and is to be delivered now.
+    bool on_barrier(std::uint32_t channel, std::uint64_t id) {
+        if (!options.align_barriers) return true;
+        if (aligning && id < checkpoint) return false;  // of an aborted checkpoint
+        if (!aligning || id > checkpoint) {
+            if (aligning) unblock_all();  // a newer checkpoint aborts the older one
+            aligning = true;
+            checkpoint = id;
+            arrived = 0;
+        }
+        if (!blocked[channel]) {
+            blocked[channel] = 1;
+            ++arrived;
+            unmark(channel);
+        }
+        return alignment_complete();
+    }
+
+    bool alignment_complete() {
+        if (!aligning || arrived + ended_count < count) return false;
+        unblock_all();
+        return true;
+    }
+
+    // Watermarks: true when the minimum over the live channels rose (payload set).
+    bool on_watermark(std::uint32_t channel, std::span<const std::byte> bytes) {
+        std::uint64_t value = 0;
+        std::memcpy(&value, bytes.data(), sizeof value);
+        watermark[channel] = has_watermark[channel] ? std::max(watermark[channel], value) : value;
+        has_watermark[channel] = 1;
+        std::uint64_t minimum = std::numeric_limits<std::uint64_t>::max();
+        for (std::uint32_t i = 0; i < count; ++i) {
+            if (is_ended[i]) continue;
+            if (!has_watermark[i]) return false;
+            minimum = std::min(minimum, watermark[i]);
+        }
+        if (emitted_watermark && minimum <= last_watermark) return false;
+        emitted_watermark = true;
+        last_watermark = minimum;
+        std::memcpy(watermark_payload, &minimum, sizeof minimum);
+        return true;
+    }
+
+    Status read(Record& out, std::uint32_t& channel, bool may_wait, std::uint64_t deadline) {
+        if (ended_count == count) return Status::end_of_stream;
+        const std::uint64_t spin_budget = static_cast<std::uint64_t>(options.channel.spin_budget.count());
+        while (true) {
+            std::uint32_t i = 0;
+            if (pick(i)) {
+                if (blocked[i] || is_ended[i]) {
+                    unmark(i);
+                    continue;
+                }
+                Record record;
+                Status status = readers[i].try_read(record);
+                switch (status) {
+                    case Status::would_block:
+                        unmark(i);
+                        continue;
+                    case Status::ok:
+                        cursor = i + 1 == count ? 0 : i + 1;
+                        if (record.kind == RecordKind::barrier) {
+                            if (!on_barrier(i, record.checkpoint_id)) continue;
+                        } else if (record.kind == RecordKind::user_event && options.combine_watermarks &&
+                                   record.event_type == options.watermark_event_type && record.bytes.size() == 8) {
+                            if (!on_watermark(i, record.bytes)) continue;
+                            record.bytes = std::span<const std::byte>(watermark_payload, sizeof watermark_payload);
+                        }
+                        out = record;
+                        channel = i;
+                        return Status::ok;
+                    case Status::end_of_stream:
+                        is_ended[i] = 1;
+                        ++ended_count;
+                        unmark(i);
+                        if (ended_count == count) {
+                            channel = i;
+                            return Status::end_of_stream;
+                        }
+                        if (alignment_complete()) {
+                            out = Record{};
+                            out.kind = RecordKind::barrier;
+                            out.checkpoint_id = checkpoint;
+                            channel = i;
+                            return Status::ok;
+                        }
+                        continue;
+                    case Status::record_lost:
+                        out = record;
+                        channel = i;
+                        return status;
+                    default:
+                        unmark(i);
+                        last_error = readers[i].last_error();
+                        channel = i;
+                        return status;
+                }
+            }
+            if (take_shared()) continue;
+
+            std::uint64_t now = shm::monotonic_ns();
+            if (now >= next_rescan) {
+                next_rescan = now + rescan_interval;
+                mark_all_open();
+                std::uint32_t dead = 0;
+                if (find_dead_producer(dead)) {
+                    channel = dead;
+                    last_error = "producer of channel '" + readers[dead].consumer().name() + "' of gate '" + name + "' died";
+                    return Status::peer_died;
+                }
+                // Records committed without a notification are found by this pass.
+                bool any = false;
+                for (auto word : available) any = any || word != 0;
+                if (any) continue;
+            }
+            if (!may_wait) return Status::would_block;
+            if (now >= deadline) return Status::timed_out;
+
+            // Spin (hybrid, spin), then park on the gate's word (rule 5).
+            bool woke = false;
+            if (options.channel.wait != WaitStrategy::park) {
+                std::uint64_t spin_until = options.channel.wait == WaitStrategy::spin ? std::min(deadline, next_rescan)
+                                                                                      : std::min({deadline, next_rescan, now + spin_budget});
+                for (std::uint32_t spins = 1;; ++spins) {
+                    __builtin_ia32_pause();
+                    if (shared_pending()) {
+                        woke = true;
+                        break;
+                    }
+                    if ((spins & 63) == 0 && shm::monotonic_ns() >= spin_until) break;
+                }
+                if (woke || options.channel.wait == WaitStrategy::spin) continue;
+            }
+            L::atomic(gate->sleeping).store(1u, std::memory_order_seq_cst);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            L::counter_add(gate->parks, std::uint64_t{1});
+            if (!shared_pending()) {
+                std::uint64_t until = std::min(deadline, next_rescan);
+                now = shm::monotonic_ns();
+                if (until > now) shm::futex_wait(gate->sleeping, 1u, std::chrono::nanoseconds(until - now));
+            }
+            L::atomic(gate->sleeping).exchange(0u, std::memory_order_seq_cst);
+        }
+    }
+};
+
+InputGate InputGate::attach(std::string_view name, const std::vector<std::string>& channels, const GateOptions& options) {
+    std::string gate_name(name);
+    if (gate_name.size() > L::kMaxGateNameLength) {
+        throw Error(Errc::bad_name, "gate name '" + gate_name + "' is longer than 100 characters");
+    }
+    if (channels.empty() || channels.size() > L::kMaxGateChannels) {
+        throw Error(Errc::bad_options, "gate '" + gate_name + "' needs 1 to 4096 channels, not " + std::to_string(channels.size()));
+    }
+    auto state = std::make_unique<State>();
+    State& s = *state;
+    s.name = gate_name;
+    s.options = options;
+    s.options.channel.framing = Framing::records;
+    s.count = static_cast<std::uint32_t>(channels.size());
+    const std::string path = shm::region_path(gate_name, "shmgate-");
+    shm::AccessPolicy policy{options.channel.mode, options.channel.allowed_owner};
+    for (int attempt = 0;; ++attempt) {
+        try {
+            s.region = shm::Region::create(path, L::kGateBytes, policy, kGateLockByte);
+            break;
+        } catch (const Error& error) {
+            if (error.code() != std::errc::file_exists || attempt >= 10) throw;
+        }
+        // A gate file exists: refuse a live gate, replace a stale one.
+        shm::Region old = shm::Region::open(path, policy, /*writable=*/true);
+        if (old.lock_held_by_other(kGateLockByte, shm::LockKind::shared)) {
+            throw Error(Errc::side_taken, "gate '" + gate_name + "' is held by a live process");
+        }
+        old.unlink_if_same_file();
+    }
+    s.gate = static_cast<L::GateHeader*>(s.region.data());
+    s.gate->magic = L::kGateMagic;
+    s.gate->channel_count = s.count;
+    s.gate->created_realtime_ns = shm::realtime_ns();
+    L::store_release(s.gate->abi_version, L::kAbiVersion);
+
+    s.readers.reserve(channels.size());
+    for (std::uint32_t i = 0; i < s.count; ++i) {
+        s.readers.push_back(RecordReader::attach(channels[i], s.options.channel));
+        s.readers.back().consumer().set_gate_link(gate_name, i);
+    }
+    s.available.assign((s.count + 63) / 64, 0);
+    s.is_ended.assign(s.count, 0);
+    s.blocked.assign(s.count, 0);
+    s.dead_reported.assign(s.count, 0);
+    s.watermark.assign(s.count, 0);
+    s.has_watermark.assign(s.count, 0);
+    s.mark_all_open();  // anything published before the links were set
+    std::chrono::nanoseconds interval = s.options.channel.liveness_interval;
+    if (s.options.channel.buffer_timeout.count() > 0) interval = std::min(interval, s.options.channel.buffer_timeout);
+    s.rescan_interval = static_cast<std::uint64_t>(std::max<std::int64_t>(interval.count(), 1'000'000));
+    s.next_rescan = shm::monotonic_ns() + s.rescan_interval;
+    return InputGate(std::move(state));
+}
+
+InputGate::InputGate(std::unique_ptr<State> state) : state_(std::move(state)) {}
+InputGate::InputGate(InputGate&&) noexcept = default;
+InputGate& InputGate::operator=(InputGate&&) noexcept = default;
+InputGate::~InputGate() {
+    if (!state_) return;
+    for (auto& reader : state_->readers) reader.consumer().clear_gate_link();
+    state_->region.unlink_if_same_file();
+}
+
+Status InputGate::read(Record& out, std::uint32_t& channel) { return state_->read(out, channel, true, kNoDeadline); }
+Status InputGate::try_read(Record& out, std::uint32_t& channel) { return state_->read(out, channel, false, 0); }
+Status InputGate::read_for(Record& out, std::uint32_t& channel, std::chrono::nanoseconds timeout) {
+    std::uint64_t deadline = shm::monotonic_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
+    return state_->read(out, channel, true, deadline);
+}
+std::uint32_t InputGate::size() const noexcept { return state_->count; }
+bool InputGate::ended(std::uint32_t channel) const { return channel < state_->count && state_->is_ended[channel]; }
+RecordReader& InputGate::channel(std::uint32_t index) { return state_->readers.at(index); }
+const std::string& InputGate::last_error() const noexcept { return state_->last_error; }
+std::uint64_t InputGate::wake_syscalls() const noexcept { return L::load_relaxed(state_->gate->wake_syscalls); }
+std::uint64_t InputGate::parks() const noexcept { return L::load_relaxed(state_->gate->parks); }
+
+// ---- OutputPartition ---------------------------------------------------------------------------------
+
+struct OutputPartition::State {
+    std::vector<RecordWriter> writers;
+    PartitionMode mode = PartitionMode::round_robin;
+    std::uint32_t next = 0;
+    std::string last_error;
+
+    // Runs `call` on every channel; the first failure is returned (the others still run).
+    template <class Call>
+    Status all(Call&& call) {
+        Status result = Status::ok;
+        for (auto& writer : writers) {
+            Status status = call(writer);
+            if (status != Status::ok && result == Status::ok) {
+                result = status;
+                last_error = writer.last_error();
+            }
+        }
+        return result;
+    }
+    Status one(RecordWriter& writer, Status status) {
+        if (status != Status::ok) last_error = writer.last_error();
+        return status;
+    }
+};
+
+OutputPartition OutputPartition::attach(const std::vector<std::string>& channels, PartitionMode mode,
+                                        const ChannelOptions& options) {
+    if (channels.empty()) throw Error(Errc::bad_options, "a partition needs at least one channel");
+    auto state = std::make_unique<State>();
+    state->mode = mode;
+    state->writers.reserve(channels.size());
+    for (const auto& name : channels) state->writers.push_back(RecordWriter::attach(name, options));
+    return OutputPartition(std::move(state));
+}
+
+OutputPartition::OutputPartition(std::unique_ptr<State> state) : state_(std::move(state)) {}
+OutputPartition::OutputPartition(OutputPartition&&) noexcept = default;
+OutputPartition& OutputPartition::operator=(OutputPartition&&) noexcept = default;
+OutputPartition::~OutputPartition() = default;
+
+std::uint32_t OutputPartition::channel_for_key(std::span<const std::byte> key) const noexcept {
+    return static_cast<std::uint32_t>(hash_bytes(key) % state_->writers.size());
+}
+
+Status OutputPartition::write_keyed(std::span<const std::byte> key, std::span<const std::byte> record) {
+    if (state_->mode != PartitionMode::by_key) {
+        state_->last_error = "write_keyed on a partition that is not by key";
+        return Status::invalid_call;
+    }
+    RecordWriter& writer = state_->writers[channel_for_key(key)];
+    return state_->one(writer, writer.write(record));
+}
+
+Status OutputPartition::write(std::span<const std::byte> record) {
+    State& s = *state_;
+    switch (s.mode) {
+        case PartitionMode::round_robin: {
+            RecordWriter& writer = s.writers[s.next];
+            s.next = s.next + 1 == s.writers.size() ? 0 : s.next + 1;
+            return s.one(writer, writer.write(record));
+        }
+        case PartitionMode::broadcast:
+            return s.all([&](RecordWriter& writer) { return writer.write(record); });
+        case PartitionMode::by_key:
+            break;
+    }
+    s.last_error = "write without a key on a partition by key";
+    return Status::invalid_call;
+}
+
+Status OutputPartition::write_barrier(std::uint64_t checkpoint_id) {
+    return state_->all([&](RecordWriter& writer) { return writer.write_barrier(checkpoint_id); });
+}
+Status OutputPartition::write_watermark(std::uint64_t watermark, std::uint16_t event_type) {
+    std::byte payload[8];
+    std::memcpy(payload, &watermark, sizeof payload);
+    return state_->all([&](RecordWriter& writer) { return writer.write_event(event_type, payload); });
+}
+Status OutputPartition::flush() {
+    return state_->all([](RecordWriter& writer) { return writer.flush(); });
+}
+Status OutputPartition::end_stream() {
+    return state_->all([](RecordWriter& writer) { return writer.end_stream(); });
+}
+std::uint32_t OutputPartition::size() const noexcept { return static_cast<std::uint32_t>(state_->writers.size()); }
+RecordWriter& OutputPartition::channel(std::uint32_t index) { return state_->writers.at(index); }
+const std::string& OutputPartition::last_error() const noexcept { return state_->last_error; }
+
+}  // namespace shmchan
