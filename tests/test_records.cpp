@@ -1,0 +1,1330 @@
+// The records layer (channels/records.hpp) across real processes: round trips of every awkward
+// size (with and without checksums, small and default geometry, records larger than the ring),
+// events in order, the flush policy, zero-copy reserve/commit, typed records, restart of a killed
+// consumer (at-least-once, exactly-once with skip_through, a lost record larger than the ring),
+// restart of a killed producer mid-record, a reader fed mutated and random shared memory, and no
+// heap allocation in steady state (an operator new hook defined in this file).
+//
+// Verdicts never depend on timing: waits have generous deadlines, and a deadline that passes is a
+// failure only where the behaviour under test is what should have ended the wait.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "channel_support.hpp"
+#include "channels/channel.hpp"
+#include "channels/layout.hpp"
+#include "channels/records.hpp"
+#include "support.hpp"
+
+// ---- Allocation counting ---------------------------------------------------------------------
+// The one replacement of the global allocation functions in the test binary (no other test file
+// defines one). Each thread counts its own allocations; everything is forwarded to malloc/free.
+namespace {
+thread_local std::uint64_t t_allocations = 0;
+
+void* counted_alloc(std::size_t size) {
+    ++t_allocations;
+    return std::malloc(size ? size : 1);
+}
+void* counted_aligned_alloc(std::size_t size, std::align_val_t alignment) {
+    ++t_allocations;
+    void* memory = nullptr;
+    std::size_t align = std::max(static_cast<std::size_t>(alignment), sizeof(void*));
+    if (::posix_memalign(&memory, align, size ? size : 1) != 0) return nullptr;
+    return memory;
+}
+}  // namespace
+
+void* operator new(std::size_t size) {
+    if (void* memory = counted_alloc(size)) return memory;
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) {
+    if (void* memory = counted_alloc(size)) return memory;
+    throw std::bad_alloc();
+}
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_alloc(size); }
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_alloc(size); }
+void* operator new(std::size_t size, std::align_val_t alignment) {
+    if (void* memory = counted_aligned_alloc(size, alignment)) return memory;
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t size, std::align_val_t alignment) {
+    if (void* memory = counted_aligned_alloc(size, alignment)) return memory;
+    throw std::bad_alloc();
+}
+void* operator new(std::size_t size, std::align_val_t alignment, const std::nothrow_t&) noexcept {
+    return counted_aligned_alloc(size, alignment);
+}
+void* operator new[](std::size_t size, std::align_val_t alignment, const std::nothrow_t&) noexcept {
+    return counted_aligned_alloc(size, alignment);
+}
+// GCC sees free() of memory from operator new once the two are inlined together; that is the
+// point of this replacement.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void operator delete(void* memory) noexcept { std::free(memory); }
+void operator delete[](void* memory) noexcept { std::free(memory); }
+void operator delete(void* memory, std::size_t) noexcept { std::free(memory); }
+void operator delete[](void* memory, std::size_t) noexcept { std::free(memory); }
+void operator delete(void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
+void operator delete[](void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
+void operator delete(void* memory, std::align_val_t) noexcept { std::free(memory); }
+void operator delete[](void* memory, std::align_val_t) noexcept { std::free(memory); }
+void operator delete(void* memory, std::size_t, std::align_val_t) noexcept { std::free(memory); }
+void operator delete[](void* memory, std::size_t, std::align_val_t) noexcept { std::free(memory); }
+void operator delete(void* memory, std::align_val_t, const std::nothrow_t&) noexcept { std::free(memory); }
+void operator delete[](void* memory, std::align_val_t, const std::nothrow_t&) noexcept { std::free(memory); }
+
+using namespace std::chrono_literals;
+using shmchan::ChannelOptions;
+using shmchan::Record;
+using shmchan::RecordKind;
+using shmchan::RecordPosition;
+using shmchan::RecordReader;
+using shmchan::RecordWriter;
+using shmchan::Status;
+using shmchan::WaitStrategy;
+namespace test = shmchan::test;
+namespace L = shmchan::layout;
+
+// A user type with its own codec: a name and a vector of ints.
+namespace recordtest {
+struct Bag {
+    std::string name;
+    std::vector<int> values;
+    friend bool operator==(const Bag&, const Bag&) = default;
+};
+struct Trade {
+    std::int64_t id;
+    double price;
+    char venue[8];
+};
+}  // namespace recordtest
+
+template <>
+struct shmchan::Codec<recordtest::Bag> {
+    // [u32 name length][name][u32 count][int...]
+    static std::size_t size(const recordtest::Bag& bag) {
+        return 4 + bag.name.size() + 4 + bag.values.size() * sizeof(int);
+    }
+    static void encode(const recordtest::Bag& bag, std::span<std::byte> out) {
+        std::byte* at = out.data();
+        std::uint32_t n = static_cast<std::uint32_t>(bag.name.size());
+        std::memcpy(at, &n, 4);
+        at += 4;
+        if (n) std::memcpy(at, bag.name.data(), n);
+        at += n;
+        std::uint32_t count = static_cast<std::uint32_t>(bag.values.size());
+        std::memcpy(at, &count, 4);
+        at += 4;
+        if (count) std::memcpy(at, bag.values.data(), count * sizeof(int));
+    }
+    static bool decode(std::span<const std::byte> in, recordtest::Bag& out) {
+        if (in.size() < 8) return false;
+        std::uint32_t n;
+        std::memcpy(&n, in.data(), 4);
+        if (n > in.size() - 8) return false;
+        out.name.assign(reinterpret_cast<const char*>(in.data() + 4), n);
+        std::uint32_t count;
+        std::memcpy(&count, in.data() + 4 + n, 4);
+        if (std::uint64_t{count} * sizeof(int) != in.size() - 8 - n) return false;
+        out.values.resize(count);
+        if (count) std::memcpy(out.values.data(), in.data() + 8 + n, count * sizeof(int));
+        return true;
+    }
+};
+
+namespace {
+
+constexpr std::uint32_t kSmallSegment = 4096;
+constexpr std::uint32_t kSmallCount = 4;
+constexpr std::uint32_t kPayload = kSmallSegment - L::kSegmentHeaderBytes;  // 4032
+constexpr auto kDeadline = std::chrono::seconds(60);                       // per blocking call
+
+ChannelOptions records_options(std::optional<std::uint32_t> segment_size = std::nullopt,
+                               std::optional<std::uint32_t> segment_count = std::nullopt, bool checksums = false) {
+    ChannelOptions options;
+    options.segment_size = segment_size;
+    options.segment_count = segment_count;
+    options.framing = L::Framing::records;
+    options.checksums = checksums;
+    return options;
+}
+
+// Record `index` of a test stream: its first 8 bytes hold the index (when it has 8), every other
+// byte is a function of (index, offset).
+void fill_record(std::byte* out, std::size_t size, std::uint64_t index) {
+    std::uint64_t x = test::mix(index * 0x9e3779b97f4a7c15ull + 0x1234567ull);
+    std::size_t at = 0;
+    if (size >= 8) {
+        std::memcpy(out, &index, 8);
+        at = 8;
+    }
+    while (at < size) {
+        x += 0x9e3779b97f4a7c15ull;
+        std::uint64_t word = test::mix(x);
+        std::size_t n = std::min<std::size_t>(8, size - at);
+        std::memcpy(out + at, &word, n);
+        at += n;
+    }
+}
+
+std::vector<std::byte> make_record(std::size_t size, std::uint64_t index) {
+    std::vector<std::byte> bytes(size);
+    fill_record(bytes.data(), size, index);
+    return bytes;
+}
+
+// Empty if `bytes` is record `index` of `size` bytes; otherwise what differs.
+std::string check_record(std::span<const std::byte> bytes, std::uint64_t index, std::size_t size) {
+    if (bytes.size() != size) {
+        return "record " + std::to_string(index) + ": size " + std::to_string(bytes.size()) + ", expected " +
+               std::to_string(size);
+    }
+    static thread_local std::vector<std::byte> expected;
+    expected.resize(size);
+    fill_record(expected.data(), size, index);
+    if (size == 0 || std::memcmp(bytes.data(), expected.data(), size) == 0) return {};
+    std::size_t at = 0;
+    while (bytes[at] == expected[at]) ++at;
+    return "record " + std::to_string(index) + " of " + std::to_string(size) + " bytes differs at byte " +
+           std::to_string(at);
+}
+
+// The index a test record carries (records of at least 8 bytes).
+std::uint64_t index_of(std::span<const std::byte> bytes) {
+    std::uint64_t index = ~0ull;
+    if (bytes.size() >= 8) std::memcpy(&index, bytes.data(), 8);
+    return index;
+}
+
+std::string describe(Status status) { return shmchan::to_string(status); }
+
+// A list of record sizes: the edge sizes of the geometry, then `random_count` random ones (mostly
+// small, some up to a segment, some spanning up to `max_large`).
+std::vector<std::size_t> make_sizes(std::uint32_t segment_size, std::size_t random_count, std::size_t max_large,
+                                    std::uint64_t seed) {
+    const std::size_t payload = segment_size - L::kSegmentHeaderBytes;
+    const std::size_t inline_max = payload - L::kFrameHeaderBytes;
+    std::vector<std::size_t> sizes = {0, 1, 2, 7, 8, 9, inline_max - 1, inline_max, inline_max + 1,
+                                      payload, segment_size, std::size_t{10} * segment_size, 0, 1, inline_max};
+    std::mt19937_64 rng(seed);
+    for (std::size_t i = 0; i < random_count; ++i) {
+        std::uint64_t kind = rng() % 10;
+        if (kind < 6) sizes.push_back(rng() % 200);
+        else if (kind < 9) sizes.push_back(rng() % (payload + 64));
+        else sizes.push_back(rng() % max_large);
+    }
+    return sizes;
+}
+
+// Producer body: writes each record, then ends the stream. 0 on success.
+int write_records(const std::string& name, const ChannelOptions& options, const std::vector<std::size_t>& sizes) {
+    auto writer = RecordWriter::attach(name, options);
+    std::vector<std::byte> buffer;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+        buffer.resize(sizes[i]);
+        fill_record(buffer.data(), sizes[i], i);
+        Status status = writer.write(std::span<const std::byte>(buffer.data(), sizes[i]));
+        if (status != Status::ok) {
+            std::fprintf(stderr, "producer: write %zu (%zu bytes): %s %s\n", i, sizes[i], describe(status).c_str(),
+                         writer.last_error().c_str());
+            return 3;
+        }
+    }
+    CHILD_EXPECT(writer.end_stream() == Status::ok);
+    return 0;
+}
+
+// The round trip: a producer process writes `sizes`, this process reads and checks them.
+void round_trip(const ChannelOptions& options, const std::vector<std::size_t>& sizes) {
+    const std::string name = test::unique_name("rec-rt");
+    test::Child producer([&] { return write_records(name, options, sizes); });
+    auto reader = RecordReader::attach(name, options);
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+        Record record;
+        Status status = reader.read_for(record, kDeadline);
+        REQUIRE_MESSAGE(status == Status::ok, "record " << i << " (" << sizes[i] << " bytes): " << describe(status)
+                                                        << " " << reader.last_error());
+        REQUIRE(record.kind == RecordKind::record);
+        std::string problem = check_record(record.bytes, i, sizes[i]);
+        if (!problem.empty() && ++bad <= 5) FAIL_CHECK(problem);
+    }
+    CHECK(bad == 0);
+    Record record;
+    CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
+    CHECK(producer.exit_code() == 0);
+    reader.remove_channel();
+}
+
+}  // namespace
+
+TEST_SUITE("records") {
+
+// ---- 1. Round trips -------------------------------------------------------------------------------
+
+TEST_CASE("round trip of edge and random sizes across processes") {
+    const std::size_t random_count = test::kSanitized ? 400 : 3000;
+    for (bool checksums : {false, true}) {
+        SUBCASE(checksums ? "small geometry, checksums" : "small geometry") {
+            auto sizes = make_sizes(kSmallSegment, random_count, 3 * kSmallSegment, 11 + checksums);
+            round_trip(records_options(kSmallSegment, kSmallCount, checksums), sizes);
+        }
+        SUBCASE(checksums ? "default geometry, checksums" : "default geometry") {
+            auto sizes = make_sizes(L::kDefaultSegmentSize, random_count, 3 * L::kDefaultSegmentSize, 21 + checksums);
+            round_trip(records_options(std::nullopt, std::nullopt, checksums), sizes);
+        }
+    }
+}
+
+TEST_CASE("records larger than the whole ring arrive through the blocking write") {
+    // 4 KiB x 4 = a 16 KiB ring; records of 200 KiB and odd sizes around it, between small ones.
+    std::vector<std::size_t> sizes = {5, 200 * 1024, 3, 200 * 1024 + 1, 0, 16 * 1024, 16 * 1024 + 7, 4 * kPayload,
+                                      4 * kPayload - 8, 100, 1'000'003};
+    for (bool checksums : {false, true}) {
+        CAPTURE(checksums);
+        round_trip(records_options(kSmallSegment, kSmallCount, checksums), sizes);
+    }
+}
+
+TEST_CASE("try_write and write_for refuse a record larger than the ring; write accepts it") {
+    const std::string name = test::unique_name("rec-ring");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    auto writer = RecordWriter::attach(name, options);
+    auto big = make_record(200 * 1024, 0);
+    Status status = writer.try_write(big);
+    CHECK(status != Status::ok);
+    CHECK(status != Status::would_block);  // waiting could never help: not a "try later"
+    CHECK_FALSE(writer.last_error().empty());
+    CHECK(writer.write_for(big, 10ms) != Status::ok);
+    // Nothing of it was written: a reader sees the next record first.
+    auto small = make_record(10, 1);
+    CHECK(writer.write(small) == Status::ok);
+    CHECK(writer.end_stream() == Status::ok);
+    auto reader = RecordReader::attach(name, options);
+    Record record;
+    REQUIRE(reader.read_for(record, kDeadline) == Status::ok);
+    CHECK(check_record(record.bytes, 1, 10) == "");
+    CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
+}
+
+// ---- 2. Events --------------------------------------------------------------------------------
+
+TEST_CASE("every event kind arrives in order with the records, then end of stream for good") {
+    for (bool checksums : {false, true}) {
+        CAPTURE(checksums);
+        const std::string name = test::unique_name("rec-ev");
+        auto options = records_options(kSmallSegment, kSmallCount, checksums);
+        // The plan: a mix of records (some spanning, some larger than the ring), barriers and
+        // user events (payloads of 0, small and the maximum 1024 bytes).
+        struct Item {
+            int kind;  // 0 record, 1 barrier, 2 user event
+            std::size_t size;
+            std::uint64_t id;
+        };
+        std::vector<Item> plan;
+        std::mt19937_64 rng(7 + checksums);
+        for (int i = 0; i < 400; ++i) {
+            int kind = static_cast<int>(rng() % 3);
+            std::size_t size = kind == 0 ? (rng() % 8 == 0 ? rng() % 40000 : rng() % 500) : rng() % 1025;
+            if (i == 1) size = 1024;
+            if (i == 2) size = 0;
+            plan.push_back({kind, size, rng()});
+        }
+        test::Child producer([&] {
+            auto writer = RecordWriter::attach(name, options);
+            for (std::size_t i = 0; i < plan.size(); ++i) {
+                Status status;
+                auto bytes = make_record(plan[i].size, i);
+                if (plan[i].kind == 0) status = writer.write(bytes);
+                else if (plan[i].kind == 1) status = writer.write_barrier(plan[i].id);
+                else status = writer.write_event(static_cast<std::uint16_t>(plan[i].id), bytes);
+                CHILD_EXPECT(status == Status::ok);
+            }
+            auto too_big = make_record(1025, 0);
+            CHILD_EXPECT(writer.write_event(1, too_big) == Status::too_large);
+            CHILD_EXPECT(writer.end_stream() == Status::ok);
+            CHILD_EXPECT(writer.write(too_big) == Status::invalid_call);  // after the end
+            return 0;
+        });
+        auto reader = RecordReader::attach(name, options);
+        for (std::size_t i = 0; i < plan.size(); ++i) {
+            CAPTURE(i);
+            Record record;
+            Status status = reader.read_for(record, kDeadline);
+            REQUIRE_MESSAGE(status == Status::ok, describe(status) << " " << reader.last_error());
+            if (plan[i].kind == 0) {
+                REQUIRE(record.kind == RecordKind::record);
+                CHECK(check_record(record.bytes, i, plan[i].size) == "");
+            } else if (plan[i].kind == 1) {
+                REQUIRE(record.kind == RecordKind::barrier);
+                CHECK(record.checkpoint_id == plan[i].id);
+            } else {
+                REQUIRE(record.kind == RecordKind::user_event);
+                CHECK(record.event_type == static_cast<std::uint16_t>(plan[i].id));
+                CHECK(check_record(record.bytes, i, plan[i].size) == "");
+            }
+        }
+        Record record;
+        CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
+        CHECK(reader.read(record) == Status::end_of_stream);
+        CHECK(reader.try_read(record) == Status::end_of_stream);
+        CHECK(reader.read_for(record, 1ms) == Status::end_of_stream);
+        int value = 0;
+        CHECK(reader.read_value(value) == Status::end_of_stream);
+        CHECK(producer.exit_code() == 0);
+    }
+}
+
+// ---- 3. Flush policy ----------------------------------------------------------------------------
+
+namespace {
+
+// The producer writes one record and then blocks on a pipe without flushing (or after `flush()`),
+// only once the consumer is parked. The consumer parks with a liveness backstop far longer than
+// the deadline, so only the flush policy can bring it the record in time.
+void flush_case(std::chrono::nanoseconds buffer_timeout, bool explicit_flush, bool checksums) {
+    const std::string name = test::unique_name("rec-flush");
+    struct Flags {
+        std::atomic<int> producer_ready{0}, received{0}, content_ok{0};
+    };
+    test::SharedBlock<Flags> flags;
+    int pipe_fds[2];
+    REQUIRE(::pipe(pipe_fds) == 0);
+    auto options = records_options(kSmallSegment, 8, checksums);
+    options.wait = WaitStrategy::park;
+    // The consumer's backstop: a parked reader re-checks at least this often whatever the flush
+    // policy (10 s, the longest allowed). The test waits 9 s for the record, so only the flush
+    // policy (a 50 ms timeout, a wake per record, or flush()) can bring it in time: 180 times
+    // the expected time, generous for sanitizers. The consumer reads with the blocking read() in
+    // its own process, so no final check at a deadline of ours can find the record instead.
+    options.liveness_interval = std::chrono::seconds(10);
+    test::Child producer([&] {
+        ::close(pipe_fds[1]);
+        auto producer_options = options;
+        producer_options.buffer_timeout = buffer_timeout;
+        auto writer = RecordWriter::attach(name, producer_options);
+        flags->producer_ready.store(1);
+        // Wait until the consumer is parked on its futex: a record written now can only reach it
+        // through the flush policy.
+        bool parked = test::eventually([&] { return writer.producer().info().consumer.sleeping; }, 60s);
+        CHILD_EXPECT(parked);
+        auto bytes = make_record(100, 42);
+        CHILD_EXPECT(writer.write(bytes) == Status::ok);
+        if (explicit_flush) CHILD_EXPECT(writer.flush() == Status::ok);
+        char c;
+        (void)!::read(pipe_fds[0], &c, 1);  // blocks until the test closes the pipe
+        return 0;
+    });
+    ::close(pipe_fds[0]);
+    test::Child consumer([&] {
+        ::close(pipe_fds[1]);
+        // Attach after the producer has published its buffer timeout (a sleep already begun
+        // keeps its old bound).
+        CHILD_EXPECT(test::wait_for_flag(flags->producer_ready, 1, 60s));
+        auto reader = RecordReader::attach(name, options);
+        Record record;
+        Status status = reader.read(record);
+        CHILD_EXPECT(status == Status::ok);
+        flags->content_ok.store(check_record(record.bytes, 42, 100).empty() ? 1 : 0);
+        flags->received.store(1);
+        return 0;
+    });
+    bool received = test::eventually([&] { return flags->received.load() == 1; }, 9s);
+    CHECK_MESSAGE(received, "the parked consumer did not get the record before its 10 s backstop");
+    CHECK(flags->content_ok.load() == 1);
+    ::close(pipe_fds[1]);
+    if (received) CHECK(consumer.exit_code() == 0);
+    CHECK(producer.exit_code() == 0);
+}
+
+}  // namespace
+
+TEST_CASE("a parked consumer gets a record the producer never flushed, after the buffer timeout") {
+    flush_case(50ms, false, false);
+}
+
+TEST_CASE("latency mode (buffer timeout 0) wakes a parked consumer for the record") {
+    flush_case(0ms, false, false);
+}
+
+TEST_CASE("explicit flush wakes a parked consumer (buffer timeout of an hour)") {
+    SUBCASE("without checksums") { flush_case(std::chrono::hours(1), true, false); }
+    SUBCASE("with checksums: flush hands over the partly filled segment") { flush_case(std::chrono::hours(1), true, true); }
+}
+
+// ---- 4. Zero-copy and limits ------------------------------------------------------------------------
+
+TEST_CASE("zero-copy reserve/commit across processes") {
+    for (bool checksums : {false, true}) {
+        CAPTURE(checksums);
+        const std::string name = test::unique_name("rec-zc");
+        auto options = records_options(kSmallSegment, kSmallCount, checksums);
+        // (reserved, used) pairs; the record is the first `used` bytes.
+        std::vector<std::pair<std::size_t, std::size_t>> plan = {
+            {0, 0}, {1, 1}, {100, 10}, {100, 0}, {kPayload - 8, kPayload - 8}, {kPayload - 8, 1}, {64, 64}};
+        std::mt19937_64 rng(99);
+        for (int i = 0; i < 2000; ++i) {
+            std::size_t reserved = rng() % 4 == 0 ? rng() % (kPayload - 7) : rng() % 300;
+            plan.push_back({reserved, reserved ? rng() % (reserved + 1) : 0});
+        }
+        test::Child producer([&] {
+            auto writer = RecordWriter::attach(name, options);
+            CHILD_EXPECT(writer.max_inline_record() == kPayload - 8);
+            for (std::size_t i = 0; i < plan.size(); ++i) {
+                std::span<std::byte> room;
+                CHILD_EXPECT(writer.reserve(plan[i].first, room) == Status::ok);
+                CHILD_EXPECT(room.size() == plan[i].first);
+                fill_record(room.data(), plan[i].second, i);
+                CHILD_EXPECT(writer.commit(plan[i].second) == Status::ok);
+            }
+            CHILD_EXPECT(writer.end_stream() == Status::ok);
+            return 0;
+        });
+        auto reader = RecordReader::attach(name, options);
+        for (std::size_t i = 0; i < plan.size(); ++i) {
+            Record record;
+            Status status = reader.read_for(record, kDeadline);
+            REQUIRE_MESSAGE(status == Status::ok, i << ": " << describe(status) << " " << reader.last_error());
+            REQUIRE(check_record(record.bytes, i, plan[i].second) == "");
+        }
+        Record record;
+        CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
+        CHECK(producer.exit_code() == 0);
+    }
+}
+
+TEST_CASE("reserve/commit misuse and records over the maximum are refused, nothing written") {
+    const std::string name = test::unique_name("rec-limits");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    options.max_record_bytes = 10000;
+    auto writer = RecordWriter::attach(name, options);
+    auto reader = RecordReader::attach(name, options);
+    CHECK(writer.max_record_bytes() == 10000);
+    std::span<std::byte> room;
+
+    CHECK(writer.commit(0) == Status::invalid_call);  // commit without reserve
+    CHECK_FALSE(writer.last_error().empty());
+    CHECK(writer.reserve(writer.max_inline_record() + 1, room) == Status::too_large);
+    CHECK(writer.try_reserve(writer.max_inline_record() + 1, room) == Status::too_large);
+    CHECK(writer.commit(1) == Status::invalid_call);  // the refused reserve reserved nothing
+
+    auto over = make_record(10001, 0);
+    CHECK(writer.write(over) == Status::too_large);
+    CHECK_FALSE(writer.last_error().empty());
+    CHECK(writer.try_write(over) == Status::too_large);
+    CHECK(writer.write_for(over, 10ms) == Status::too_large);
+    std::string too_long(10001, 'x');
+    CHECK(writer.write_value(too_long) == Status::too_large);
+
+    REQUIRE(writer.reserve(50, room) == Status::ok);
+    CHECK(writer.commit(51) == Status::invalid_call);  // more than reserved
+    REQUIRE(writer.reserve(50, room) == Status::ok);   // a second reserve drops the first
+    fill_record(room.data(), 20, 1);
+    CHECK(writer.commit(20) == Status::ok);
+    CHECK(writer.commit(0) == Status::invalid_call);  // commit twice
+    auto exact = make_record(10000, 2);
+    CHECK(writer.write(exact) == Status::ok);          // exactly the maximum is fine
+    CHECK(writer.end_stream() == Status::ok);
+
+    Record record;
+    REQUIRE(reader.try_read(record) == Status::ok);
+    CHECK(check_record(record.bytes, 1, 20) == "");
+    REQUIRE(reader.try_read(record) == Status::ok);
+    CHECK(check_record(record.bytes, 2, 10000) == "");
+    CHECK(reader.try_read(record) == Status::end_of_stream);
+}
+
+// ---- 5. Typed records -------------------------------------------------------------------------------
+
+TEST_CASE("typed records: trivially copyable, strings, a user codec; event and decode_error") {
+    using recordtest::Bag;
+    using recordtest::Trade;
+    const std::string name = test::unique_name("rec-typed");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    const Trade trade{77, 101.25, {'X', 'N', 'A', 'S'}};
+    const std::string short_text = "hello, records";
+    const std::string long_text(3 * kSmallSegment + 5, 'q');  // spans segments
+    const std::string_view view_text = "a view";
+    Bag bag{"bag", {}};
+    for (int i = 0; i < 3000; ++i) bag.values.push_back(i * 7 - 1000);  // 12 KiB: spans
+    const Bag small_bag{"", {1, 2, 3}};
+
+    test::Child producer([&] {
+        auto writer = RecordWriter::attach(name, options);
+        CHILD_EXPECT(writer.write_value(trade) == Status::ok);
+        CHILD_EXPECT(writer.write_value(short_text) == Status::ok);
+        CHILD_EXPECT(writer.write_value(long_text) == Status::ok);
+        CHILD_EXPECT(writer.write_value(view_text) == Status::ok);
+        CHILD_EXPECT(writer.write_value(bag) == Status::ok);
+        CHILD_EXPECT(writer.write_value(small_bag) == Status::ok);
+        CHILD_EXPECT(writer.write_barrier(5) == Status::ok);
+        CHILD_EXPECT(writer.write_value(std::string("abc")) == Status::ok);  // not a Trade
+        CHILD_EXPECT(writer.write_value(std::uint16_t{9}) == Status::ok);
+        CHILD_EXPECT(writer.end_stream() == Status::ok);
+        return 0;
+    });
+    auto reader = RecordReader::attach(name, options);
+    Trade got_trade{};
+    REQUIRE(reader.read_value(got_trade) == Status::ok);
+    CHECK(got_trade.id == trade.id);
+    CHECK(got_trade.price == trade.price);
+    CHECK(std::memcmp(got_trade.venue, trade.venue, sizeof trade.venue) == 0);
+    std::string got_text;
+    REQUIRE(reader.read_value(got_text) == Status::ok);
+    CHECK(got_text == short_text);
+    REQUIRE(reader.read_value(got_text) == Status::ok);
+    CHECK(got_text == long_text);
+    std::string_view got_view;
+    REQUIRE(reader.read_value(got_view) == Status::ok);
+    CHECK(got_view == view_text);
+    Bag got_bag;
+    REQUIRE(reader.read_value(got_bag) == Status::ok);
+    CHECK(got_bag == bag);
+    REQUIRE(reader.read_value(got_bag) == Status::ok);
+    CHECK(got_bag == small_bag);
+    CHECK(reader.read_value(got_trade) == Status::event);
+    CHECK(reader.last().kind == RecordKind::barrier);
+    CHECK(reader.last().checkpoint_id == 5);
+    CHECK(reader.read_value(got_trade) == Status::decode_error);  // 3 bytes, not a Trade
+    std::uint32_t wrong = 0;
+    CHECK(reader.read_value(wrong) == Status::decode_error);      // 2 bytes, not 4
+    CHECK(reader.read_value(got_trade) == Status::end_of_stream);
+    CHECK(producer.exit_code() == 0);
+}
+
+}  // TEST_SUITE
+
+// ---- 6. Restart of a killed consumer ------------------------------------------------------------
+
+namespace {
+
+constexpr std::size_t kRestartRecords = 1500;
+
+struct RestartShared {
+    std::atomic<std::int64_t> in_progress{-1};  // last index read() returned to the first consumer
+    std::atomic<std::int64_t> finished{-1};     // last index it finished processing
+    RecordPosition positions[kRestartRecords];  // position of each finished record (stored first)
+    std::atomic<int> producer_status{0};
+};
+
+enum class KillMode {
+    processing,  // raise(SIGKILL) after read() returned record K, before finishing it
+    finished,    // raise(SIGKILL) after finishing record K, before the next read()
+    external,    // the test kills it once it has passed record K, wherever it is
+};
+
+std::vector<std::size_t> restart_sizes(std::uint64_t seed) {
+    std::vector<std::size_t> sizes;
+    std::mt19937_64 rng(seed);
+    for (std::size_t i = 0; i < kRestartRecords; ++i) {
+        std::uint64_t kind = rng() % 10;
+        // At least 8 bytes (the index); spanning ones stay well inside the 8 x 4 KiB ring.
+        sizes.push_back(kind < 7 ? 8 + rng() % 300 : kind < 9 ? 8 + rng() % 4000 : 4000 + rng() % 9000);
+    }
+    return sizes;
+}
+
+// A producer that rides out the consumer's death: a write that returns peer_died did not complete
+// its record, so it is written again once a new consumer is attached.
+int restart_producer(const std::string& name, const ChannelOptions& options, const std::vector<std::size_t>& sizes) {
+    auto writer = RecordWriter::attach(name, options);
+    auto until = std::chrono::steady_clock::now() + 120s;
+    std::vector<std::byte> buffer;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+        buffer.resize(sizes[i]);
+        fill_record(buffer.data(), sizes[i], i);
+        Status status;
+        while ((status = writer.write(std::span<const std::byte>(buffer.data(), sizes[i]))) == Status::peer_died) {
+            if (std::chrono::steady_clock::now() > until) return 4;
+            ::sched_yield();
+        }
+        if (status != Status::ok) {
+            std::fprintf(stderr, "producer: write %zu: %s %s\n", i, describe(status).c_str(), writer.last_error().c_str());
+            return 3;
+        }
+    }
+    Status status;
+    while ((status = writer.end_stream()) == Status::peer_died) {
+        if (std::chrono::steady_clock::now() > until) return 4;
+        ::sched_yield();
+    }
+    CHILD_EXPECT(status == Status::ok);
+    return 0;
+}
+
+void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once, bool checksums) {
+    CAPTURE(kill_at);
+    CAPTURE(exactly_once);
+    const std::string name = test::unique_name("rec-crestart");
+    auto options = records_options(kSmallSegment, 8, checksums);
+    const auto sizes = restart_sizes(kill_at * 31 + static_cast<int>(mode));
+    test::SharedBlock<RestartShared> shared;
+
+    test::Child producer([&] { return restart_producer(name, options, sizes); });
+    test::Child first([&] {
+        auto reader = RecordReader::attach(name, options);
+        for (std::size_t expected = 0; expected < sizes.size(); ++expected) {
+            Record record;
+            Status status = reader.read_for(record, kDeadline);
+            CHILD_EXPECT(status == Status::ok);
+            std::uint64_t index = index_of(record.bytes);
+            CHILD_EXPECT(index == expected);
+            CHILD_EXPECT(check_record(record.bytes, index, sizes[index]).empty());
+            shared->in_progress.store(static_cast<std::int64_t>(index));
+            if (mode == KillMode::processing && index == kill_at) ::raise(SIGKILL);
+            shared->positions[index] = record.position;
+            shared->finished.store(static_cast<std::int64_t>(index));
+            if (mode == KillMode::finished && index == kill_at) ::raise(SIGKILL);
+            if (mode == KillMode::external && index >= kill_at) {
+                // Some work per record, so that the test's kill lands while the stream goes on.
+                volatile std::uint64_t sink = 0;
+                for (int spin = 0; spin < 200000; ++spin) sink = sink + static_cast<std::uint64_t>(spin);
+            }
+        }
+        return 0;
+    });
+    if (mode == KillMode::external) {
+        REQUIRE(test::eventually([&] { return shared->in_progress.load() >= static_cast<std::int64_t>(kill_at); }, 60s));
+        first.kill(SIGKILL);
+    }
+    const int first_code = first.exit_code();
+    CHECK(first_code == -(100 + SIGKILL));
+    const std::int64_t in_progress = shared->in_progress.load();
+    const std::int64_t finished = shared->finished.load();
+    CAPTURE(in_progress);
+    CAPTURE(finished);
+    REQUIRE(in_progress >= 0);
+
+    // The new consumer (this process) reads to the end.
+    auto reader = RecordReader::attach(name, options);
+    if (exactly_once && finished >= 0) reader.skip_through(shared->positions[finished]);
+    std::vector<std::uint64_t> seen;
+    Status status;
+    while (true) {
+        Record record;
+        status = reader.read_for(record, kDeadline);
+        if (status != Status::ok) break;
+        REQUIRE(record.kind == RecordKind::record);
+        std::uint64_t index = index_of(record.bytes);
+        REQUIRE(index < sizes.size());
+        CHECK(check_record(record.bytes, index, sizes[index]) == "");
+        seen.push_back(index);
+    }
+    CHECK_MESSAGE(status == Status::end_of_stream, describe(status) << " " << reader.last_error());
+    REQUIRE_FALSE(seen.empty());
+    const std::int64_t first_seen = static_cast<std::int64_t>(seen.front());
+    // Nothing lost: every record the dead consumer had not finished comes again.
+    CHECK(first_seen <= finished + 1);
+    if (exactly_once) {
+        CHECK(first_seen == finished + 1);  // no duplicate at all
+    } else {
+        // Duplicates only of the record in progress (read, maybe finished, next read() not called).
+        CHECK(first_seen >= in_progress);
+        if (mode != KillMode::external) CHECK(first_seen == in_progress);
+    }
+    // Then every record once, in order, to the end.
+    bool contiguous = true;
+    for (std::size_t i = 0; i < seen.size(); ++i) contiguous = contiguous && seen[i] == seen.front() + i;
+    CHECK(contiguous);
+    CHECK(seen.back() == sizes.size() - 1);
+    CHECK(producer.exit_code() == 0);
+}
+
+}  // namespace
+
+TEST_SUITE("records") {
+
+TEST_CASE("a killed consumer's successor loses nothing: at-least-once, exactly-once with skip_through") {
+    for (bool exactly_once : {false, true}) {
+        SUBCASE(exactly_once ? "exactly-once, killed while processing" : "at-least-once, killed while processing") {
+            for (std::size_t k : {std::size_t{0}, std::size_t{1}, std::size_t{57}, std::size_t{700}, kRestartRecords - 1}) {
+                consumer_restart_case(KillMode::processing, k, exactly_once, false);
+            }
+        }
+        SUBCASE(exactly_once ? "exactly-once, killed after finishing" : "at-least-once, killed after finishing") {
+            for (std::size_t k : {std::size_t{0}, std::size_t{13}, std::size_t{400}, kRestartRecords - 2}) {
+                consumer_restart_case(KillMode::finished, k, exactly_once, false);
+            }
+            consumer_restart_case(KillMode::finished, 250, exactly_once, true);
+        }
+        SUBCASE(exactly_once ? "exactly-once, killed from outside" : "at-least-once, killed from outside") {
+            for (std::size_t k : {std::size_t{100}, std::size_t{500}, std::size_t{900}}) {
+                consumer_restart_case(KillMode::external, k, exactly_once, false);
+            }
+        }
+    }
+}
+
+TEST_CASE("a record larger than the ring in flight at the consumer's death is reported lost with its size") {
+    // 4 KiB x 4 ring; record 10 is 100 KiB. The producer writes records 0..9 and fills the ring
+    // with the head of record 10; the test stops it there (SIGSTOP), so that the first consumer,
+    // reading with try_read, deterministically has the record half read, with its first segments
+    // released, when try_read comes back would_block: it kills itself then. The producer,
+    // resumed, does not retry record 10 if its write fails.
+    constexpr std::size_t kBig = 100 * 1024 + 3;
+    constexpr std::size_t kCount = 20;
+    std::vector<std::size_t> sizes;
+    for (std::size_t i = 0; i < kCount; ++i) sizes.push_back(i == 10 ? kBig : 16 + i * 37);
+    const std::string name = test::unique_name("rec-lost");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    test::SharedBlock<std::atomic<int>> big_outcome;  // 1 written, 2 peer_died
+    test::SharedBlock<std::atomic<int>> big_started;
+    test::Child producer([&] {
+        auto writer = RecordWriter::attach(name, options);
+        auto until = std::chrono::steady_clock::now() + 120s;
+        for (std::size_t i = 0; i < kCount; ++i) {
+            auto bytes = make_record(sizes[i], i);
+            if (i == 10) big_started->store(1);
+            Status status;
+            while ((status = writer.write(bytes)) == Status::peer_died && i != 10) {
+                if (std::chrono::steady_clock::now() > until) return 4;
+                ::sched_yield();
+            }
+            if (i == 10) {
+                big_outcome->store(status == Status::ok ? 1 : status == Status::peer_died ? 2 : 3);
+                continue;
+            }
+            CHILD_EXPECT(status == Status::ok);
+        }
+        Status status;
+        while ((status = writer.end_stream()) == Status::peer_died) {
+            if (std::chrono::steady_clock::now() > until) return 4;
+            ::sched_yield();
+        }
+        CHILD_EXPECT(status == Status::ok);
+        return 0;
+    });
+    REQUIRE(test::wait_for_flag(*big_started, 1, 60s));
+    REQUIRE(test::eventually([&] {
+        auto info = shmchan::inspect(name);
+        return info.published - info.released == kSmallCount;  // the producer waits inside record 10
+    }, 60s));
+    producer.kill(SIGSTOP);
+    test::Child first([&] {
+        auto reader = RecordReader::attach(name, options);
+        test::MappedFile file(test::path_of(name));
+        CHILD_EXPECT(file.ok());
+        const auto& line = file.header().consumers[0].position;
+        for (std::size_t i = 0; i < 10; ++i) {
+            Record record;
+            CHILD_EXPECT(reader.read_for(record, kDeadline) == Status::ok);
+            CHILD_EXPECT(check_record(record.bytes, i, sizes[i]).empty());
+        }
+        Record record;
+        Status status = reader.try_read(record);
+        CHILD_EXPECT(status == Status::would_block);
+        CHILD_EXPECT(L::load_relaxed(line.in_flight_record_bytes) == kBig);
+        ::raise(SIGKILL);
+        return 5;
+    });
+    CHECK(first.exit_code() == -(100 + SIGKILL));
+    producer.kill(SIGCONT);
+
+    auto reader = RecordReader::attach(name, options);
+    Record record;
+    Status status = reader.read_for(record, kDeadline);
+    CHECK_MESSAGE(status == Status::record_lost, describe(status) << " " << reader.last_error());
+    CHECK(record.lost_bytes == kBig);
+    for (std::size_t i = 11; i < kCount; ++i) {
+        CAPTURE(i);
+        status = reader.read_for(record, kDeadline);
+        REQUIRE_MESSAGE(status == Status::ok, describe(status) << " " << reader.last_error());
+        REQUIRE(record.kind == RecordKind::record);
+        CHECK(check_record(record.bytes, i, sizes[i]) == "");
+    }
+    CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
+    CHECK(producer.exit_code() == 0);
+    // The producer either saw the death (peer_died, the record abandoned) or went on writing the
+    // record into the new consumer's ring (a new consumer attached before it noticed): in both
+    // cases the new consumer reports the record lost and never delivers a part of it.
+    CHECK((big_outcome->load() == 1 || big_outcome->load() == 2));
+}
+
+// ---- 7. Restart of a killed producer ----------------------------------------------------------------
+
+TEST_CASE("a producer killed in the middle of a record larger than the ring: the half record never appears") {
+    for (bool checksums : {false, true}) {
+        CAPTURE(checksums);
+        const std::string name = test::unique_name("rec-prestart");
+        auto options = records_options(kSmallSegment, kSmallCount, checksums);
+        constexpr std::size_t kFirst = 30, kSecond = 25, kHuge = 200 * 1024;
+        std::vector<std::size_t> sizes;
+        std::mt19937_64 rng(3 + checksums);
+        for (std::size_t i = 0; i < kFirst + 1 + kSecond; ++i) sizes.push_back(8 + rng() % 3000);
+        sizes[kFirst] = kHuge;
+        sizes[5] = 6000;  // a spanning record that completes
+        test::SharedBlock<std::atomic<int>> huge_started;
+
+        test::Child first_producer([&] {
+            auto writer = RecordWriter::attach(name, options);
+            for (std::size_t i = 0; i < kFirst; ++i) CHILD_EXPECT(writer.write(make_record(sizes[i], i)) == Status::ok);
+            huge_started->store(1);
+            writer.write(make_record(kHuge, kFirst));  // blocks: the consumer stops reading
+            return 7;
+        });
+        auto reader = RecordReader::attach(name, options);
+        for (std::size_t i = 0; i < kFirst; ++i) {
+            Record record;
+            Status status = reader.read_for(record, kDeadline);
+            REQUIRE_MESSAGE(status == Status::ok, describe(status) << " " << reader.last_error());
+            REQUIRE(check_record(record.bytes, i, sizes[i]) == "");
+        }
+        // The consumer stops; the producer fills the ring with the head of the huge record and
+        // blocks in the middle of it. Kill it there.
+        REQUIRE(test::wait_for_flag(*huge_started, 1, 60s));
+        REQUIRE(test::eventually([&] {
+            auto info = reader.consumer().info();
+            return info.published - info.released == kSmallCount;
+        }, 60s));
+        first_producer.kill(SIGKILL);
+        CHECK(first_producer.exit_code() == -(100 + SIGKILL));
+
+        std::optional<test::Child> second_producer;
+        std::vector<std::uint64_t> seen;
+        int peer_died = 0;
+        auto until = std::chrono::steady_clock::now() + 120s;
+        Status status;
+        while (std::chrono::steady_clock::now() < until) {
+            Record record;
+            status = reader.read_for(record, kDeadline);
+            if (status == Status::peer_died) {
+                ++peer_died;
+                if (!second_producer) {
+                    second_producer.emplace([&] {
+                        auto writer = RecordWriter::attach(name, options);
+                        for (std::size_t i = kFirst + 1; i < sizes.size(); ++i) {
+                            CHILD_EXPECT(writer.write(make_record(sizes[i], i)) == Status::ok);
+                        }
+                        CHILD_EXPECT(writer.end_stream() == Status::ok);
+                        return 0;
+                    });
+                }
+                continue;  // reading goes on once the new producer is attached
+            }
+            if (status != Status::ok) break;
+            REQUIRE(record.kind == RecordKind::record);
+            std::uint64_t index = index_of(record.bytes);
+            CHECK_MESSAGE(index != kFirst, "the half-written record was delivered");
+            REQUIRE(index < sizes.size());
+            CHECK(check_record(record.bytes, index, sizes[index]) == "");
+            seen.push_back(index);
+        }
+        CHECK_MESSAGE(status == Status::end_of_stream, describe(status) << " " << reader.last_error());
+        CHECK(peer_died > 0);
+        REQUIRE(second_producer);
+        CHECK(second_producer->exit_code() == 0);
+        std::vector<std::uint64_t> expected;
+        for (std::size_t i = kFirst + 1; i < sizes.size(); ++i) expected.push_back(i);
+        CHECK(seen == expected);
+    }
+}
+
+TEST_CASE("a producer killed with committed records in an unpublished segment: its successor continues it") {
+    for (bool checksums : {false, true}) {
+        CAPTURE(checksums);
+        const std::string name = test::unique_name("rec-presume");
+        auto options = records_options(kSmallSegment, kSmallCount, checksums);
+        options.buffer_timeout = std::chrono::hours(1);  // no hand-over by timeout
+        constexpr std::size_t kFirst = 7, kTotal = 40;
+        std::vector<std::size_t> sizes;
+        for (std::size_t i = 0; i < kTotal; ++i) sizes.push_back(8 + (i * 97) % 500);
+        test::Child first_producer([&] {
+            auto writer = RecordWriter::attach(name, options);
+            for (std::size_t i = 0; i < kFirst; ++i) CHILD_EXPECT(writer.write(make_record(sizes[i], i)) == Status::ok);
+            ::raise(SIGKILL);  // dies holding a partly filled segment
+            return 7;
+        });
+        CHECK(first_producer.exit_code() == -(100 + SIGKILL));
+        test::Child second_producer([&] {
+            auto writer = RecordWriter::attach(name, options);
+            for (std::size_t i = kFirst; i < kTotal; ++i) CHILD_EXPECT(writer.write(make_record(sizes[i], i)) == Status::ok);
+            CHILD_EXPECT(writer.end_stream() == Status::ok);
+            return 0;
+        });
+        CHECK(second_producer.exit_code() == 0);
+        auto reader = RecordReader::attach(name, options);
+        for (std::size_t i = 0; i < kTotal; ++i) {
+            CAPTURE(i);
+            Record record;
+            Status status = reader.read_for(record, kDeadline);
+            REQUIRE_MESSAGE(status == Status::ok, describe(status) << " " << reader.last_error());
+            CHECK(check_record(record.bytes, i, sizes[i]) == "");
+        }
+        Record record;
+        CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
+    }
+}
+
+}  // TEST_SUITE
+
+// ---- 8. A reader fed mutated and random shared memory ---------------------------------------------
+
+namespace {
+
+struct FuzzShared {
+    std::atomic<std::uint64_t> cases{0}, current{0};
+    std::atomic<std::uint64_t> ok_reads{0}, corrupt{0}, attach_refused{0}, lost{0}, ends{0}, other{0};
+};
+
+bool documented_read_status(Status status) {
+    switch (status) {
+        case Status::would_block:
+        case Status::timed_out:
+        case Status::end_of_stream:
+        case Status::record_lost:
+        case Status::peer_died:
+        case Status::corrupt: return true;
+        default: return false;
+    }
+}
+
+// One case: a channel written with a random mix, mutated, then read to the first non-ok status.
+// Returns an empty string or what went wrong.
+std::string fuzz_case(std::uint64_t seed, FuzzShared& stats) {
+    std::mt19937_64 rng(seed);
+    auto pick = [&](std::uint64_t n) { return n ? rng() % n : 0; };
+    const std::uint32_t count = 2 + static_cast<std::uint32_t>(pick(5));
+    const bool checksums = pick(3) == 0;
+    const std::string name = "fz-" + std::to_string(seed);
+    ChannelOptions options = records_options(kSmallSegment, count, checksums);
+    options.ready_timeout = 10ms;
+    options.liveness_interval = 10ms;
+    const std::uint32_t capacity = kSmallSegment - L::kSegmentHeaderBytes;
+    std::string problem;
+    {
+        std::optional<RecordWriter> writer(RecordWriter::attach(name, options));
+        std::optional<RecordReader> reader(RecordReader::attach(name, options));
+        std::vector<std::byte> buffer(3 * kSmallSegment);
+        auto write_mix = [&](int items) {
+            for (int i = 0; i < items; ++i) {
+                std::uint64_t kind = pick(10);
+                // Barriers and events block for a free segment: only while one is free (a record
+                // in flight holds its segments, so the ring can be full when a lap starts).
+                if ((kind == 7 || kind == 8) && writer->producer().free_segments() == 0) return;
+                Status status;
+                if (kind < 6) {
+                    std::size_t size = pick(4) == 0 ? pick(2 * capacity) : pick(200);
+                    fill_record(buffer.data(), size, i);
+                    status = writer->try_write(std::span<const std::byte>(buffer.data(), size));
+                } else if (kind == 6) {
+                    std::span<std::byte> room;
+                    std::size_t size = pick(capacity - 8);
+                    status = writer->try_reserve(size, room);
+                    if (status == Status::ok) status = writer->commit(pick(size + 1));
+                } else if (kind == 7) {
+                    status = writer->write_barrier(rng());
+                } else if (kind == 8) {
+                    status = writer->write_event(static_cast<std::uint16_t>(rng()),
+                                                 std::span<const std::byte>(buffer.data(), pick(64)));
+                } else {
+                    status = writer->flush();
+                }
+                if (status != Status::ok) return;
+            }
+        };
+        // Some laps written and read cleanly first, so positions and slots wrap.
+        const int laps = static_cast<int>(pick(4));
+        for (int lap = 0; lap < laps; ++lap) {
+            write_mix(static_cast<int>(1 + pick(30)));
+            for (int reads = 0; reads < 10000; ++reads) {
+                Record record;
+                Status status = reader->try_read(record);
+                if (status == Status::would_block) break;
+                if (status != Status::ok) return "clean lap: " + describe(status) + " " + reader->last_error();
+            }
+        }
+        write_mix(static_cast<int>(1 + pick(40)));
+        if (pick(5) == 0 && writer->producer().free_segments() > 0) writer->end_stream();
+        for (std::uint64_t n = pick(3); n > 0; --n) {  // a reader part way into the data
+            Record record;
+            if (reader->try_read(record) != Status::ok) break;
+        }
+        if (pick(2) == 0) writer.reset();
+
+        // Mutations.
+        test::MappedFile file(test::path_of(name));
+        if (!file.ok()) return "cannot map " + test::path_of(name);
+        std::byte* base = reinterpret_cast<std::byte*>(&file.header());
+        auto segment_at = [&](std::uint32_t slot) { return base + L::kHeaderBytes + std::uint64_t{slot} * kSmallSegment; };
+        auto interesting32 = [&]() -> std::uint32_t {
+            switch (pick(10)) {
+                case 0: return 0;
+                case 1: return capacity;
+                case 2: return capacity + 1;
+                case 3: return capacity - 8;
+                case 4: return 0xFFFFFFFFu;
+                case 5: return static_cast<std::uint32_t>(pick(capacity + 16));
+                case 6: return static_cast<std::uint32_t>(pick(capacity / 8) * 8);
+                case 7: return 0x80000000u;
+                default: return static_cast<std::uint32_t>(rng());
+            }
+        };
+        const int mutations = 1 + static_cast<int>(pick(6));
+        for (int m = 0; m < mutations; ++m) {
+            std::uint32_t slot = static_cast<std::uint32_t>(pick(count));
+            std::byte* segment = segment_at(slot);
+            std::byte* payload = segment + L::kSegmentHeaderBytes;
+            switch (pick(10)) {
+                case 0:  // a random byte anywhere in the segments
+                    segment[pick(kSmallSegment)] = static_cast<std::byte>(rng());
+                    break;
+                case 1: {  // a segment header field
+                    static constexpr std::size_t fields[] = {0, 4, 8, 12, 24, 28};
+                    std::size_t field = fields[pick(6)];
+                    std::uint32_t value = interesting32();
+                    if (field == 8 && pick(2)) value = static_cast<std::uint32_t>(pick(8));  // flags
+                    file.poke32(static_cast<std::size_t>(segment - base) + field, value);
+                    break;
+                }
+                case 2:  // the segment's sequence
+                    file.poke64(static_cast<std::size_t>(segment - base) + 16,
+                                pick(2) ? file.peek64(static_cast<std::size_t>(segment - base) + 16) + pick(3) - 1 : rng());
+                    break;
+                case 3:
+                case 4: {  // a frame header inside the payload
+                    std::size_t at = pick(capacity / 8) * 8;
+                    std::uint32_t length = interesting32();
+                    if (pick(2)) length = static_cast<std::uint32_t>(pick(3 * capacity));
+                    std::uint16_t kind = static_cast<std::uint16_t>(pick(6));
+                    std::uint16_t type = static_cast<std::uint16_t>(rng());
+                    std::memcpy(payload + at, &length, 4);
+                    std::memcpy(payload + at + 4, &kind, 2);
+                    std::memcpy(payload + at + 6, &type, 2);
+                    break;
+                }
+                case 5:  // random payload bytes
+                    for (std::uint64_t n = 1 + pick(64); n > 0; --n) payload[pick(capacity)] = static_cast<std::byte>(rng());
+                    break;
+                case 6: {  // a whole segment of garbage, header included (or with its sequence kept)
+                    std::uint64_t sequence = file.peek64(static_cast<std::size_t>(segment - base) + 16);
+                    for (std::uint32_t i = 0; i < kSmallSegment; ++i) segment[i] = static_cast<std::byte>(rng());
+                    if (pick(2)) {
+                        file.poke64(static_cast<std::size_t>(segment - base) + 16, sequence);
+                        file.poke32(static_cast<std::size_t>(segment - base) + 0, static_cast<std::uint32_t>(pick(capacity + 1)));
+                        file.poke32(static_cast<std::size_t>(segment - base) + 8, static_cast<std::uint32_t>(pick(8)));
+                    }
+                    break;
+                }
+                case 7: {  // the consumer's resume point and in-flight size
+                    std::size_t line = offsetof(L::ChannelHeader, consumers) + offsetof(L::ConsumerSlot, position);
+                    if (pick(2)) file.poke64(line + offsetof(L::ConsumerLine, resume_offset), pick(2) ? pick(capacity + 16) : rng());
+                    else file.poke64(line + offsetof(L::ConsumerLine, in_flight_record_bytes), pick(2) ? pick(100000) : rng());
+                    break;
+                }
+                case 8: {  // positions and end of stream
+                    std::uint64_t published = file.peek64(test::offsets::published);
+                    switch (pick(3)) {
+                        case 0: file.poke64(test::offsets::published, published + pick(2 * count + 1) - count); break;
+                        case 1: file.poke32(test::offsets::end_of_stream, static_cast<std::uint32_t>(pick(3))); break;
+                        default: file.poke64(test::offsets::released, file.peek64(test::offsets::released) + pick(3) - 1); break;
+                    }
+                    break;
+                }
+                default: {  // the channel header, rarely: any byte of it
+                    if (pick(4) == 0) base[pick(L::kHeaderBytes)] = static_cast<std::byte>(rng());
+                    break;
+                }
+            }
+        }
+
+        // Read with the existing reader or a fresh one, to the first non-ok status.
+        if (pick(2) == 0) {
+            reader.reset();
+            try {
+                reader.emplace(RecordReader::attach(name, options));
+            } catch (const shmchan::Error& error) {
+                ++stats.attach_refused;
+                if (std::string(error.what()).empty()) return "attach refused without a message";
+            }
+        }
+        if (reader) {
+            const bool timed = pick(8) == 0;
+            Status status = Status::ok;
+            std::uint64_t sum = 0;
+            int reads = 0;
+            for (; reads < 100000; ++reads) {
+                Record record;
+                status = timed ? reader->read_for(record, 1ms) : reader->try_read(record);
+                if (status != Status::ok) break;
+                ++stats.ok_reads;
+                if (record.kind != RecordKind::record && record.kind != RecordKind::barrier &&
+                    record.kind != RecordKind::user_event) {
+                    return "ok with an unknown kind";
+                }
+                for (std::byte b : record.bytes) sum += static_cast<unsigned>(b);  // touch every byte
+            }
+            (void)sum;
+            if (reads == 100000) return "100000 reads without an end: a loop";
+            if (!documented_read_status(status)) return "read returned " + describe(status) + " " + reader->last_error();
+            if (status == Status::corrupt) {
+                ++stats.corrupt;
+                if (reader->last_error().empty()) return "corrupt without last_error()";
+            } else if (status == Status::record_lost) {
+                ++stats.lost;
+            } else if (status == Status::end_of_stream) {
+                ++stats.ends;
+            } else {
+                ++stats.other;
+            }
+            // Once more after the failure: still no crash, still a documented status.
+            Record record;
+            Status again = reader->try_read(record);
+            if (again != Status::ok && !documented_read_status(again)) {
+                return "read after " + describe(status) + " returned " + describe(again);
+            }
+        }
+        reader.reset();
+        writer.reset();
+    }
+    shmchan::remove_channel(name, true);
+    return problem;
+}
+
+}  // namespace
+
+TEST_SUITE("records") {
+
+TEST_CASE("a reader fed mutated headers, frames and garbage segments never crashes, overruns or loops") {
+    std::uint64_t first_seed = 1, cases = test::kSanitized ? 4000 : 20000;
+    if (const char* seed = std::getenv("SHMCHAN_RECORDS_FUZZ_SEED")) {  // reproduce one case
+        first_seed = std::strtoull(seed, nullptr, 10);
+        cases = 1;
+    }
+    test::SharedBlock<FuzzShared> stats;
+    // In a child: a crash or a hang fails this case (with the seed) instead of the runner.
+    test::Child child([&] {
+        for (std::uint64_t seed = first_seed; seed < first_seed + cases; ++seed) {
+            stats->current.store(seed);
+            std::string problem = fuzz_case(seed, *stats);
+            if (!problem.empty()) {
+                std::fprintf(stderr, "fuzz case %llu: %s\n", static_cast<unsigned long long>(seed), problem.c_str());
+                return 3;
+            }
+            stats->cases.fetch_add(1);
+        }
+        return 0;
+    });
+    int code = child.exit_code(std::chrono::seconds(400));
+    CHECK_MESSAGE(code == 0, "fuzz child exit " << code << " at case seed " << stats->current.load()
+                                                << " (-1: hung, <= -100: killed by signal)");
+    CHECK(stats->cases.load() == cases);
+    MESSAGE("fuzz: " << stats->cases.load() << " cases, " << stats->ok_reads.load() << " ok reads, "
+                     << stats->corrupt.load() << " corrupt, " << stats->attach_refused.load() << " attach refused, "
+                     << stats->lost.load() << " lost, " << stats->ends.load() << " ends, " << stats->other.load()
+                     << " would_block/timed_out/peer_died");
+    if (cases >= 100) CHECK(stats->corrupt.load() > cases / 20);  // the mutations did reach the parser
+}
+
+// ---- 9. No allocation in steady state ---------------------------------------------------------------
+
+TEST_CASE("steady-state writes and reads make no heap allocation") {
+    const std::string name = test::unique_name("rec-alloc");
+    auto options = records_options();  // default geometry
+    constexpr std::uint64_t kWarmup = 5000, kMeasured = 100000;
+    struct Pod {
+        std::uint64_t index;
+        std::uint64_t check;
+        double value;
+    };
+    std::atomic<std::uint64_t> writer_allocations{~0ull}, reader_allocations{~0ull};
+    std::atomic<int> writer_failures{0}, reader_failures{0};
+    std::atomic<std::uint64_t> reader_checked{0};
+    std::atomic<bool> writer_attached{false};
+
+    std::thread writer_thread([&] {
+        auto writer = RecordWriter::attach(name, options);
+        writer_attached.store(true);
+        std::byte bytes[64];
+        std::uint64_t before = 0;
+        for (std::uint64_t i = 0; i < kWarmup + kMeasured; ++i) {
+            if (i == kWarmup) before = t_allocations;
+            Status status;
+            switch (i % 3) {
+                case 0:
+                    fill_record(bytes, sizeof bytes, i);
+                    status = writer.write(std::span<const std::byte>(bytes, sizeof bytes));
+                    break;
+                case 1: {
+                    std::span<std::byte> room;
+                    status = writer.reserve(48, room);
+                    if (status == Status::ok) {
+                        fill_record(room.data(), 40, i);
+                        status = writer.commit(40);
+                    }
+                    break;
+                }
+                default: status = writer.write_value(Pod{i, test::mix(i), 0.5 * static_cast<double>(i)}); break;
+            }
+            if (status != Status::ok) {
+                ++writer_failures;
+                break;
+            }
+        }
+        writer_allocations.store(t_allocations - before);
+        if (writer.end_stream() != Status::ok) ++writer_failures;
+    });
+    std::thread reader_thread([&] {
+        while (!writer_attached.load()) std::this_thread::yield();
+        auto reader = RecordReader::attach(name, options);
+        std::uint64_t before = 0;
+        for (std::uint64_t i = 0; i < kWarmup + kMeasured; ++i) {
+            if (i == kWarmup) before = t_allocations;
+            bool good;
+            if (i % 3 == 2) {
+                Pod pod{};
+                good = reader.read_value(pod) == Status::ok && pod.index == i && pod.check == test::mix(i);
+            } else {
+                Record record;
+                good = reader.read(record) == Status::ok &&
+                       check_record(record.bytes, i, i % 3 == 0 ? 64 : 40).empty();
+            }
+            if (!good) {
+                ++reader_failures;
+                break;
+            }
+            reader_checked.fetch_add(1, std::memory_order_relaxed);
+        }
+        reader_allocations.store(t_allocations - before);
+        Record record;
+        if (reader.read(record) != Status::end_of_stream) ++reader_failures;
+        reader.remove_channel();
+    });
+    writer_thread.join();
+    reader_thread.join();
+    CHECK(writer_failures.load() == 0);
+    CHECK(reader_failures.load() == 0);
+    CHECK(reader_checked.load() == kWarmup + kMeasured);
+    CHECK(writer_allocations.load() == 0);
+    CHECK(reader_allocations.load() == 0);
+}
+
+TEST_CASE("the allocation hook counts (so the zero above can fail)") {
+    std::uint64_t before = t_allocations;
+    auto* p = new std::uint64_t(5);
+    std::vector<int> v(100);
+    delete p;
+    CHECK(t_allocations - before >= 2);
+}
+
+}  // TEST_SUITE
