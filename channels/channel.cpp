@@ -27,10 +27,18 @@
 #include "shm/process.hpp"
 #include "shm/region.hpp"
 
+// The per-segment counters of the hot path (bytes, records, segments, last publish/release time)
+// are always on in a normal build. SHMCHAN_HOT_COUNTERS=0 exists only so that
+// bench/shm-counters-cost can measure what they cost; the tools show zeros with it.
+#ifndef SHMCHAN_HOT_COUNTERS
+#define SHMCHAN_HOT_COUNTERS 1
+#endif
+
 namespace shmchan {
 
 using namespace std::chrono_literals;
 namespace L = layout;
+constexpr bool kHotCounters = SHMCHAN_HOT_COUNTERS != 0;
 
 const char* to_string(WaitStrategy strategy) noexcept {
     switch (strategy) {
@@ -109,6 +117,10 @@ void validate_options(const std::string& name, const ChannelOptions& options) {
                                           options.segment_count.value_or(L::kDefaultSegmentCount));
     if (total > L::kMaxTotalBytes) fail("channel of " + std::to_string(total) + " bytes exceeds 1 TiB");
     if (options.framing != Framing::raw_bytes && options.framing != Framing::records) fail("unknown framing");
+    if (options.consumers && (*options.consumers < 1 || *options.consumers > L::kMaxConsumers)) {
+        fail("consumer slots must be between 1 and " + std::to_string(L::kMaxConsumers));
+    }
+    if (options.consumer_slot && *options.consumer_slot >= L::kMaxConsumers) fail("consumer slot out of range");
     if (options.max_record_bytes == 0 || options.max_record_bytes > (1ull << 40)) {
         fail("max record bytes must be between 1 and 2^40");
     }
@@ -203,7 +215,7 @@ void initialize_header(L::ChannelHeader& header, const ChannelOptions& options) 
     header.identity.max_record_bytes = options.max_record_bytes;
     header.identity.total_bytes = L::region_bytes(size, count);
     header.identity.created_realtime_ns = shm::realtime_ns();
-    header.identity.consumer_slots = 1;
+    header.identity.consumer_slots = options.consumers.value_or(1);
     header.control.creator_pid = identity_self.pid;
     header.control.creator_start_time = identity_self.start_time;
     // Rule 1: the ready mark, last, with release.
@@ -313,6 +325,11 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
                         describe_channel(name) + " exists with " + std::to_string(geometry.segment_count) +
                             " segments, not " + std::to_string(*options.segment_count));
         }
+        if (options.consumers && *options.consumers != geometry.consumer_slots) {
+            throw Error(Errc::geometry_mismatch,
+                        describe_channel(name) + " exists with " + std::to_string(geometry.consumer_slots) +
+                            " consumer slots, not " + std::to_string(*options.consumers));
+        }
         if (static_cast<std::uint32_t>(options.framing) != geometry.framing) {
             auto framing_name = [](std::uint32_t f) { return f == 1 ? "raw bytes" : "records"; };
             throw Error(Errc::framing_mismatch,
@@ -348,14 +365,8 @@ public:
         if (ended_) return fail(Status::invalid_call, "the stream has ended");
         if (!holding_) {
             if (position_ - cached_peer_ >= geometry_.segment_count) {
-                // Rule 3: acquire the consumer's release before reusing its segments.
-                std::uint64_t released = L::load_acquire(consumer_line().released);
-                if (released > position_ || position_ - released > geometry_.segment_count) {
-                    return fail(Status::corrupt, "consumer position " + std::to_string(released) +
-                                                     " is outside [" + std::to_string(position_ - std::min<std::uint64_t>(position_, geometry_.segment_count)) +
-                                                     ", " + std::to_string(position_) + "]");
-                }
-                cached_peer_ = released;
+                std::uint64_t released = 0;
+                if (Status status = load_slowest_release(released); status != Status::ok) return status;
                 if (position_ - released >= geometry_.segment_count) return Status::would_block;
             }
             L::SegmentHeader& segment = segment_header(position_);
@@ -425,11 +436,26 @@ public:
         return Status::ok;
     }
 
+    // Rule 3: acquire every consumer slot's release before reusing segments; the slowest slot
+    // bounds the producer. Each value is checked against our own position.
+    Status load_slowest_release(std::uint64_t& slowest) {
+        slowest = position_;
+        for (std::uint32_t i = 0; i < geometry_.consumer_slots; ++i) {
+            std::uint64_t released = L::load_acquire(header_->consumers[i].position.released);
+            if (released > position_ || position_ - released > geometry_.segment_count) {
+                return fail(Status::corrupt, "consumer slot " + std::to_string(i) + " position " + std::to_string(released) +
+                                                 " is outside [" + std::to_string(position_ - std::min<std::uint64_t>(position_, geometry_.segment_count)) +
+                                                 ", " + std::to_string(position_) + "]");
+            }
+            slowest = std::min(slowest, released);
+        }
+        cached_peer_ = slowest;
+        return Status::ok;
+    }
+
     std::uint32_t free_segments() {
-        // Rule 3.
-        std::uint64_t released = L::load_acquire(consumer_line().released);
-        if (released > position_ || position_ - released > geometry_.segment_count) return 0;
-        cached_peer_ = released;
+        std::uint64_t released = 0;
+        if (load_slowest_release(released) != Status::ok) return 0;
         std::uint64_t used = position_ - released + (holding_ ? 1 : 0);
         return used >= geometry_.segment_count ? 0 : static_cast<std::uint32_t>(geometry_.segment_count - used);
     }
@@ -454,10 +480,13 @@ public:
                     L::atomic(gate_->wake_syscalls).fetch_add(1, std::memory_order_relaxed);
                     L::counter_add(header_->producer_counters.wake_syscalls, std::uint64_t{1});
                 }
-                return;
+                if (geometry_.consumer_slots == 1) return;
+                // Broadcast: the other slots' consumers sleep on their own words.
             }
         }
-        wake_if_sleeping(consumer_line().sleeping, header_->producer_counters.wake_syscalls);
+        for (std::uint32_t i = 0; i < geometry_.consumer_slots; ++i) {
+            wake_if_sleeping(header_->consumers[i].position.sleeping, header_->producer_counters.wake_syscalls);
+        }
     }
 
     // Maps the gate a link names (once per link generation). Every field comes from shared
@@ -496,6 +525,7 @@ public:
     }
 
     void add_written(std::uint64_t records, std::uint64_t events) {
+        if constexpr (!kHotCounters) return;
         auto& counters = header_->producer_counters;
         if (records) L::counter_add(counters.records_written, records);
         if (events) L::counter_add(counters.events_written, events);
@@ -521,10 +551,12 @@ public:
         holding_ = false;
         // Rule 2: hand the segment over.
         L::store_release(header_->producer.published, position_);
-        auto& counters = header_->producer_counters;
-        L::counter_add(counters.segments_published, std::uint64_t{1});
-        L::counter_add(counters.bytes_written, std::uint64_t{bytes});
-        L::store_relaxed(counters.last_publish_realtime_ns, shm::realtime_ns());
+        if constexpr (kHotCounters) {
+            auto& counters = header_->producer_counters;
+            L::counter_add(counters.segments_published, std::uint64_t{1});
+            L::counter_add(counters.bytes_written, std::uint64_t{bytes});
+            L::store_relaxed(counters.last_publish_realtime_ns, shm::realtime_ns());
+        }
         notify_consumer();
         return Status::ok;
     }
@@ -618,9 +650,11 @@ public:
         L::store_release(line.released, position_);
         L::store_relaxed(line.resume_offset, std::uint64_t{0});
         auto& counters = consumer_slot().counters;
-        L::counter_add(counters.segments_released, std::uint64_t{1});
-        L::counter_add(counters.bytes_read, std::uint64_t{held_bytes_});
-        L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_ns());
+        if constexpr (kHotCounters) {
+            L::counter_add(counters.segments_released, std::uint64_t{1});
+            L::counter_add(counters.bytes_read, std::uint64_t{held_bytes_});
+            L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_ns());
+        }
         wake_if_sleeping(header_->producer.sleeping, counters.wake_syscalls);
         return Status::ok;
     }
@@ -709,15 +743,17 @@ public:
         L::store_relaxed(line.resume_offset, resume_offset);
         L::store_relaxed(line.in_flight_record_bytes, in_flight);
         auto& counters = consumer_slot().counters;
-        if (progress.bytes) L::counter_add(counters.bytes_read, progress.bytes);
-        if (progress.records) L::counter_add(counters.records_read, progress.records);
-        if (progress.events) L::counter_add(counters.events_read, progress.events);
+        if constexpr (kHotCounters) {
+            if (progress.bytes) L::counter_add(counters.bytes_read, progress.bytes);
+            if (progress.records) L::counter_add(counters.records_read, progress.records);
+            if (progress.events) L::counter_add(counters.events_read, progress.events);
+        }
         if (position == position_) return Status::ok;
-        L::counter_add(counters.segments_released, position - position_);
+        if constexpr (kHotCounters) L::counter_add(counters.segments_released, position - position_);
         position_ = position;
         // Rule 3.
         L::store_release(line.released, position_);
-        L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_ns());
+        if constexpr (kHotCounters) L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_ns());
         wake_if_sleeping(header_->producer.sleeping, counters.wake_syscalls);
         return Status::ok;
     }
@@ -842,13 +878,18 @@ public:
 
     // ---- liveness ------------------------------------------------------------------------------
 
+    // Consumer side: the producer's lock is held. Producer side: every consumer slot's is.
     bool peer_alive() const {
-        std::uint64_t byte = side_ == Side::producer ? L::kConsumerLockByte : L::kProducerLockByte;
-        return region_.lock_held_by_other(byte, shm::LockKind::shared);
+        if (side_ == Side::consumer) return region_.lock_held_by_other(L::kProducerLockByte, shm::LockKind::shared);
+        for (std::uint32_t i = 0; i < geometry_.consumer_slots; ++i) {
+            if (!region_.lock_held_by_other(L::kConsumerLockByte + i, shm::LockKind::shared)) return false;
+        }
+        return true;
     }
 
     // would_block: keep waiting (peer alive, or never had one); peer_died; corrupt.
     Status check_peer() {
+        if (side_ == Side::producer && geometry_.consumer_slots > 1) return check_slowest_consumers();
         const L::Attachment& peer = side_ == Side::producer ? consumer_slot().attachment : header_->producer_attachment;
         std::uint64_t attaches = L::load_relaxed(peer.attach_count);
         if (peer_alive()) {
@@ -861,6 +902,23 @@ public:
         last_error_ = std::string(side_ == Side::producer ? "consumer" : "producer") + " of " +
                       describe_channel(name_) + (detached ? " detached" : " died");
         return Status::peer_died;
+    }
+
+    // Broadcast: the producer waits on the slowest slots. One that never had a consumer is
+    // waited for; one whose consumer died is reported.
+    Status check_slowest_consumers() {
+        for (std::uint32_t i = 0; i < geometry_.consumer_slots; ++i) {
+            const L::ConsumerSlot& slot = header_->consumers[i];
+            if (L::load_acquire(slot.position.released) != cached_peer_) continue;
+            if (L::load_relaxed(slot.attachment.attach_count) == 0) continue;
+            if (region_.lock_held_by_other(L::kConsumerLockByte + i, shm::LockKind::shared)) continue;
+            peer_known_dead_ = true;
+            last_error_ = "consumer in slot " + std::to_string(i) + " of " + describe_channel(name_) +
+                          (L::load_relaxed(slot.attachment.attached) == 0 ? " detached" : " died");
+            return Status::peer_died;
+        }
+        peer_known_dead_ = false;
+        return Status::would_block;
     }
 
     Status check_peer_and_header() {
@@ -890,14 +948,37 @@ public:
 
 private:
     void attach() {
-        const std::uint64_t lock_byte = side_ == Side::producer ? L::kProducerLockByte : L::kConsumerLockByte;
-        L::Attachment& mine = side_ == Side::producer ? header_->producer_attachment : consumer_slot().attachment;
-        if (!region_.try_lock(lock_byte, shm::LockKind::exclusive)) {
-            std::int32_t pid = L::load_relaxed(mine.pid);
-            throw Error(Errc::side_taken, describe_channel(name_) + " already has a live " +
-                                              (side_ == Side::producer ? "producer" : "consumer") +
-                                              " (pid " + std::to_string(pid) + ")");
+        std::uint64_t lock_byte = L::kProducerLockByte;
+        if (side_ == Side::consumer) {
+            // A consumer slot: the one asked for, or the first free one.
+            const std::uint32_t slots = geometry_.consumer_slots;
+            if (options_.consumer_slot && *options_.consumer_slot >= slots) {
+                throw Error(Errc::bad_options, describe_channel(name_) + " has " + std::to_string(slots) +
+                                                   " consumer slots; slot " + std::to_string(*options_.consumer_slot) +
+                                                   " does not exist");
+            }
+            bool taken = false;
+            for (std::uint32_t i = options_.consumer_slot.value_or(0); i < slots && !taken; ++i) {
+                if (region_.try_lock(L::kConsumerLockByte + i, shm::LockKind::exclusive)) {
+                    slot_ = i;
+                    taken = true;
+                }
+                if (options_.consumer_slot) break;
+            }
+            if (!taken) {
+                std::int32_t pid = L::load_relaxed(header_->consumers[options_.consumer_slot.value_or(0)].attachment.pid);
+                throw Error(Errc::side_taken,
+                            describe_channel(name_) + " already has a live consumer" +
+                                (slots > 1 && !options_.consumer_slot ? " in each of its " + std::to_string(slots) + " slots"
+                                                                      : " (pid " + std::to_string(pid) + ")"));
+            }
+            lock_byte = L::kConsumerLockByte + slot_;
+        } else if (!region_.try_lock(lock_byte, shm::LockKind::exclusive)) {
+            std::int32_t pid = L::load_relaxed(header_->producer_attachment.pid);
+            throw Error(Errc::side_taken, describe_channel(name_) + " already has a live producer (pid " +
+                                              std::to_string(pid) + ")");
         }
+        L::Attachment& mine = side_ == Side::producer ? header_->producer_attachment : consumer_slot().attachment;
         if (side_ == Side::producer && L::load_acquire(header_->producer.end_of_stream) != 0) {
             region_.unlock(lock_byte);
             throw Error(Errc::stream_ended, describe_channel(name_) +
@@ -914,11 +995,17 @@ private:
 
         // Positions: resume where the previous holder of this side left off; check them.
         std::uint64_t published = L::load_acquire(header_->producer.published);
-        std::uint64_t released = L::load_acquire(consumer_line().released);
-        if (released > published || published - released > geometry_.segment_count) {
-            region_.unlock(lock_byte);
-            throw Error(Errc::corrupt, describe_channel(name_) + ": positions published " + std::to_string(published) +
-                                           " and released " + std::to_string(released) + " are inconsistent");
+        std::uint64_t released = published;
+        for (std::uint32_t i = 0; i < geometry_.consumer_slots; ++i) {
+            if (side_ == Side::consumer && i != slot_) continue;
+            std::uint64_t slot_released = L::load_acquire(header_->consumers[i].position.released);
+            if (slot_released > published || published - slot_released > geometry_.segment_count) {
+                region_.unlock(lock_byte);
+                throw Error(Errc::corrupt, describe_channel(name_) + ": positions published " + std::to_string(published) +
+                                               " and released " + std::to_string(slot_released) + " (slot " +
+                                               std::to_string(i) + ") are inconsistent");
+            }
+            released = std::min(released, slot_released);
         }
         if (side_ == Side::producer) {
             position_ = published;
@@ -946,7 +1033,7 @@ private:
             notify_consumer();
         }
         try {
-            region_.unlock(side_ == Side::producer ? L::kProducerLockByte : L::kConsumerLockByte);
+            region_.unlock(side_ == Side::producer ? L::kProducerLockByte : L::kConsumerLockByte + slot_);
         } catch (...) {
         }
     }
@@ -977,8 +1064,8 @@ private:
         return status;
     }
 
-    L::ConsumerSlot& consumer_slot() const noexcept { return header_->consumers[0]; }
-    L::ConsumerLine& consumer_line() const noexcept { return header_->consumers[0].position; }
+    L::ConsumerSlot& consumer_slot() const noexcept { return header_->consumers[slot_]; }
+    L::ConsumerLine& consumer_line() const noexcept { return header_->consumers[slot_].position; }
     // position is any 64-bit value: the modulo keeps the slot inside the ring.
     L::SegmentHeader& segment_header(std::uint64_t position) const noexcept {
         std::uint64_t slot = position % geometry_.segment_count;
@@ -1001,6 +1088,7 @@ private:
     std::uint64_t epoch_ = 0;
     std::uint32_t held_bytes_ = 0;
     bool first_acquire_ = true;
+    std::uint32_t slot_ = 0;  // consumer: our slot
     bool holding_ = false;
     bool ended_ = false;
     bool attached_ = false;
@@ -1040,7 +1128,12 @@ ChannelInfo read_info(const std::string& name, const shm::Region& region, Self s
     info.total_bytes = layout::load_relaxed(header.identity.total_bytes);
     info.created_realtime_ns = layout::load_relaxed(header.identity.created_realtime_ns);
     info.published = layout::load_relaxed(header.producer.published);
+    std::uint32_t slots = layout::load_relaxed(header.identity.consumer_slots);
+    info.consumer_slots = slots;
     info.released = layout::load_relaxed(header.consumers[0].position.released);
+    for (std::uint32_t i = 1; i < slots && i < layout::kMaxConsumers; ++i) {
+        info.released = std::min(info.released, layout::load_relaxed(header.consumers[i].position.released));
+    }
     info.end_of_stream = layout::load_relaxed(header.producer.end_of_stream) != 0;
     info.removed = layout::load_relaxed(header.control.removed) != 0;
     auto side = [&](const layout::Attachment& a, std::uint64_t lock_byte, const layout::SharedU32& sleeping) {

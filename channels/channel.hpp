@@ -63,6 +63,11 @@ struct ChannelOptions {
     std::optional<std::uint32_t> segment_size;   // bytes, a multiple of 4096, 4 KiB .. 1 GiB
     std::optional<std::uint32_t> segment_count;  // 1 .. 2^20
     Framing framing = Framing::raw_bytes;        // must match the existing channel's
+    // Broadcast: consumer slots (1..8; unset: 1 when creating, the existing count when opening).
+    // Every consumer reads every segment at its own pace; the producer is held by the slowest
+    // slot, and a slot no consumer has attached to yet holds it too (nothing is lost).
+    std::optional<std::uint32_t> consumers;
+    std::optional<std::uint32_t> consumer_slot;  // attach to this slot (default: the first free)
     bool checksums = false;                      // records layer: CRC-32C per segment (creation)
     std::uint64_t max_record_bytes = layout::kDefaultMaxRecordBytes;  // records layer (creation)
     // Records layer, producer: a parked consumer is woken when a segment fills, on flush(), and
@@ -164,7 +169,8 @@ struct ChannelInfo {
     std::uint32_t abi_version = 0, segment_size = 0, segment_count = 0, flags = 0;
     Framing framing = Framing::raw_bytes;
     std::uint64_t max_record_bytes = 0, total_bytes = 0, created_realtime_ns = 0;
-    std::uint64_t published = 0, released = 0;
+    std::uint64_t published = 0, released = 0;  // released: the slowest consumer slot's
+    std::uint32_t consumer_slots = 0;
     bool end_of_stream = false, removed = false;
     std::uint64_t file_bytes = 0;  // bytes mapped (the file's size when opened)
     bool creator_alive = false;    // a live process is still creating it (abi_version 0)

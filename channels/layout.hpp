@@ -28,7 +28,8 @@
 //     only if it equals the position, loads `committed_bytes` (acquire) and may read that many
 //     bytes: the sequence check keeps it from trusting a count left over from the last lap.
 //  3. Credits. The consumer finishes reading a segment, then stores `ConsumerLine::released`
-//     with release. The producer loads it with acquire before it overwrites that slot.
+//     with release. The producer loads it with acquire before it overwrites that slot; with
+//     several consumer slots (broadcast) it loads every slot's and is held by the minimum.
 //  4. End of stream. The producer publishes its last segment, then stores
 //     `ProducerLine::end_of_stream` = 1 with release; a consumer that acquires 1 there
 //     re-loads `published`, which is then final.

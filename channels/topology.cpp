@@ -137,7 +137,11 @@ struct InputGate::State {
             if (is_ended[i]) continue;
             Consumer& consumer = readers[i].consumer();
             if (consumer.producer_alive()) continue;
-            std::uint64_t attaches = consumer.info().producer.attach_count;
+            // A producer that ended its stream and left is not dead: its end of stream is still
+            // to be read (the channel may be held by barrier alignment).
+            ChannelInfo info = consumer.info();
+            if (info.end_of_stream) continue;
+            std::uint64_t attaches = info.producer.attach_count;
             if (attaches == 0 || attaches == dead_reported[i]) continue;
             dead_reported[i] = attaches;
             channel = i;

@@ -32,9 +32,15 @@
 // older (as Flink does). Watermarks: user events of type `watermark_event_type` carrying a 64-bit
 // value; the gate delivers the minimum over its live channels whenever that minimum rises.
 //
+// Broadcast: a channel created with ChannelOptions::consumers = N is one ring that N consumers
+// read, each in its own slot at its own pace; every record is serialized once, and the producer
+// is held by the slowest slot (Aeron's tethered subscribers). Write it with a plain RecordWriter;
+// each consumer attaches a RecordReader (or a gate). OutputPartition's broadcast mode instead
+// writes a copy to each of several channels (for consumers that need separate channels).
+//
 // Not yet: unaligned checkpoints and the alignment timeout (they need the priority lane), a gate
-// file descriptor for epoll, and broadcast over one shared ring (OutputPartition's broadcast mode
-// writes each record to every channel).
+// file descriptor for epoll, and a gate over a broadcast channel's slot other than the first
+// (a channel has one gate link).
 #pragma once
 
 #include <cstdint>
@@ -90,7 +96,7 @@ private:
 enum class PartitionMode : std::uint8_t {
     by_key,       // write_keyed(): the channel is a hash of the key
     round_robin,  // write(): channels in turn
-    broadcast,    // write(): every channel gets the record
+    broadcast,    // write(): every channel gets a copy (one ring for all: ChannelOptions::consumers)
 };
 
 class OutputPartition {

@@ -102,7 +102,8 @@ TEST_CASE("aligned barriers: every record arrives between the barriers its chann
         next_sequence[channel] = tagged.sequence + 1;
         ++records;
     }
-    CHECK(status == Status::end_of_stream);
+    CHECK_MESSAGE(status == Status::end_of_stream, to_string(status) << " after " << records << " records, "
+                                                     << barriers.size() << " barriers: " << gate.last_error());
     CHECK(violations == 0);
     std::vector<std::uint64_t> expected;
     for (std::uint64_t i = 1; i <= checkpoints; ++i) expected.push_back(i);
@@ -110,7 +111,10 @@ TEST_CASE("aligned barriers: every record arrives between the barriers its chann
     std::uint64_t total = 0;
     for (std::uint32_t c = 0; c < channels; ++c) total += per_checkpoint * (c + 1) * checkpoints;
     CHECK(records == total);
-    for (auto& producer : producers) CHECK(producer.exit_code() == 0);
+    for (auto& producer : producers) {
+        int code = producer.exit_code(status == Status::end_of_stream ? 120s : 1s);
+        CHECK_MESSAGE(code == 0, "producer exit " << code);
+    }
     // Wake syscalls never exceed the gate's parks.
     CHECK(gate.wake_syscalls() <= gate.parks());
     MESSAGE("gate parks " << gate.parks() << ", producer wakes of the gate " << gate.wake_syscalls());
@@ -163,9 +167,10 @@ TEST_CASE("fairness: a channel that always has data does not starve the others")
     GateOptions options;
     options.channel = small_ring();
     auto gate = InputGate::attach(stem, names, options);
-    // Channel 0: a firehose that never stops. Channel 1: 3000 records (three rings' worth), then
-    // the end. Both rings are full before the gate reads anything.
-    const std::uint64_t trickle_records = 3000;
+    // Channel 0: a firehose that never stops (its ring stays full). Channel 1: 900 records and
+    // the end, all queued (they fit its ring) before the gate reads anything. Whatever the
+    // scheduling, round-robin must then alternate while channel 1 has records.
+    const std::uint64_t trickle_records = 900;
     test::Child firehose([&] {
         auto writer = RecordWriter::attach(names[0], small_ring());
         std::uint64_t value = 0;
@@ -175,33 +180,28 @@ TEST_CASE("fairness: a channel that always has data does not starve the others")
     test::Child trickle([&] {
         auto writer = RecordWriter::attach(names[1], small_ring());
         for (std::uint64_t i = 0; i < trickle_records; ++i) {
-            if (writer.write(std::as_bytes(std::span(&i, 1))) != Status::ok) return 1;
+            if (writer.try_write(std::as_bytes(std::span(&i, 1))) != Status::ok) return 1;  // never waits
         }
         return writer.end_stream() == Status::ok ? 0 : 2;
     });
-    for (const auto& name : names) {
-        REQUIRE(test::eventually([&] {
-            ChannelInfo info = inspect(name);
-            return info.published - info.released == info.segment_count;
-        }));
-    }
+    REQUIRE(trickle.exit_code() == 0);
+    REQUIRE(test::eventually([&] {
+        ChannelInfo info = inspect(names[0]);
+        return info.published - info.released == info.segment_count;
+    }));
     std::uint64_t from_firehose = 0, from_trickle = 0;
     Record record;
     std::uint32_t channel = 0;
     while (!gate.ended(1)) {
         Status status = gate.read_for(record, channel, 30s);
-        if (status == Status::end_of_stream) break;
         REQUIRE(status == Status::ok);
         (channel == 0 ? from_firehose : from_trickle) += 1;
         REQUIRE(from_firehose < 10'000'000);
     }
     CHECK(from_trickle == trickle_records);
-    // Round-robin, one record per ready channel per turn: while both had data the two counts
-    // grew together. Slack: records the gate found one channel without the other (a producer
-    // between segments).
     MESSAGE("firehose records read while the trickle had " << trickle_records << ": " << from_firehose);
-    CHECK(from_firehose >= trickle_records / 2);
-    CHECK(from_firehose <= trickle_records * 2);
+    CHECK(from_firehose + 2 >= trickle_records);  // the firehose was not starved either
+    CHECK(from_firehose <= trickle_records + 2);  // one record per ready channel per turn
     firehose.kill();
 }
 
@@ -371,6 +371,125 @@ TEST_CASE("round-robin and broadcast partitions") {
     while (broadcast_gate.read_for(record, channel, 30s) == Status::ok) ++copies[channel];
     CHECK(copies == std::array<std::uint64_t, 2>{50, 50});
     CHECK(broadcaster.exit_code() == 0);
+}
+
+TEST_CASE("broadcast over one ring: every consumer reads every record, the slowest holds the producer") {
+    const std::uint32_t consumers = 3;
+    const std::uint64_t count = 20000 / kScale;
+    const std::string name = test::unique_name("broadcast");
+    ChannelOptions options = small_ring();
+    options.consumers = consumers;
+    test::SharedBlock<std::array<std::atomic<std::uint64_t>, consumers>> received;
+    test::SharedBlock<std::atomic<std::uint64_t>> max_fill;
+    std::vector<test::Child> readers;
+    for (std::uint32_t c = 0; c < consumers; ++c) {
+        readers.emplace_back([&, c] {
+            auto reader = RecordReader::attach(name, options);
+            Record record;
+            std::uint64_t expected = 0;
+            Status status;
+            while ((status = reader.read(record)) == Status::ok) {
+                std::uint64_t value;
+                if (record.bytes.size() != 8) return 1;
+                std::memcpy(&value, record.bytes.data(), 8);
+                if (value != expected++) return 2;
+                if (c == 0) {  // the slow one: busy work per record (no sleep)
+                    for (int spin = 0; spin < 2000; ++spin) {
+                        asm volatile("" ::: "memory");
+                    }
+                }
+                (*received)[c].store(expected);
+            }
+            return status == Status::end_of_stream ? 0 : 3;
+        });
+    }
+    test::Child writer_process([&] {
+        auto writer = RecordWriter::attach(name, options);
+        for (std::uint64_t i = 0; i < count; ++i) {
+            if (writer.write(std::as_bytes(std::span(&i, 1))) != Status::ok) return 1;
+            if ((i & 255) == 0) {
+                ChannelInfo info = writer.producer().info();
+                std::uint64_t fill = info.published - info.released;
+                if (fill > max_fill->load()) max_fill->store(fill);
+            }
+        }
+        return writer.end_stream() == Status::ok ? 0 : 2;
+    });
+    CHECK(writer_process.exit_code() == 0);
+    for (std::uint32_t c = 0; c < consumers; ++c) {
+        CHECK(readers[c].exit_code() == 0);
+        CHECK((*received)[c].load() == count);
+    }
+    CHECK(max_fill->load() <= 4);  // bounded by the ring, held by the slowest consumer
+    ChannelInfo info = inspect(name);
+    CHECK(info.consumer_slots == consumers);
+}
+
+TEST_CASE("broadcast: a slot no consumer has taken holds the producer; a dead slowest consumer is reported") {
+    const std::string name = test::unique_name("broadcast-hold");
+    ChannelOptions options;
+    options.segment_size = 4096;
+    options.segment_count = 4;
+    options.consumers = 2;
+    auto producer = Producer::attach(name, options);
+    test::SharedBlock<std::atomic<int>> attached;
+    // One consumer that reads everything; the second slot stays empty.
+    test::Child fast([&] {
+        auto consumer = Consumer::attach(name, options);
+        attached->store(1);
+        ReadableSegment segment;
+        while (consumer.read(segment) == Status::ok) {
+        }
+        return 0;
+    });
+    REQUIRE(test::eventually([&] { return attached->load() == 1; }));
+    WritableSegment out;
+    for (int i = 0; i < 4; ++i) {
+        REQUIRE(producer.acquire(out) == Status::ok);
+        REQUIRE(producer.publish(8) == Status::ok);
+    }
+    // The empty slot still has all four segments to read: no credit, however fast slot 0 is.
+    CHECK(producer.acquire_for(out, 300ms) == Status::timed_out);
+    // A consumer in slot 1 that dies while it is the slowest: the producer is told.
+    test::SharedBlock<std::atomic<int>> second;
+    test::Child slow([&] {
+        ChannelOptions slot = options;
+        slot.consumer_slot = 1;
+        auto consumer = Consumer::attach(name, slot);
+        second->store(1);
+        ::pause();
+        return 0;
+    });
+    REQUIRE(test::eventually([&] { return second->load() == 1; }));
+    slow.kill();
+    REQUIRE(slow.wait(30s).has_value());
+    auto start = std::chrono::steady_clock::now();
+    Status status = producer.acquire_for(out, 10s);
+    CHECK(status == Status::peer_died);
+    MESSAGE("dead slowest consumer reported after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count() << " ms: "
+            << producer.last_error());
+    // A replacement in slot 1 reads from where the dead one was and frees the producer.
+    test::SharedBlock<std::atomic<int>> replaced;
+    test::Child replacement([&] {
+        ChannelOptions slot = options;
+        slot.consumer_slot = 1;
+        auto consumer = Consumer::attach(name, slot);
+        replaced->store(1);
+        ReadableSegment segment;
+        int read = 0;
+        while (consumer.read(segment) == Status::ok) ++read;
+        return read == 5 ? 0 : 10 + read;
+    });
+    // Until it has attached, waits answer peer_died at once (the documented rule).
+    REQUIRE(test::eventually([&] { return replaced->load() == 1; }));
+    REQUIRE(producer.acquire_for(out, 30s) == Status::ok);
+    REQUIRE(producer.publish(8) == Status::ok);
+    REQUIRE(producer.end_stream() == Status::ok);
+    CHECK(replacement.exit_code() == 0);
+    CHECK(fast.exit_code() == 0);
+    // A third consumer finds both slots taken? Both exited now: the channel accepts one again.
+    CHECK_NOTHROW(Consumer::attach(name, options));
 }
 
 }  // TEST_SUITE("topology")
