@@ -110,6 +110,8 @@ enum class RecordKind : std::uint8_t {
     record,      // user data: `bytes`
     barrier,     // checkpoint barrier: `checkpoint_id`
     user_event,  // `event_type` and `bytes`
+    in_flight_end,  // input gates, unaligned checkpoints: every record in flight for checkpoint
+                    // `checkpoint_id` has been delivered (flagged with in_flight_of)
 };
 
 // Where a frame starts in the stream: the segment's position and the offset in its payload.
@@ -128,6 +130,10 @@ struct Record {
     std::uint16_t event_type = 0;
     RecordPosition position;
     std::uint64_t lost_bytes = 0;  // Status::record_lost: size of the record that was lost
+    // Input gates, unaligned checkpoints: non-zero when this record was in flight (queued ahead of
+    // the barrier on its channel) when checkpoint `in_flight_of` was taken: persist it with
+    // that checkpoint's state.
+    std::uint64_t in_flight_of = 0;
     std::string_view text() const noexcept {
         return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
     }

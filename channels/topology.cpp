@@ -64,6 +64,15 @@ struct InputGate::State {
     bool aligning = false;
     std::uint64_t checkpoint = 0;
     std::uint32_t arrived = 0;
+    std::uint64_t alignment_deadline = 0;  // aligned mode with a timeout: when to switch
+
+    // Unaligned checkpoints: `overtaken` was delivered; channels with in_flight set still have
+    // records queued ahead of its barrier.
+    bool overtaking = false;
+    std::uint64_t overtaken = 0;
+    std::uint64_t last_started = 0;  // newest checkpoint delivered or being aligned
+    std::vector<std::uint8_t> in_flight;
+    std::uint32_t in_flight_open = 0;
 
     std::vector<std::uint64_t> watermark;
     std::vector<std::uint8_t> has_watermark;
@@ -154,25 +163,78 @@ struct InputGate::State {
         for (std::uint32_t i = 0; i < count; ++i) blocked[i] = 0;
         arrived = 0;
         aligning = false;
+        alignment_deadline = 0;
         mark_all_open();
     }
 
-    // Aligned barriers. True when barrier `id` completes and is to be delivered now.
-    bool on_barrier(std::uint32_t channel, std::uint64_t id) {
-        if (!options.align_barriers) return true;
-        if (aligning && id < checkpoint) return false;  // of an aborted checkpoint
+    void barrier_record(Record& out, RecordKind kind, std::uint64_t id) {
+        out = Record{};
+        out.kind = kind;
+        out.checkpoint_id = id;
+    }
+
+    enum class Action { none, deliver_barrier, deliver_in_flight_end };
+
+    // Starts an unaligned checkpoint `id` whose barrier arrived on the channels that are not
+    // in_flight: the others' queued records are in flight until their barrier arrives.
+    Action overtake(std::uint64_t id) {
+        overtaking = true;
+        overtaken = id;
+        last_started = id;
+        in_flight_open = 0;
+        for (std::uint32_t j = 0; j < count; ++j) in_flight_open += in_flight[j];
+        if (in_flight_open == 0) overtaking = false;
+        return Action::deliver_barrier;
+    }
+
+    Action close_in_flight(std::uint32_t channel) {
+        if (!overtaking || !in_flight[channel]) return Action::none;
+        in_flight[channel] = 0;
+        if (--in_flight_open > 0) return Action::none;
+        overtaking = false;
+        return Action::deliver_in_flight_end;
+    }
+
+    Action on_barrier(std::uint32_t channel, std::uint64_t id) {
+        if (!options.align_barriers && !options.unaligned) return Action::deliver_barrier;
+        if (overtaking) {
+            if (id == overtaken) return close_in_flight(channel);
+            if (id < overtaken) return Action::none;
+            // A newer checkpoint before the older one's in-flight data completed: the older one
+            // is abandoned (as a newer barrier aborts an older alignment).
+            std::fill(in_flight.begin(), in_flight.end(), 0);
+            overtaking = false;
+        }
+        if (id <= last_started && !(aligning && id == checkpoint)) return Action::none;  // stale
+        if (options.unaligned) {
+            for (std::uint32_t j = 0; j < count; ++j) in_flight[j] = j != channel && !is_ended[j];
+            return overtake(id);
+        }
+        // Aligned.
+        if (aligning && id < checkpoint) return Action::none;  // of an aborted checkpoint
         if (!aligning || id > checkpoint) {
             if (aligning) unblock_all();  // a newer checkpoint aborts the older one
             aligning = true;
             checkpoint = id;
+            last_started = id;
             arrived = 0;
+            alignment_deadline = options.alignment_timeout.count() > 0
+                                     ? shm::monotonic_ns() + static_cast<std::uint64_t>(options.alignment_timeout.count())
+                                     : 0;
         }
         if (!blocked[channel]) {
             blocked[channel] = 1;
             ++arrived;
             unmark(channel);
         }
-        return alignment_complete();
+        return alignment_complete() ? Action::deliver_barrier : Action::none;
+    }
+
+    // Aligned mode: the alignment timed out; checkpoint `checkpoint` goes on unaligned.
+    Action alignment_timed_out() {
+        for (std::uint32_t j = 0; j < count; ++j) in_flight[j] = !blocked[j] && !is_ended[j];
+        unblock_all();
+        return overtake(checkpoint);
     }
 
     bool alignment_complete() {
@@ -204,6 +266,13 @@ struct InputGate::State {
         if (ended_count == count) return Status::end_of_stream;
         const std::uint64_t spin_budget = static_cast<std::uint64_t>(options.channel.spin_budget.count());
         while (true) {
+            if (alignment_deadline != 0 && shm::monotonic_ns() >= alignment_deadline) {
+                std::uint64_t id = checkpoint;
+                alignment_timed_out();
+                barrier_record(out, RecordKind::barrier, id);
+                channel = 0;
+                return Status::ok;
+            }
             std::uint32_t i = 0;
             if (pick(i)) {
                 if (blocked[i] || is_ended[i]) {
@@ -219,11 +288,20 @@ struct InputGate::State {
                     case Status::ok:
                         cursor = i + 1 == count ? 0 : i + 1;
                         if (record.kind == RecordKind::barrier) {
-                            if (!on_barrier(i, record.checkpoint_id)) continue;
+                            Action action = on_barrier(i, record.checkpoint_id);
+                            if (action == Action::none) continue;
+                            if (action == Action::deliver_in_flight_end) {
+                                barrier_record(out, RecordKind::in_flight_end, record.checkpoint_id);
+                                channel = i;
+                                return Status::ok;
+                            }
                         } else if (record.kind == RecordKind::user_event && options.combine_watermarks &&
                                    record.event_type == options.watermark_event_type && record.bytes.size() == 8) {
                             if (!on_watermark(i, record.bytes)) continue;
                             record.bytes = std::span<const std::byte>(watermark_payload, sizeof watermark_payload);
+                        }
+                        if (record.kind == RecordKind::record && overtaking && in_flight[i]) {
+                            record.in_flight_of = overtaken;
                         }
                         out = record;
                         channel = i;
@@ -232,14 +310,17 @@ struct InputGate::State {
                         is_ended[i] = 1;
                         ++ended_count;
                         unmark(i);
+                        if (close_in_flight(i) == Action::deliver_in_flight_end) {
+                            barrier_record(out, RecordKind::in_flight_end, overtaken);
+                            channel = i;
+                            return Status::ok;
+                        }
                         if (ended_count == count) {
                             channel = i;
                             return Status::end_of_stream;
                         }
                         if (alignment_complete()) {
-                            out = Record{};
-                            out.kind = RecordKind::barrier;
-                            out.checkpoint_id = checkpoint;
+                            barrier_record(out, RecordKind::barrier, checkpoint);
                             channel = i;
                             return Status::ok;
                         }
@@ -295,6 +376,7 @@ struct InputGate::State {
             L::counter_add(gate->parks, std::uint64_t{1});
             if (!shared_pending()) {
                 std::uint64_t until = std::min(deadline, next_rescan);
+                if (alignment_deadline != 0) until = std::min(until, alignment_deadline);
                 now = shm::monotonic_ns();
                 if (until > now) shm::futex_wait(gate->sleeping, 1u, std::chrono::nanoseconds(until - now));
             }
@@ -350,6 +432,7 @@ InputGate InputGate::attach(std::string_view name, const std::vector<std::string
     s.dead_reported.assign(s.count, 0);
     s.watermark.assign(s.count, 0);
     s.has_watermark.assign(s.count, 0);
+    s.in_flight.assign(s.count, 0);
     s.mark_all_open();  // anything published before the links were set
     std::chrono::nanoseconds interval = s.options.channel.liveness_interval;
     if (s.options.channel.buffer_timeout.count() > 0) interval = std::min(interval, s.options.channel.buffer_timeout);

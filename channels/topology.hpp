@@ -38,9 +38,9 @@
 // each consumer attaches a RecordReader (or a gate). OutputPartition's broadcast mode instead
 // writes a copy to each of several channels (for consumers that need separate channels).
 //
-// Not yet: unaligned checkpoints and the alignment timeout (they need the priority lane), a gate
-// file descriptor for epoll, and a gate over a broadcast channel's slot other than the first
-// (a channel has one gate link).
+// Not yet: the priority lane (a barrier that overtakes the data queued in its own channel: here
+// an unaligned barrier overtakes the data of the other channels), a gate file descriptor for
+// epoll, and a gate over a broadcast channel's slot other than the first (one gate link).
 #pragma once
 
 #include <cstdint>
@@ -56,6 +56,14 @@ namespace shmchan {
 struct GateOptions {
     ChannelOptions channel;            // for every channel (framing is records)
     bool align_barriers = true;        // false: barriers are delivered as they arrive, per channel
+    // Unaligned checkpoints: barrier n is delivered as soon as it arrives on one channel; the
+    // records still queued ahead of barrier n on the other channels are delivered afterwards
+    // flagged Record::in_flight_of = n (persist them with the checkpoint's state), and a record of
+    // kind in_flight_end says when barrier n has arrived everywhere.
+    bool unaligned = false;
+    // Aligned mode: an alignment that has not completed after this long switches to unaligned
+    // for that checkpoint (Flink's alignment timeout). Zero: never.
+    std::chrono::nanoseconds alignment_timeout{0};
     std::uint16_t watermark_event_type = 1;  // user events of this type combine as a minimum
     bool combine_watermarks = true;
 };

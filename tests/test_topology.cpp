@@ -492,4 +492,131 @@ TEST_CASE("broadcast: a slot no consumer has taken holds the producer; a dead sl
     CHECK_NOTHROW(Consumer::attach(name, options));
 }
 
+TEST_CASE("unaligned checkpoints: the barrier overtakes the other channels' queued records, which come flagged") {
+    const std::string stem = test::unique_name("unaligned");
+    auto names = channel_names(stem, 2);
+    GateOptions options;
+    options.channel.framing = Framing::records;  // default rings: everything below fits
+    options.unaligned = true;
+    auto gate = InputGate::attach(stem, names, options);
+    // Both producers write everything and end before the gate reads: channel 0 the barrier
+    // first, channel 1 500 records ahead of it. Round-robin starts at channel 0.
+    test::Child first([&] {
+        auto writer = RecordWriter::attach(names[0], options.channel);
+        writer.write_barrier(1);
+        for (std::uint64_t i = 0; i < 100; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        return writer.end_stream() == Status::ok ? 0 : 1;
+    });
+    test::Child second([&] {
+        auto writer = RecordWriter::attach(names[1], options.channel);
+        for (std::uint64_t i = 0; i < 500; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        writer.write_barrier(1);
+        for (std::uint64_t i = 500; i < 600; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        return writer.end_stream() == Status::ok ? 0 : 1;
+    });
+    REQUIRE(first.exit_code() == 0);
+    REQUIRE(second.exit_code() == 0);
+    std::uint64_t barriers = 0, ends = 0, flagged = 0, unflagged_before = 0, wrong = 0;
+    bool barrier_seen = false, end_seen = false;
+    Record record;
+    std::uint32_t channel = 0;
+    Status status;
+    while ((status = gate.read_for(record, channel, 30s)) == Status::ok) {
+        if (record.kind == RecordKind::barrier) {
+            ++barriers;
+            barrier_seen = true;
+            continue;
+        }
+        if (record.kind == RecordKind::in_flight_end) {
+            CHECK(record.checkpoint_id == 1);
+            ++ends;
+            end_seen = true;
+            continue;
+        }
+        std::uint64_t value;
+        std::memcpy(&value, record.bytes.data(), 8);
+        bool before_barrier_on_its_channel = channel == 1 && value < 500;
+        if (record.in_flight_of != 0) {
+            ++flagged;
+            if (!(before_barrier_on_its_channel && barrier_seen && !end_seen && record.in_flight_of == 1)) ++wrong;
+        } else if (before_barrier_on_its_channel) {
+            if (barrier_seen) ++wrong;  // after the barrier, channel 1's earlier records are in flight
+            ++unflagged_before;
+        }
+    }
+    CHECK(status == Status::end_of_stream);
+    CHECK(barriers == 1);
+    CHECK(ends == 1);
+    CHECK(wrong == 0);
+    CHECK(flagged + unflagged_before == 500);
+    CHECK(flagged >= 499);  // the gate read channel 0's barrier first (at most one record before)
+}
+
+TEST_CASE("an alignment that times out goes on unaligned") {
+    const std::string stem = test::unique_name("timeout");
+    auto names = channel_names(stem, 2);
+    GateOptions options;
+    options.channel = small_ring();
+    options.alignment_timeout = 200ms;
+    auto gate = InputGate::attach(stem, names, options);
+    test::SharedBlock<std::atomic<int>> go;
+    test::Child first([&] {
+        auto writer = RecordWriter::attach(names[0], small_ring());
+        writer.write_barrier(1);
+        writer.flush();
+        for (std::uint64_t i = 0; i < 50; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        return writer.end_stream() == Status::ok ? 0 : 1;
+    });
+    test::Child second([&] {
+        auto writer = RecordWriter::attach(names[1], small_ring());
+        for (std::uint64_t i = 0; i < 50; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        writer.flush();
+        // Its barrier comes only once the test has seen checkpoint 1 delivered without it.
+        if (!test::eventually([&] { return go->load() == 1; }, 60s)) return 2;
+        // Written after checkpoint 1 was delivered, ahead of this channel's barrier: in flight.
+        for (std::uint64_t i = 100; i < 120; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        writer.write_barrier(1);
+        for (std::uint64_t i = 50; i < 60; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        return writer.end_stream() == Status::ok ? 0 : 1;
+    });
+    bool barrier = false, ended_in_flight = false;
+    std::uint64_t flagged = 0, records = 0;
+    Record record;
+    std::uint32_t channel = 0;
+    Status status;
+    while ((status = gate.read_for(record, channel, 30s)) == Status::ok) {
+        if (record.kind == RecordKind::barrier) {
+            CHECK_FALSE(barrier);
+            CHECK(record.checkpoint_id == 1);
+            barrier = true;
+            go->store(1);
+            continue;
+        }
+        if (record.kind == RecordKind::in_flight_end) {
+            CHECK(barrier);
+            ended_in_flight = true;
+            continue;
+        }
+        ++records;
+        std::uint64_t value;
+        std::memcpy(&value, record.bytes.data(), 8);
+        if (record.in_flight_of == 1) {
+            ++flagged;
+            CHECK(channel == 1);
+            CHECK(value < 120);
+            CHECK_FALSE(ended_in_flight);
+        } else if (channel == 1 && value >= 100 && value < 120) {
+            CHECK_MESSAGE(false, "record " << value << " was written after the checkpoint, ahead of the barrier: in flight");
+        }
+    }
+    CHECK(status == Status::end_of_stream);
+    CHECK(barrier);
+    CHECK(ended_in_flight);
+    CHECK(records == 50 + 50 + 20 + 10);
+    CHECK(flagged >= 20);
+    MESSAGE(flagged << " of channel 1's records were in flight when the alignment timed out");
+    CHECK(first.exit_code() == 0);
+    CHECK(second.exit_code() == 0);
+}
+
 }  // TEST_SUITE("topology")
