@@ -7,10 +7,10 @@
 #include "channels/records.hpp"
 
 #include <algorithm>
-#include <ctime>
 #include <limits>
 
 #include "channels/crc32c.hpp"
+#include "shm/process.hpp"
 
 namespace shmchan {
 
@@ -20,30 +20,20 @@ namespace {
 
 enum class Mode { try_once, timed, blocking };
 
-std::uint64_t now_ns() noexcept {
-    timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
-std::uint64_t coarse_now_ns() noexcept {
-    timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 struct Deadline {
     Mode mode = Mode::blocking;
     std::uint64_t at_ns = 0;
     static Deadline make(Mode mode, std::chrono::nanoseconds timeout) {
         Deadline deadline{mode, 0};
-        if (mode == Mode::timed) deadline.at_ns = now_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
+        if (mode == Mode::timed) deadline.at_ns = shm::monotonic_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
         return deadline;
     }
     // The timeout to pass to a core wait: negative = none.
     std::chrono::nanoseconds remaining() const {
         if (mode == Mode::blocking) return std::chrono::nanoseconds(-1);
         if (mode == Mode::try_once) return std::chrono::nanoseconds(0);
-        std::uint64_t now = now_ns();
+        std::uint64_t now = shm::monotonic_ns();
         return std::chrono::nanoseconds(now >= at_ns ? 0 : static_cast<std::int64_t>(at_ns - now));
     }
 };
@@ -138,7 +128,7 @@ struct RecordWriter::State {
         if (status != Status::ok) return fail(status, producer.last_error());
         if (capacity - offset < L::kFrameHeaderBytes) return publish();
         if (checksums) {
-            std::uint64_t now = coarse_now_ns();
+            std::uint64_t now = shm::monotonic_coarse_ns();
             if (first_frame_ns == 0) {
                 first_frame_ns = now;
             } else if (now - first_frame_ns >= buffer_timeout_ns) {

@@ -57,6 +57,12 @@ std::uint64_t monotonic_ns() noexcept {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+std::uint64_t monotonic_coarse_ns() noexcept {
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
 std::uint64_t realtime_ns() noexcept {
     timespec ts;
     ::clock_gettime(CLOCK_REALTIME, &ts);

@@ -27,8 +27,10 @@ PidState pid_state(std::int32_t pid, std::uint64_t start_time);
 // Start time of a pid, or 0 if there is no such process; `zombie` tells whether it is a zombie.
 std::uint64_t process_start_time(std::int32_t pid, bool* zombie = nullptr);
 
-// CLOCK_MONOTONIC and CLOCK_REALTIME in nanoseconds (vDSO: no syscall).
+// CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE (a tick's resolution, cheaper) and CLOCK_REALTIME in
+// nanoseconds (vDSO: no syscall).
 std::uint64_t monotonic_ns() noexcept;
+std::uint64_t monotonic_coarse_ns() noexcept;
 std::uint64_t realtime_ns() noexcept;
 
 }  // namespace shmchan::shm
