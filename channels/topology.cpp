@@ -13,10 +13,14 @@
 //    (rule 5). A record committed without a notification is found at the periodic rescan.
 #include "channels/topology.hpp"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <limits>
+#include <thread>
 
 #include "shm/futex.hpp"
 #include "shm/process.hpp"
@@ -83,6 +87,47 @@ struct InputGate::State {
     std::uint64_t next_rescan = 0;
     std::uint64_t rescan_interval = 0;
     std::string last_error;
+
+    // event_fd(): the watcher thread signals `event` when the gate may have data, then waits to be
+    // re-armed by a try_read that found nothing (process-local words, private futexes).
+    int event = -1;
+    std::thread watcher;
+    std::atomic<std::uint32_t> armed{1};
+    std::atomic<bool> stopping{false};
+
+    ~State() { stop_watcher(); }
+
+    void stop_watcher() {
+        if (!watcher.joinable()) return;
+        stopping.store(true);
+        armed.store(1);
+        armed.notify_all();
+        // Wake it from the gate's word too.
+        L::atomic(gate->sleeping).store(0u, std::memory_order_seq_cst);
+        shm::futex_wake(gate->sleeping, 1 << 30);
+        watcher.join();
+        ::close(event);
+        event = -1;
+    }
+
+    void watch() {
+        const std::uint64_t one = 1;
+        while (!stopping.load()) {
+            armed.wait(0);  // until a try_read found nothing (or we stop)
+            if (stopping.load()) break;
+            // Rule 5 on the gate's word, exactly as read() parks: producers see no difference.
+            L::atomic(gate->sleeping).store(1u, std::memory_order_seq_cst);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            L::counter_add(gate->parks, std::uint64_t{1});
+            if (!shared_pending()) {
+                shm::futex_wait(gate->sleeping, 1u, std::chrono::nanoseconds(rescan_interval));
+            }
+            L::atomic(gate->sleeping).exchange(0u, std::memory_order_seq_cst);
+            if (stopping.load()) break;
+            armed.store(0);
+            [[maybe_unused]] ssize_t written = ::write(event, &one, sizeof one);
+        }
+    }
 
     void mark(std::uint32_t i) { available[i / 64] |= std::uint64_t{1} << (i % 64); }
     void unmark(std::uint32_t i) { available[i / 64] &= ~(std::uint64_t{1} << (i % 64)); }
@@ -353,7 +398,13 @@ struct InputGate::State {
                 for (auto word : available) any = any || word != 0;
                 if (any) continue;
             }
-            if (!may_wait) return Status::would_block;
+            if (!may_wait) {
+                if (watcher.joinable() && armed.load(std::memory_order_relaxed) == 0) {
+                    armed.store(1);
+                    armed.notify_one();
+                }
+                return Status::would_block;
+            }
             if (now >= deadline) return Status::timed_out;
 
             // Spin (hybrid, spin), then park on the gate's word (rule 5).
@@ -446,6 +497,7 @@ InputGate::InputGate(InputGate&&) noexcept = default;
 InputGate& InputGate::operator=(InputGate&&) noexcept = default;
 InputGate::~InputGate() {
     if (!state_) return;
+    state_->stop_watcher();
     for (auto& reader : state_->readers) reader.consumer().clear_gate_link();
     state_->region.unlink_if_same_file();
 }
@@ -456,6 +508,16 @@ Status InputGate::read_for(Record& out, std::uint32_t& channel, std::chrono::nan
     std::uint64_t deadline = shm::monotonic_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
     return state_->read(out, channel, true, deadline);
 }
+int InputGate::event_fd() {
+    State& s = *state_;
+    if (s.event >= 0) return s.event;
+    s.event = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s.event < 0) throw Error::from_errno(errno, "eventfd for gate '" + s.name + "'");
+    s.armed.store(1);
+    s.watcher = std::thread([&s] { s.watch(); });
+    return s.event;
+}
+
 std::uint32_t InputGate::size() const noexcept { return state_->count; }
 bool InputGate::ended(std::uint32_t channel) const { return channel < state_->count && state_->is_ended[channel]; }
 RecordReader& InputGate::channel(std::uint32_t index) { return state_->readers.at(index); }

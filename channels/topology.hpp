@@ -39,8 +39,8 @@
 // writes a copy to each of several channels (for consumers that need separate channels).
 //
 // Not yet: the priority lane (a barrier that overtakes the data queued in its own channel: here
-// an unaligned barrier overtakes the data of the other channels), a gate file descriptor for
-// epoll, and a gate over a broadcast channel's slot other than the first (one gate link).
+// an unaligned barrier overtakes the data of the other channels), and a gate over a broadcast
+// channel's slot other than the first (one gate link).
 #pragma once
 
 #include <cstdint>
@@ -86,6 +86,14 @@ public:
     Status read(Record& out, std::uint32_t& channel);
     Status try_read(Record& out, std::uint32_t& channel);
     Status read_for(Record& out, std::uint32_t& channel, std::chrono::nanoseconds timeout);
+
+    // For event loops (epoll, Boost.Asio, libuv): a file descriptor (an eventfd) that becomes
+    // readable when the gate may have something to read: call try_read until it returns
+    // would_block, then wait on the descriptor again (reading it is optional). A watcher thread
+    // in this process sleeps on the gate's futex word for that, so the producers' path is the
+    // same as without it. It also becomes readable at each rescan interval (buffer timeout,
+    // liveness). Owned by the gate; do not mix with blocking read()/read_for() on the gate.
+    int event_fd();
 
     std::uint32_t size() const noexcept;
     bool ended(std::uint32_t channel) const;

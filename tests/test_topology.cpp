@@ -2,6 +2,8 @@
 // after the fork; the gate reads in the test process.
 #include <doctest/doctest.h>
 
+#include <poll.h>
+
 #include <array>
 #include <chrono>
 #include <cstring>
@@ -617,6 +619,49 @@ TEST_CASE("an alignment that times out goes on unaligned") {
     MESSAGE(flagged << " of channel 1's records were in flight when the alignment timed out");
     CHECK(first.exit_code() == 0);
     CHECK(second.exit_code() == 0);
+}
+
+TEST_CASE("a gate's event fd: poll until readable, drain with try_read, every record arrives") {
+    const std::string stem = test::unique_name("eventfd");
+    auto names = channel_names(stem, 3);
+    GateOptions options;
+    options.channel = small_ring();
+    options.channel.wait = WaitStrategy::park;
+    auto gate = InputGate::attach(stem, names, options);
+    int fd = gate.event_fd();
+    REQUIRE(fd >= 0);
+    CHECK(gate.event_fd() == fd);  // one per gate
+    const std::uint64_t per_channel = 2000 / kScale;
+    std::vector<test::Child> producers;
+    for (std::uint32_t c = 0; c < 3; ++c) {
+        producers.emplace_back([&, c] {
+            auto writer = RecordWriter::attach(names[c], small_ring());
+            for (std::uint64_t i = 0; i < per_channel; ++i) {
+                if (writer.write(std::as_bytes(std::span(&i, 1))) != Status::ok) return 1;
+                if (i % 100 == 0) writer.flush();
+            }
+            return writer.end_stream() == Status::ok ? 0 : 2;
+        });
+    }
+    std::uint64_t records = 0, polls = 0;
+    Record record;
+    std::uint32_t channel = 0;
+    bool ended = false;
+    while (!ended) {
+        pollfd wait_for{fd, POLLIN, 0};
+        int ready = ::poll(&wait_for, 1, 30'000);
+        REQUIRE_MESSAGE(ready == 1, "the event fd never became readable");
+        ++polls;
+        std::uint64_t counter;
+        [[maybe_unused]] ssize_t got = ::read(fd, &counter, sizeof counter);
+        Status status;
+        while ((status = gate.try_read(record, channel)) == Status::ok) ++records;
+        if (status == Status::end_of_stream) ended = true;
+        else REQUIRE(status == Status::would_block);
+    }
+    CHECK(records == 3 * per_channel);
+    MESSAGE(records << " records in " << polls << " wake-ups of the event fd");
+    for (auto& producer : producers) CHECK(producer.exit_code() == 0);
 }
 
 }  // TEST_SUITE("topology")
