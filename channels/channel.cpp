@@ -462,6 +462,36 @@ public:
 
     void wake_consumer() { notify_consumer(); }
 
+    bool publish_priority(std::uint64_t checkpoint_id, std::uint64_t segment, std::uint64_t offset) {
+        L::PriorityLane& lane = header_->priority_lane;
+        std::uint64_t sequence = L::load_relaxed(lane.event.sequence);  // our own field
+        if (L::load_acquire(lane.acknowledged) != sequence) return false;  // not taken yet
+        // The consumer reads these only after acquiring the new sequence, and we write them only
+        // after it acknowledged the last one: no concurrent access.
+        lane.event.kind = static_cast<std::uint32_t>(L::FrameKind::barrier);
+        lane.event.checkpoint_id = checkpoint_id;
+        lane.event.segment = segment;
+        lane.event.offset = offset;
+        L::store_release(lane.event.sequence, sequence + 1);
+        priority_pending_ = true;
+        notify_consumer();
+        priority_pending_ = false;
+        return true;
+    }
+
+    bool take_priority(std::uint64_t& checkpoint_id) {
+        L::PriorityLane& lane = header_->priority_lane;
+        std::uint64_t sequence = L::load_acquire(lane.event.sequence);
+        std::uint64_t acknowledged = L::load_relaxed(lane.acknowledged);  // our own field
+        if (sequence == acknowledged) return false;
+        std::uint32_t kind = lane.event.kind;
+        std::uint64_t id = lane.event.checkpoint_id;
+        L::store_release(lane.acknowledged, sequence);
+        if (kind != static_cast<std::uint32_t>(L::FrameKind::barrier)) return false;  // unknown: ignored
+        checkpoint_id = id;
+        return true;
+    }
+
     // After a publish (or a flush): wake the consumer if it sleeps. A channel that a gate
     // consumes sets its bit in the gate and wakes the gate's consumer instead.
     void notify_consumer() {
@@ -473,6 +503,10 @@ public:
                 // Release: a gate consumer that takes the bit (acquire exchange) sees our publish.
                 L::atomic(gate_->ready[gate_index_ / 64]).fetch_or(std::uint64_t{1} << (gate_index_ % 64),
                                                                    std::memory_order_seq_cst);
+                if (priority_pending_) {
+                    L::atomic(gate_->priority[gate_index_ / 64]).fetch_or(std::uint64_t{1} << (gate_index_ % 64),
+                                                                          std::memory_order_seq_cst);
+                }
                 std::atomic_thread_fence(std::memory_order_seq_cst);  // rule 5 with the gate's word
                 if (L::atomic(gate_->sleeping).load(std::memory_order_relaxed) != 0 &&
                     L::atomic(gate_->sleeping).exchange(0u, std::memory_order_seq_cst) != 0) {
@@ -1098,6 +1132,7 @@ private:
     std::unique_ptr<shm::Region> gate_region_;
     L::GateHeader* gate_ = nullptr;
     std::uint32_t gate_index_ = 0;
+    bool priority_pending_ = false;  // notify_consumer() is announcing a priority event
     std::uint64_t gate_generation_ = 0;
 };
 
@@ -1204,6 +1239,10 @@ Status Producer::commit(std::uint32_t bytes, std::uint32_t flags, std::uint32_t 
 }
 std::uint32_t Producer::free_segments() { return attached_->free_segments(); }
 void Producer::wake_consumer() { attached_->wake_consumer(); }
+bool Producer::publish_priority(std::uint64_t checkpoint_id, std::uint64_t segment, std::uint64_t offset) {
+    return attached_->publish_priority(checkpoint_id, segment, offset);
+}
+bool Consumer::take_priority(std::uint64_t& checkpoint_id) { return attached_->take_priority(checkpoint_id); }
 Status Producer::wait_for_free(std::uint32_t count, std::chrono::nanoseconds timeout) {
     if (count > attached_->segment_count()) return Status::invalid_call;
     auto attempt = [&] { return attached_->free_segments() >= count ? Status::ok : Status::would_block; };

@@ -246,6 +246,9 @@ public:
     void set_buffer_timeout(std::chrono::nanoseconds timeout);
     // Adds frames written to the shared counters (records, events).
     void add_written(std::uint64_t records, std::uint64_t events);
+    // The priority lane (layout.hpp): publishes a barrier that overtakes queued data and wakes
+    // the consumer; false if the previous priority event has not been taken yet.
+    bool publish_priority(std::uint64_t checkpoint_id, std::uint64_t segment, std::uint64_t offset);
 
 private:
     explicit Producer(std::unique_ptr<detail::Attached> attached);
@@ -289,7 +292,9 @@ public:
     std::uint32_t segment_count() const noexcept;
     std::uint32_t channel_flags() const noexcept;
     std::uint64_t max_record_bytes() const noexcept;
-    // Gates (channels/gate.hpp): producers of a linked channel notify the gate instead.
+    // The priority lane: takes a published priority barrier (and acknowledges it).
+    bool take_priority(std::uint64_t& checkpoint_id);
+    // Gates (channels/topology.hpp): producers of a linked channel notify the gate instead.
     void set_gate_link(std::string_view gate_name, std::uint32_t index);
     void clear_gate_link();
 

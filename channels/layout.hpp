@@ -224,6 +224,28 @@ struct alignas(kCacheLine) ConsumerCounters {
     std::uint8_t reserved[56];
 };
 
+// The priority lane: one slot for an event that overtakes the data queued in the ring (an
+// unaligned checkpoint barrier). If the slot is free (acknowledged == sequence), the producer
+// fills the event with its current write position (everything before it is overtaken), stores
+// `sequence` + 1 (release), notifies, and then writes the event in band as usual (which may wait
+// for room): the in-band copy marks where the overtaken data ends. A consumer that takes the
+// event (acquire of `sequence`) acknowledges it (release of `acknowledged`).
+struct alignas(kCacheLine) PriorityEvent {
+    SharedU64 sequence;           // priority events published; producer, release after the fields
+    std::uint32_t kind;           // FrameKind (barrier)
+    std::uint32_t reserved0;
+    std::uint64_t checkpoint_id;
+    std::uint64_t segment;        // the producer's write position when it published the event:
+    std::uint64_t offset;         // segment position and payload offset (informational)
+    std::uint8_t reserved[24];
+};
+struct alignas(kCacheLine) PriorityLane {
+    PriorityEvent event;          // producer-owned line
+    SharedU64 acknowledged;       // consumer-owned (its own line): events taken; release
+    std::uint8_t reserved0[56];
+    std::uint8_t reserved[128];
+};
+
 // Gates: one consumer reading many channels and sleeping on one futex word (GateHeader below).
 // While a gate consumes a channel, the channel's GateLink names the gate and the channel's bit
 // in it; the producer then notifies the gate instead of the channel's own `sleeping` word.
@@ -249,7 +271,7 @@ struct alignas(kCacheLine) ChannelHeader {
     ProducerLine producer;                     // 128
     Attachment producer_attachment;            // 192
     ProducerCounters producer_counters;        // 256
-    std::uint8_t priority_lane[256];           // 384: reserved for in-band priority events
+    PriorityLane priority_lane;                // 384: events that overtake queued data
     GateLink gate_link;                        // 640: set while a gate consumes this channel
     ConsumerSlot consumers[kMaxConsumers];     // 768
     std::uint8_t reserved_tail[kHeaderBytes - 768 - kMaxConsumers * sizeof(ConsumerSlot)];
@@ -291,7 +313,9 @@ struct alignas(kCacheLine) GateHeader {
     std::uint8_t reserved2[40];
     std::uint8_t reserved3[384];
     SharedU64 ready[kMaxGateChannels / 64];  // 512: bit i: channel i published since last taken
-    std::uint8_t reserved_tail[kGateBytes - 512 - kMaxGateChannels / 8];
+    SharedU64 priority[kMaxGateChannels / 64];  // 1024: bit i: channel i's priority lane has an
+                                                // event (set like `ready`, taken by exchange)
+    std::uint8_t reserved_tail[kGateBytes - 1024 - kMaxGateChannels / 8];
 };
 
 // Records framing (Framing::records). A segment's payload is a sequence of frames, each starting
@@ -333,6 +357,8 @@ SHMCHAN_ABI_STRUCT(Attachment, 64);
 SHMCHAN_ABI_STRUCT(ProducerCounters, 128);
 SHMCHAN_ABI_STRUCT(ConsumerLine, 64);
 SHMCHAN_ABI_STRUCT(GateLink, 128);
+SHMCHAN_ABI_STRUCT(PriorityEvent, 64);
+SHMCHAN_ABI_STRUCT(PriorityLane, 256);
 SHMCHAN_ABI_STRUCT(GateHeader, kGateBytes);
 SHMCHAN_ABI_STRUCT(ConsumerCounters, 128);
 SHMCHAN_ABI_STRUCT(ConsumerSlot, 256);
@@ -354,6 +380,11 @@ static_assert(offsetof(ChannelHeader, producer_attachment) == 192);
 static_assert(offsetof(ChannelHeader, producer_counters) == 256);
 static_assert(offsetof(ChannelHeader, priority_lane) == 384);
 static_assert(offsetof(ChannelHeader, gate_link) == 640);
+static_assert(offsetof(PriorityEvent, sequence) == 0);
+static_assert(offsetof(PriorityEvent, checkpoint_id) == 16);
+static_assert(offsetof(PriorityEvent, segment) == 24);
+static_assert(offsetof(PriorityEvent, offset) == 32);
+static_assert(offsetof(PriorityLane, acknowledged) == 64);
 static_assert(offsetof(GateLink, linked) == 0);
 static_assert(offsetof(GateLink, index) == 4);
 static_assert(offsetof(GateLink, generation) == 8);
@@ -363,6 +394,7 @@ static_assert(offsetof(GateHeader, abi_version) == 8);
 static_assert(offsetof(GateHeader, channel_count) == 12);
 static_assert(offsetof(GateHeader, sleeping) == 64);
 static_assert(offsetof(GateHeader, ready) == 512);
+static_assert(offsetof(GateHeader, priority) == 1024);
 static_assert(offsetof(ChannelHeader, consumers) == 768);
 static_assert(offsetof(ProducerLine, published) == 0);
 static_assert(offsetof(ProducerLine, end_of_stream) == 8);

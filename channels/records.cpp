@@ -75,6 +75,7 @@ struct RecordWriter::State {
     std::uint64_t pending_records = 0, pending_events = 0;
     std::vector<std::byte> scratch;
     bool ended = false;
+    std::uint64_t next_position = 0;  // the segment after the last one published (a hint)
 
     Status fail(Status status, std::string message) {
         last_error = "channel '" + producer.name() + "': " + std::move(message);
@@ -115,6 +116,7 @@ struct RecordWriter::State {
         }
         Status status = producer.publish(offset, flags, frames, first_record_offset, checksum);
         holding = false;
+        next_position = segment.sequence + 1;
         producer.add_written(pending_records, pending_events);
         pending_records = pending_events = 0;
         if (status != Status::ok) last_error = producer.last_error();
@@ -327,7 +329,13 @@ Status RecordWriter::reserve_for(std::size_t size, std::span<std::byte>& out, st
 }
 Status RecordWriter::commit(std::size_t used) { return state_->commit(used); }
 
-Status RecordWriter::write_barrier(std::uint64_t checkpoint_id) {
+Status RecordWriter::write_barrier(std::uint64_t checkpoint_id, bool priority) {
+    State& s = *state_;
+    if (priority && !s.ended) {
+        // Everything committed so far is overtaken; the in-band copy below closes the range.
+        std::uint64_t segment = s.holding ? s.segment.sequence : s.next_position;
+        s.producer.publish_priority(checkpoint_id, segment, s.holding ? s.offset : 0);
+    }
     std::byte payload[8];
     std::memcpy(payload, &checkpoint_id, sizeof checkpoint_id);
     return state_->write_frame(L::FrameKind::barrier, 0, payload, Deadline::make(Mode::blocking, {}));

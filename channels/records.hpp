@@ -169,8 +169,10 @@ public:
     template <class T>
     Status write_value(const T& value);
 
-    // Events, in order with the records.
-    Status write_barrier(std::uint64_t checkpoint_id);
+    // Events, in order with the records. A priority barrier is also published in the channel's
+    // priority lane first, so that an input gate in unaligned mode sees it at once, ahead of the
+    // data queued in the ring (the in-band copy, written after, may wait for room).
+    Status write_barrier(std::uint64_t checkpoint_id, bool priority = false);
     Status write_event(std::uint16_t event_type, std::span<const std::byte> payload);  // <= 1 KiB
 
     // Wakes a parked consumer now (and, with checksums, hands over the partly filled segment).

@@ -155,6 +155,31 @@ struct InputGate::State {
         return bits && found(first_word, bits);
     }
 
+    // Priority lanes announced in the gate's priority bitmap: a barrier that overtakes queued
+    // data. Unaligned mode delivers it at once (true: `id` set) with every channel's queued
+    // records in flight; otherwise the lane is only acknowledged (the in-band copy counts).
+    bool take_priority(std::uint64_t& id) {
+        const std::uint32_t words = (count + 63) / 64;
+        bool deliver = false;
+        for (std::uint32_t w = 0; w < words; ++w) {
+            if (L::load_relaxed(gate->priority[w]) == 0) continue;
+            std::uint64_t bits = L::atomic(gate->priority[w]).exchange(0, std::memory_order_seq_cst);
+            while (bits) {
+                std::uint32_t i = w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
+                bits &= bits - 1;
+                std::uint64_t checkpoint_id = 0;
+                if (i >= count || !readers[i].consumer().take_priority(checkpoint_id)) continue;
+                if (!options.unaligned || is_ended[i] || checkpoint_id <= last_started || deliver) continue;
+                if (overtaking) std::fill(in_flight.begin(), in_flight.end(), 0);  // older one abandoned
+                for (std::uint32_t j = 0; j < count; ++j) in_flight[j] = !is_ended[j];
+                overtake(checkpoint_id);
+                id = checkpoint_id;
+                deliver = true;
+            }
+        }
+        return deliver;
+    }
+
     // Takes the producers' bits (one exchange per 64 channels). True if any was set.
     bool take_shared() {
         bool any = false;
@@ -311,6 +336,12 @@ struct InputGate::State {
         if (ended_count == count) return Status::end_of_stream;
         const std::uint64_t spin_budget = static_cast<std::uint64_t>(options.channel.spin_budget.count());
         while (true) {
+            std::uint64_t priority_id = 0;
+            if (options.unaligned && take_priority(priority_id)) {
+                barrier_record(out, RecordKind::barrier, priority_id);
+                channel = 0;
+                return Status::ok;
+            }
             if (alignment_deadline != 0 && shm::monotonic_ns() >= alignment_deadline) {
                 std::uint64_t id = checkpoint;
                 alignment_timed_out();
@@ -597,8 +628,8 @@ Status OutputPartition::write(std::span<const std::byte> record) {
     return Status::invalid_call;
 }
 
-Status OutputPartition::write_barrier(std::uint64_t checkpoint_id) {
-    return state_->all([&](RecordWriter& writer) { return writer.write_barrier(checkpoint_id); });
+Status OutputPartition::write_barrier(std::uint64_t checkpoint_id, bool priority) {
+    return state_->all([&](RecordWriter& writer) { return writer.write_barrier(checkpoint_id, priority); });
 }
 Status OutputPartition::write_watermark(std::uint64_t watermark, std::uint16_t event_type) {
     std::byte payload[8];

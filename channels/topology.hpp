@@ -38,9 +38,11 @@
 // each consumer attaches a RecordReader (or a gate). OutputPartition's broadcast mode instead
 // writes a copy to each of several channels (for consumers that need separate channels).
 //
-// Not yet: the priority lane (a barrier that overtakes the data queued in its own channel: here
-// an unaligned barrier overtakes the data of the other channels), and a gate over a broadcast
-// channel's slot other than the first (one gate link).
+// Priority barriers (write_barrier(id, true)) also travel in each channel's priority lane: an
+// unaligned gate delivers the barrier as soon as one lane has it, and every channel's queued
+// records ahead of its in-band copy come flagged in_flight_of, its own included.
+//
+// Not yet: a gate over a broadcast channel's slot other than the first (one gate link).
 #pragma once
 
 #include <cstdint>
@@ -132,8 +134,8 @@ public:
     }
     // round_robin: the next channel; broadcast: every channel.
     Status write(std::span<const std::byte> record);
-    // Events go to every channel, in order with the records.
-    Status write_barrier(std::uint64_t checkpoint_id);
+    // Events go to every channel, in order with the records (priority: see RecordWriter).
+    Status write_barrier(std::uint64_t checkpoint_id, bool priority = false);
     Status write_watermark(std::uint64_t watermark, std::uint16_t event_type = 1);
     Status flush();
     Status end_stream();

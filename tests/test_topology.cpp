@@ -664,4 +664,66 @@ TEST_CASE("a gate's event fd: poll until readable, drain with try_read, every re
     for (auto& producer : producers) CHECK(producer.exit_code() == 0);
 }
 
+TEST_CASE("a priority barrier overtakes the data queued in every channel, its own included") {
+    const std::string stem = test::unique_name("priority");
+    auto names = channel_names(stem, 2);
+    GateOptions options;
+    options.channel = small_ring();
+    options.unaligned = true;
+    auto gate = InputGate::attach(stem, names, options);
+    // Everything is queued before the gate reads: channel 0 900 records, then priority barrier
+    // 1, then 50 more; channel 1 300 records, barrier 1 in band only, then 20 more.
+    test::Child first([&] {
+        auto writer = RecordWriter::attach(names[0], small_ring());
+        for (std::uint64_t i = 0; i < 900; ++i) writer.try_write(std::as_bytes(std::span(&i, 1)));
+        writer.write_barrier(1, /*priority=*/true);
+        for (std::uint64_t i = 900; i < 950; ++i) writer.try_write(std::as_bytes(std::span(&i, 1)));
+        return writer.end_stream() == Status::ok ? 0 : 1;
+    });
+    test::Child second([&] {
+        auto writer = RecordWriter::attach(names[1], small_ring());
+        for (std::uint64_t i = 0; i < 300; ++i) writer.try_write(std::as_bytes(std::span(&i, 1)));
+        writer.write_barrier(1);
+        for (std::uint64_t i = 300; i < 320; ++i) writer.try_write(std::as_bytes(std::span(&i, 1)));
+        return writer.end_stream() == Status::ok ? 0 : 1;
+    });
+    REQUIRE(first.exit_code() == 0);
+    REQUIRE(second.exit_code() == 0);
+    Record record;
+    std::uint32_t channel = 0;
+    REQUIRE(gate.read_for(record, channel, 30s) == Status::ok);
+    CHECK(record.kind == RecordKind::barrier);  // first of all: it overtook 1200 queued records
+    CHECK(record.checkpoint_id == 1);
+    std::uint64_t flagged = 0, unflagged = 0, wrong = 0, ends = 0, barriers = 0;
+    bool end_seen = false;
+    Status status;
+    while ((status = gate.read_for(record, channel, 30s)) == Status::ok) {
+        if (record.kind == RecordKind::barrier) {
+            ++barriers;
+            continue;
+        }
+        if (record.kind == RecordKind::in_flight_end) {
+            ++ends;
+            end_seen = true;
+            continue;
+        }
+        std::uint64_t value;
+        std::memcpy(&value, record.bytes.data(), 8);
+        bool before = (channel == 0 && value < 900) || (channel == 1 && value < 300);
+        if (record.in_flight_of == 1) {
+            ++flagged;
+            if (!before || end_seen) ++wrong;
+        } else {
+            ++unflagged;
+            if (before) ++wrong;
+        }
+    }
+    CHECK(status == Status::end_of_stream);
+    CHECK(barriers == 0);  // delivered once, at the start
+    CHECK(ends == 1);
+    CHECK(wrong == 0);
+    CHECK(flagged == 1200);
+    CHECK(unflagged == 70);
+}
+
 }  // TEST_SUITE("topology")
