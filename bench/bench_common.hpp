@@ -305,20 +305,21 @@ bool run_pings(Ctx& ctx, RoundTrip&& round_trip) {
     const Spec& s = *ctx.spec;
     ctx.sh->hist.clear();
     std::uint64_t i = 0;
+    // The warm-up stops after its count or a tenth of the cap, whichever comes first.
+    const std::int64_t warm_start = now_ns();
     for (; i < s.warmup; ++i) {
         if (!round_trip(i)) return false;
+        if (now_ns() - warm_start > s.cap_ns / 10) break;
     }
     const std::int64_t start = now_ns();
     std::uint64_t timed = 0;
-    for (; timed < s.round_trips; ++timed, ++i) {
+    for (; timed < s.round_trips; ++i) {
         const std::int64_t t0 = now_ns();
         if (!round_trip(i)) return false;
         const std::int64_t t1 = now_ns();
         ctx.sh->hist.add(static_cast<std::uint64_t>(t1 - t0));
-        if ((timed & 63) == 63 && t1 - start > s.cap_ns) {
-            ++timed;
-            break;
-        }
+        ++timed;
+        if (t1 - start > s.cap_ns) break;
     }
     ctx.sh->round_trips = timed;
     return true;
