@@ -589,7 +589,7 @@ public:
             auto& counters = header_->producer_counters;
             L::counter_add(counters.segments_published, std::uint64_t{1});
             L::counter_add(counters.bytes_written, std::uint64_t{bytes});
-            L::store_relaxed(counters.last_publish_realtime_ns, shm::realtime_ns());
+            L::store_relaxed(counters.last_publish_realtime_ns, shm::realtime_coarse_ns());  // display: coarse is enough
         }
         notify_consumer();
         return Status::ok;
@@ -687,7 +687,7 @@ public:
         if constexpr (kHotCounters) {
             L::counter_add(counters.segments_released, std::uint64_t{1});
             L::counter_add(counters.bytes_read, std::uint64_t{held_bytes_});
-            L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_ns());
+            L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_coarse_ns());
         }
         wake_if_sleeping(header_->producer.sleeping, counters.wake_syscalls);
         return Status::ok;
@@ -787,7 +787,7 @@ public:
         position_ = position;
         // Rule 3.
         L::store_release(line.released, position_);
-        if constexpr (kHotCounters) L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_ns());
+        if constexpr (kHotCounters) L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_coarse_ns());
         wake_if_sleeping(header_->producer.sleeping, counters.wake_syscalls);
         return Status::ok;
     }

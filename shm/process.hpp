@@ -32,5 +32,6 @@ std::uint64_t process_start_time(std::int32_t pid, bool* zombie = nullptr);
 std::uint64_t monotonic_ns() noexcept;
 std::uint64_t monotonic_coarse_ns() noexcept;
 std::uint64_t realtime_ns() noexcept;
+std::uint64_t realtime_coarse_ns() noexcept;  // a tick's resolution: for display timestamps
 
 }  // namespace shmchan::shm
