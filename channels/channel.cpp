@@ -677,20 +677,9 @@ public:
 
     Status release() {
         if (!holding_) return fail(Status::invalid_call, "release without a read segment");
-        ++position_;
         holding_ = false;
-        L::ConsumerLine& line = consumer_line();
-        // Rule 3: the credit goes back after we are done reading the segment.
-        L::store_release(line.released, position_);
-        L::store_relaxed(line.resume_offset, std::uint64_t{0});
-        auto& counters = consumer_slot().counters;
-        if constexpr (kHotCounters) {
-            L::counter_add(counters.segments_released, std::uint64_t{1});
-            L::counter_add(counters.bytes_read, std::uint64_t{held_bytes_});
-            L::store_relaxed(counters.last_release_realtime_ns, shm::realtime_coarse_ns());
-        }
-        wake_if_sleeping(header_->producer.sleeping, counters.wake_syscalls);
-        return Status::ok;
+        // The segment read last is position_ < published: within release_until's range.
+        return release_until(position_ + 1, 0, 0, ReadProgress{held_bytes_, 0, 0});
     }
 
     // ---- consumer: records-layer hooks -----------------------------------------------------------

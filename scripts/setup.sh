@@ -4,9 +4,12 @@
 # Works as root on a fresh Debian 12; as another user it uses sudo when available.
 set -euo pipefail
 
+#   scripts/setup.sh               the project's packages (below)
+#   scripts/setup.sh PACKAGE...    those packages instead (scripts/bench_deps.sh uses this)
 # cmake, g++, make: the build. libboost-dev: Boost headers (Interprocess, Lockfree).
 # doctest-dev: the test framework. libcli11-dev: command-line parsing of the tools.
 packages=(cmake g++ make libboost-dev doctest-dev libcli11-dev)
+if [[ $# -gt 0 ]]; then packages=("$@"); fi
 
 missing=()
 for package in "${packages[@]}"; do
