@@ -383,6 +383,9 @@ public:
                 L::store_relaxed(segment.checksum, 0u);
                 L::store_relaxed(segment.producer_epoch, static_cast<std::uint32_t>(epoch_));
                 L::store_release(segment.sequence, position_);
+                // Rule 2b: no flush of this position yet (a restarted producer must not leave
+                // its predecessor's count for a segment it starts afresh).
+                if (L::load_relaxed(header_->producer.flushed) != 0) L::store_release(header_->producer.flushed, std::uint64_t{0});
             }
         }
         const L::SegmentHeader& segment = segment_header(position_);
@@ -460,7 +463,20 @@ public:
         return used >= geometry_.segment_count ? 0 : static_cast<std::uint32_t>(geometry_.segment_count - used);
     }
 
-    void wake_consumer() { notify_consumer(); }
+    // A flush: hands the committed bytes of the held segment to a waiting consumer through the
+    // flush word (rule 2b), then wakes it if it sleeps.
+    void wake_consumer() {
+        if (holding_) {
+            std::uint32_t committed = L::load_relaxed(segment_header(position_).committed_bytes);  // our own store
+            std::uint64_t word = (position_ & 0xffff'ffffull) << 32 | committed;
+            // Release: pairs with the consumer's acquire in poll_view; the payload and the
+            // committed_bytes store before it are visible to a consumer that sees the word.
+            if (committed != 0 && L::load_relaxed(header_->producer.flushed) != word) {
+                L::store_release(header_->producer.flushed, word);
+            }
+        }
+        notify_consumer();
+    }
 
     bool publish_priority(std::uint64_t checkpoint_id, std::uint64_t segment, std::uint64_t offset) {
         L::PriorityLane& lane = header_->priority_lane;
@@ -684,6 +700,8 @@ public:
 
     // ---- consumer: records-layer hooks -----------------------------------------------------------
 
+    std::uint64_t* resume_offset_field() noexcept { return &consumer_line().resume_offset; }
+
     ResumePoint resume_point() const {
         const L::ConsumerLine& line = consumer_line();
         ResumePoint point;
@@ -753,6 +771,33 @@ public:
         return Status::ok;
     }
 
+    // Rule 2b: what a waiting records reader polls. A newly published segment, or any look when
+    // `eager`, reads the segment header (try_view); otherwise only the producer line is loaded:
+    // `published`, then the flush word, which extends an unsealed view we already hold.
+    Status poll_view(std::uint64_t position, SegmentView& out, bool eager) {
+        if (eager || position < cached_peer_) return try_view(position, out);
+        std::uint64_t published = L::load_acquire(header_->producer.published);
+        if (published != cached_peer_ || L::load_relaxed(header_->producer.end_of_stream) != 0) {
+            return try_view(position, out);  // try_view validates and caches the new position
+        }
+        // Acquire: pairs with the release in wake_consumer (the payload and header before it).
+        std::uint64_t word = L::load_acquire(header_->producer.flushed);
+        if ((word >> 32) != (position & 0xffff'ffffull)) return Status::would_block;
+        std::uint32_t committed = static_cast<std::uint32_t>(word);
+        if (committed > capacity_) {
+            return fail(Status::corrupt, "flush word of segment " + std::to_string(position) + " claims " +
+                                             std::to_string(committed) + " bytes, capacity is " +
+                                             std::to_string(capacity_));
+        }
+        // A segment we have no view of yet: read its header once (the flush says there is data).
+        if (out.sequence != position || out.payload.empty() || out.sealed) return try_view(position, out);
+        if (committed <= out.payload.size()) return Status::would_block;
+        // The metadata of an unsealed segment does not change until it is published, so the
+        // view's flags and offsets stay valid; only the count grows.
+        out.payload = std::span<const std::byte>(segment_payload(position), committed);
+        return Status::ok;
+    }
+
     Status release_until(std::uint64_t position, std::uint64_t resume_offset, std::uint64_t in_flight,
                          const ReadProgress& progress) {
         if (position < position_ || position > cached_peer_) {
@@ -808,7 +853,17 @@ public:
     // on our `sleeping` word, as the strategy says; checks the peer's liveness and the header
     // every liveness_interval while waiting.
     template <class Attempt>
-    Status wait_for(Attempt&& attempt, std::uint64_t timeout_ns, std::uint64_t park_limit_ns = 0) {
+    Status wait_for(Attempt&& try_once, std::uint64_t timeout_ns, std::uint64_t park_limit_ns = 0) {
+        // An attempt that takes a bool is told whether to look eagerly (rule 2b): it may look
+        // lazily while we spin, never after a sleep or at a periodic check.
+        bool eager = false;
+        auto attempt = [&] {
+            if constexpr (std::is_invocable_v<Attempt, bool>) {
+                return try_once(eager);
+            } else {
+                return try_once();
+            }
+        };
         Status status = attempt();
         if (status != Status::would_block) return status;
         if (timeout_ns == 0) return Status::timed_out;
@@ -816,6 +871,7 @@ public:
         if (peer_known_dead_) {
             Status peer = check_peer();
             if (peer != Status::would_block) {
+                eager = true;
                 status = attempt();  // anything published before the death comes first
                 return status == Status::would_block ? peer : status;
             }
@@ -846,6 +902,7 @@ public:
                 next_check = now + interval;
                 Status peer = check_peer_and_header();
                 if (peer != Status::would_block) {
+                    eager = true;  // the last look before reporting: a full one
                     Status last = attempt();
                     return last == Status::would_block ? peer : last;
                 }
@@ -870,6 +927,7 @@ public:
         // Park phase (rule 5).
         L::SharedU32& sleeping = side_ == Side::producer ? header_->producer.sleeping : consumer_line().sleeping;
         L::SharedU64& parks = side_ == Side::producer ? header_->producer_counters.parks : consumer_slot().counters.parks;
+        eager = true;
         while (true) {
             L::atomic(sleeping).store(1u, std::memory_order_seq_cst);
             std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -1268,13 +1326,22 @@ std::uint32_t Consumer::segment_count() const noexcept { return attached_->segme
 std::uint32_t Consumer::channel_flags() const noexcept { return attached_->channel_flags(); }
 std::uint64_t Consumer::max_record_bytes() const noexcept { return attached_->max_record_bytes(); }
 ResumePoint Consumer::resume_point() const { return attached_->resume_point(); }
+std::uint64_t* Consumer::resume_offset_field() noexcept { return attached_->resume_offset_field(); }
 void Consumer::set_gate_link(std::string_view gate_name, std::uint32_t index) { attached_->set_gate_link(gate_name, index); }
 void Consumer::clear_gate_link() { attached_->clear_gate_link(); }
 Status Consumer::try_view(std::uint64_t position, SegmentView& out) { return attached_->try_view(position, out); }
+Status Consumer::poll_view(std::uint64_t position, SegmentView& out) {
+    return attached_->poll_view(position, out, /*eager=*/false);
+}
 Status Consumer::wait_view(std::uint64_t position, std::uint32_t committed, SegmentView& out,
                            std::chrono::nanoseconds timeout) {
-    auto attempt = [&] {
-        Status status = attached_->try_view(position, out);
+    // Rule 2b: while spinning, the segment header is read every kHeaderPollInterval-th look
+    // (about a microsecond); the producer line at every look.
+    constexpr std::uint32_t kHeaderPollInterval = 32;
+    std::uint32_t looks = 0;
+    auto attempt = [&](bool eager) {
+        eager = eager || ++looks % kHeaderPollInterval == 0;
+        Status status = attached_->poll_view(position, out, eager);
         if (status == Status::ok && !out.sealed && out.payload.size() <= committed) return Status::would_block;
         return status;
     };

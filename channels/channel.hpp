@@ -237,7 +237,9 @@ public:
                   std::uint32_t first_record_offset);
     // Segments the producer could acquire now without waiting (loads the consumer's position).
     std::uint32_t free_segments();
-    // Wakes the consumer if it sleeps: a fence and a load; a syscall only when it sleeps.
+    // A flush: hands the committed bytes of the held segment to a waiting consumer (the flush
+    // word, layout.hpp rule 2b) and wakes it if it sleeps: a fence and a load; a syscall only
+    // when it sleeps.
     void wake_consumer();
     // Waits until `count` segments are free (count <= segment count), for at most `timeout`
     // (negative: no limit).
@@ -280,6 +282,10 @@ public:
     // being filled). would_block: the producer has not started it; end_of_stream: it is past
     // the end of the stream.
     Status try_view(std::uint64_t position, SegmentView& out);
+    // What a waiting reader polls (layout.hpp rule 2b): a newly published segment or the flush
+    // word; the header of the segment being filled only if `out` holds no view of it yet and it
+    // was flushed. would_block: nothing new that way (try_view reads the header itself).
+    Status poll_view(std::uint64_t position, SegmentView& out);
     // Waits until the segment at `position` is sealed or has more than `committed` bytes (or
     // the stream ended, or the peer died), for at most `timeout` (negative: no limit). A parked
     // consumer sleeps at most the producer's buffer timeout, so committed records are seen.
@@ -292,6 +298,9 @@ public:
     std::uint32_t segment_count() const noexcept;
     std::uint32_t channel_flags() const noexcept;
     std::uint64_t max_record_bytes() const noexcept;
+    // Our slot's resume_offset word (layout::ConsumerLine), which the records layer's inline
+    // read path stores per record (relaxed, read only by the next consumer of the slot).
+    std::uint64_t* resume_offset_field() noexcept;
     // The priority lane: takes a published priority barrier (and acknowledges it).
     bool take_priority(std::uint64_t& checkpoint_id);
     // Gates (channels/topology.hpp): producers of a linked channel notify the gate instead.

@@ -27,6 +27,14 @@
 //     `committed_bytes` (release). A consumer at that position loads `sequence` (acquire) and,
 //     only if it equals the position, loads `committed_bytes` (acquire) and may read that many
 //     bytes: the sequence check keeps it from trusting a count left over from the last lap.
+// 2b. Flush word. A flush (RecordWriter::flush, or every record in latency mode) stores the
+//     committed_bytes of the segment being filled into `ProducerLine::flushed`, tagged with the
+//     segment's position, with release after the committed_bytes store. A waiting consumer polls
+//     the producer line (published, flushed) and re-reads the segment header only now and then
+//     while spinning (and at every wake-up when parked), so it does not pull the header line
+//     away from a producer that commits record after record; the flush word hands it the new
+//     count without that line. The consumer acquires the word, checks the tag against its own
+//     position and the count against the capacity, and trusts the count only then.
 //  3. Credits. The consumer finishes reading a segment, then stores `ConsumerLine::released`
 //     with release. The producer loads it with acquire before it overwrites that slot; with
 //     several consumer slots (broadcast) it loads every slot's and is held by the minimum.
@@ -56,7 +64,7 @@
 namespace shmchan::layout {
 
 inline constexpr std::uint64_t kMagic = 0x314E414843'4D4853ull;  // "SHMCHAN1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 1;
+inline constexpr std::uint32_t kAbiVersion = 2;  // 2: ProducerLine::flushed
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kHeaderBytes = 4096;
 inline constexpr std::uint32_t kSegmentHeaderBytes = 64;
@@ -169,7 +177,9 @@ struct alignas(kCacheLine) ProducerLine {
     SharedU32 sleeping;       // producer sets 1 before parking; consumer exchanges to 0 (rule 5)
     SharedU64 buffer_timeout_ns;  // records layer: the producer's flush timeout, which bounds a
                                   // parked consumer's sleep (relaxed: a setting, not data)
-    std::uint8_t reserved[40];
+    SharedU64 flushed;        // the flush word (rule 2b): (position mod 2^32) << 32 | committed
+                              // bytes of the segment being filled; release by producer on flush
+    std::uint8_t reserved[32];
 };
 
 // Who holds a side: written by the side that attaches, read by everybody.
@@ -400,6 +410,7 @@ static_assert(offsetof(ProducerLine, published) == 0);
 static_assert(offsetof(ProducerLine, end_of_stream) == 8);
 static_assert(offsetof(ProducerLine, sleeping) == 12);
 static_assert(offsetof(ProducerLine, buffer_timeout_ns) == 16);
+static_assert(offsetof(ProducerLine, flushed) == 24);
 static_assert(offsetof(ConsumerLine, released) == 0);
 static_assert(offsetof(ConsumerLine, sleeping) == 8);
 static_assert(offsetof(ConsumerLine, resume_offset) == 16);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 #include "channels/crc32c.hpp"
 #include "shm/process.hpp"
@@ -61,18 +62,20 @@ struct RecordWriter::State {
     bool latency_mode = false;
     std::uint64_t buffer_timeout_ns = 0;
 
-    // The segment being filled.
+    // The segment being filled. The fields the inline fast path shares live in `cur`.
+    detail::WriteCursor cur;
     bool holding = false;
     WritableSegment segment;
-    std::uint32_t offset = 0;  // where the next frame starts
-    std::uint32_t frames = 0;  // frames that start in this segment
+    std::uint32_t& offset = cur.offset;  // where the next frame starts
+    std::uint32_t& frames = cur.frames;  // frames that start in this segment
     std::uint32_t flags = 0;
     std::uint32_t first_record_offset = 0;
     std::uint64_t first_frame_ns = 0;  // checksums: when the segment got its first frame
 
-    bool reserved = false;
-    std::uint32_t reserved_size = 0;
-    std::uint64_t pending_records = 0, pending_events = 0;
+    bool& reserved = cur.reserved;
+    std::uint32_t& reserved_size = cur.reserved_size;
+    std::uint64_t& pending_records = cur.pending_records;
+    std::uint64_t pending_events = 0;
     std::vector<std::byte> scratch;
     bool ended = false;
     std::uint64_t next_position = 0;  // the segment after the last one published (a hint)
@@ -80,6 +83,21 @@ struct RecordWriter::State {
     Status fail(Status status, std::string message) {
         last_error = "channel '" + producer.name() + "': " + std::move(message);
         return status;
+    }
+
+    // The inline fast path (records.hpp) may append frames to the held segment as long as
+    // nothing needs the slow path: no checksum to compute, no flush per record, not ended. The
+    // segment header's flags and first_record_offset already hold what we would commit (set at
+    // acquire, changed only by spanning records, which publish), so the fast path stores only
+    // record_count and committed_bytes.
+    void arm_fast_path() {
+        const bool fast = holding && !checksums && !latency_mode && !ended;
+        cur.fast_limit = fast ? capacity - L::kFrameHeaderBytes : 0;
+        if (!holding) return;
+        cur.payload = segment.payload.data();
+        auto* header = reinterpret_cast<L::SegmentHeader*>(segment.payload.data() - L::kSegmentHeaderBytes);
+        cur.committed_bytes = &header->committed_bytes;
+        cur.record_count = &header->record_count;
     }
 
     // Acquires a segment if none is held (waiting as the mode says).
@@ -105,6 +123,7 @@ struct RecordWriter::State {
             holding = false;
             return fail(Status::corrupt, "resumed segment has a misaligned committed size " + std::to_string(offset));
         }
+        arm_fast_path();
         return Status::ok;
     }
 
@@ -116,6 +135,7 @@ struct RecordWriter::State {
         }
         Status status = producer.publish(offset, flags, frames, first_record_offset, checksum);
         holding = false;
+        arm_fast_path();
         next_position = segment.sequence + 1;
         producer.add_written(pending_records, pending_events);
         pending_records = pending_events = 0;
@@ -301,15 +321,21 @@ RecordWriter RecordWriter::attach(std::string_view name, ChannelOptions options)
     state->latency_mode = options.buffer_timeout.count() == 0;
     state->buffer_timeout_ns = static_cast<std::uint64_t>(options.buffer_timeout.count());
     state->producer.set_buffer_timeout(options.buffer_timeout);
+    state->cur.max_fast_record = std::min<std::uint64_t>(state->max_record, state->capacity - L::kFrameHeaderBytes);
     return RecordWriter(std::move(state));
 }
 
-RecordWriter::RecordWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
-RecordWriter::RecordWriter(RecordWriter&&) noexcept = default;
-RecordWriter& RecordWriter::operator=(RecordWriter&&) noexcept = default;
+RecordWriter::RecordWriter(std::unique_ptr<State> state) : state_(std::move(state)), cursor_(&state_->cur) {}
+RecordWriter::RecordWriter(RecordWriter&& other) noexcept
+    : state_(std::move(other.state_)), cursor_(std::exchange(other.cursor_, nullptr)) {}
+RecordWriter& RecordWriter::operator=(RecordWriter&& other) noexcept {
+    state_ = std::move(other.state_);
+    cursor_ = std::exchange(other.cursor_, nullptr);
+    return *this;
+}
 RecordWriter::~RecordWriter() = default;
 
-Status RecordWriter::write(std::span<const std::byte> record) {
+Status RecordWriter::write_slow(std::span<const std::byte> record) {
     return state_->write_frame(L::FrameKind::record, 0, record, Deadline::make(Mode::blocking, {}));
 }
 Status RecordWriter::try_write(std::span<const std::byte> record) {
@@ -318,7 +344,7 @@ Status RecordWriter::try_write(std::span<const std::byte> record) {
 Status RecordWriter::write_for(std::span<const std::byte> record, std::chrono::nanoseconds timeout) {
     return state_->write_frame(L::FrameKind::record, 0, record, Deadline::make(Mode::timed, timeout));
 }
-Status RecordWriter::reserve(std::size_t size, std::span<std::byte>& out) {
+Status RecordWriter::reserve_slow(std::size_t size, std::span<std::byte>& out) {
     return state_->reserve(size, out, Deadline::make(Mode::blocking, {}));
 }
 Status RecordWriter::try_reserve(std::size_t size, std::span<std::byte>& out) {
@@ -327,7 +353,7 @@ Status RecordWriter::try_reserve(std::size_t size, std::span<std::byte>& out) {
 Status RecordWriter::reserve_for(std::size_t size, std::span<std::byte>& out, std::chrono::nanoseconds timeout) {
     return state_->reserve(size, out, Deadline::make(Mode::timed, timeout));
 }
-Status RecordWriter::commit(std::size_t used) { return state_->commit(used); }
+Status RecordWriter::commit_slow(std::size_t used) { return state_->commit(used); }
 
 Status RecordWriter::write_barrier(std::uint64_t checkpoint_id, bool priority) {
     State& s = *state_;
@@ -372,6 +398,7 @@ Status RecordWriter::end_stream_for(std::chrono::nanoseconds timeout) {
         if (status != Status::ok) return status;
     }
     s.ended = true;
+    s.arm_fast_path();
     status = s.producer.end_stream();
     if (status != Status::ok) s.last_error = s.producer.last_error();
     return status;
@@ -396,9 +423,11 @@ struct RecordReader::State {
     std::uint64_t max_record = 0;
     bool checksums = false;
 
-    std::uint64_t position = 0;  // the segment being parsed
-    std::uint32_t offset = 0;    // where its next frame starts
+    detail::ReadCursor cur;          // shared with the inline fast path (records.hpp)
+    std::uint64_t& position = cur.position;  // the segment being parsed
+    std::uint32_t& offset = cur.offset;      // where its next frame starts
     std::uint64_t floor = 0;     // segments before it are released
+    std::uint64_t stored_in_flight = 0;  // the in_flight_record_bytes we stored last
     SegmentView view;
     bool have_view = false;
     // The parse needs the segment sealed: a spanning frame seen in a segment still being filled
@@ -422,7 +451,7 @@ struct RecordReader::State {
     bool skipping = false;
     RecordPosition skip_through;
 
-    ReadProgress progress;
+    ReadProgress& progress = cur.progress;
     bool ended = false;
     Record last;
 
@@ -441,6 +470,7 @@ struct RecordReader::State {
     void release_passed() {
         if (position == floor) return;
         consumer.release_until(position, offset, in_flight, progress);
+        stored_in_flight = in_flight;
         progress = {};
         floor = position;
     }
@@ -456,6 +486,20 @@ struct RecordReader::State {
             consumer.release_until(floor, offset, 0, {});
         }
         in_flight = 0;
+        stored_in_flight = 0;
+    }
+
+    // The inline fast path (records.hpp) reads whole record frames inside the committed bytes
+    // of the current view, storing the resume offset per record as finish_previous() would. It
+    // runs only while nothing else is pending: a verified view of the segment at `position`,
+    // nothing to release or skip, no spanning record, no loss to report, not ended.
+    void arm_fast_path() {
+        const bool fast = have_view && !ended && !report_lost && !reassembling && !skipping && !need_sealed &&
+                          position == floor && stored_in_flight == 0 && in_flight == 0 && view.sequence == position &&
+                          !(offset == 0 && (view.flags & L::kSegmentContinuesRecord)) &&
+                          (!checksums || (view.sealed && verified == view.sequence));
+        cur.fast_limit = fast ? static_cast<std::uint32_t>(view.payload.size()) : 0;
+        cur.payload = view.payload.data();
     }
 
     bool view_ready() const {
@@ -479,7 +523,11 @@ struct RecordReader::State {
     // Makes `view` show bytes beyond `offset` of segment `position` (or the segment sealed).
     Status ensure_data(const Deadline& deadline) {
         while (!view_ready()) {
-            Status status = consumer.try_view(position, view);
+            // A try, or a segment we hold no view of yet, reads the header; a blocking read that
+            // has used up its view of the segment being filled polls the producer line only and
+            // leaves the header line to the producer (layout.hpp rule 2b).
+            Status status = deadline.mode == Mode::try_once || !have_view ? consumer.try_view(position, view)
+                                                                          : consumer.poll_view(position, view);
             if (status == Status::ok) {
                 have_view = true;
                 if (view_ready()) break;
@@ -682,6 +730,7 @@ struct RecordReader::State {
         if (position - floor >= segment_count) {
             in_flight = record_length;
             consumer.release_until(position, 0, in_flight, progress);
+            stored_in_flight = in_flight;
             progress = {};
             floor = position;
         }
@@ -749,6 +798,9 @@ RecordReader RecordReader::attach(std::string_view name, ChannelOptions options)
                                        " is not a frame boundary");
     }
     s.offset = static_cast<std::uint32_t>(resume.offset);
+    s.stored_in_flight = resume.in_flight_record_bytes;
+    s.cur.max_record = s.max_record;
+    s.cur.resume_offset = s.consumer.resume_offset_field();
     if (resume.in_flight_record_bytes != 0) {
         s.report_lost = true;
         s.lost_bytes = resume.in_flight_record_bytes;
@@ -758,20 +810,37 @@ RecordReader RecordReader::attach(std::string_view name, ChannelOptions options)
     return RecordReader(std::move(state));
 }
 
-RecordReader::RecordReader(std::unique_ptr<State> state) : state_(std::move(state)) {}
-RecordReader::RecordReader(RecordReader&&) noexcept = default;
-RecordReader& RecordReader::operator=(RecordReader&&) noexcept = default;
+RecordReader::RecordReader(std::unique_ptr<State> state) : state_(std::move(state)), cursor_(&state_->cur) {}
+RecordReader::RecordReader(RecordReader&& other) noexcept
+    : state_(std::move(other.state_)), cursor_(std::exchange(other.cursor_, nullptr)) {}
+RecordReader& RecordReader::operator=(RecordReader&& other) noexcept {
+    state_ = std::move(other.state_);
+    cursor_ = std::exchange(other.cursor_, nullptr);
+    return *this;
+}
 RecordReader::~RecordReader() = default;
 
-Status RecordReader::read(Record& out) { return state_->read(out, Deadline::make(Mode::blocking, {})); }
-Status RecordReader::try_read(Record& out) { return state_->read(out, Deadline::make(Mode::try_once, {})); }
+Status RecordReader::read_slow(Record& out) {
+    Status status = state_->read(out, Deadline::make(Mode::blocking, {}));
+    state_->arm_fast_path();
+    return status;
+}
+Status RecordReader::try_read(Record& out) {
+    Status status = state_->read(out, Deadline::make(Mode::try_once, {}));
+    state_->arm_fast_path();
+    return status;
+}
 Status RecordReader::read_for(Record& out, std::chrono::nanoseconds timeout) {
-    return state_->read(out, Deadline::make(Mode::timed, timeout));
+    Status status = state_->read(out, Deadline::make(Mode::timed, timeout));
+    state_->arm_fast_path();
+    return status;
 }
 const Record& RecordReader::last() const noexcept { return state_->last; }
+Record& RecordReader::last_slot() noexcept { return state_->last; }
 void RecordReader::skip_through(RecordPosition position) {
     state_->skipping = true;
     state_->skip_through = position;
+    state_->arm_fast_path();
 }
 void RecordReader::remove_channel() { state_->consumer.remove_channel(); }
 Consumer& RecordReader::consumer() noexcept { return state_->consumer; }

@@ -22,11 +22,13 @@
 // spans segments, up to the channel's max record size (64 MiB by default). A record that lies in
 // one segment is read in place; a spanning one is reassembled into a buffer the reader reuses.
 //
-// Visibility and flushing: every completed record is committed at once (one release store), so a
-// spinning consumer sees it at once. A parked consumer is woken when a segment fills, on flush(),
-// or wakes itself after the producer's buffer timeout (ChannelOptions::buffer_timeout, 100 ms by
-// default; 0 wakes it for every record). With checksums on, the reader takes only handed-over
-// segments (full, flushed, or timed out at the writer's next write), whose CRC-32C it checks.
+// Visibility and flushing: every completed record is committed at once (one release store). A
+// spinning consumer that caught up re-reads the segment header about every microsecond and sees a
+// flush() at once (the flush word, layout.hpp rule 2b). A parked consumer is woken when a segment
+// fills, on flush(), or wakes itself after the producer's buffer timeout
+// (ChannelOptions::buffer_timeout, 100 ms by default; 0 flushes every record). With checksums
+// on, the reader takes only handed-over segments (full, flushed, or timed out at the writer's
+// next write), whose CRC-32C it checks.
 //
 // Restart: a consumer that attaches after another one died resumes at the first record the dead
 // one had not finished (a record is finished when the next read() is called), so delivery is
@@ -52,8 +54,37 @@
 #include <vector>
 
 #include "channels/channel.hpp"
+#include "channels/layout.hpp"
 
 namespace shmchan {
+
+namespace detail {
+// The inline fast paths of RecordWriter and RecordReader work on these; the rest of each side's
+// state lives in records.cpp. A fast path runs only while `fast_limit` is non-zero, which the
+// slow path sets when nothing unusual is pending (no checksum, no flush per record, no spanning
+// record, no restart bookkeeping, not ended): see arm_fast_path() in records.cpp.
+struct WriteCursor {
+    std::byte* payload = nullptr;                    // the held segment's payload
+    layout::SharedU32* committed_bytes = nullptr;    // its header's fields (rule 2)
+    layout::SharedU32* record_count = nullptr;
+    std::uint32_t offset = 0;        // where the next frame starts
+    std::uint32_t frames = 0;        // frames that start in this segment
+    std::uint32_t fast_limit = 0;    // a fast frame must end by here (capacity - 8); 0: slow path
+    std::uint32_t reserved_size = 0;
+    std::uint64_t max_fast_record = 0;  // min(max record, segment capacity)
+    std::uint64_t pending_records = 0;  // for the counters, added at publish
+    bool reserved = false;
+};
+struct ReadCursor {
+    const std::byte* payload = nullptr;  // the viewed segment's payload
+    std::uint64_t position = 0;          // the segment being parsed
+    std::uint32_t offset = 0;            // where its next frame starts
+    std::uint32_t fast_limit = 0;        // committed bytes of the view; 0: slow path
+    std::uint64_t max_record = 0;
+    layout::SharedU64* resume_offset = nullptr;  // consumer line: where a restarted consumer resumes
+    ReadProgress progress;               // consumed since the last release (counters)
+};
+}  // namespace detail
 
 // Codec<T>: how a T becomes record bytes. Specialize it for your type:
 //   template <> struct shmchan::Codec<Point> {
@@ -152,7 +183,7 @@ public:
     // Copying writes. too_large: over the max record size, nothing written. try/for variants
     // wait (or not) only before the first byte: they need every segment the record needs to be
     // free, so a record larger than the ring can only be written by the blocking call.
-    Status write(std::span<const std::byte> record);
+    Status write(std::span<const std::byte> record);  // inline fast path below
     Status try_write(std::span<const std::byte> record);
     Status write_for(std::span<const std::byte> record, std::chrono::nanoseconds timeout);
     Status write(std::string_view text) { return write(std::as_bytes(std::span(text.data(), text.size()))); }
@@ -160,7 +191,7 @@ public:
     // Zero-copy: `out` gets `size` writable bytes inside a segment (size <= max_inline_record());
     // commit(used) frames the first `used` of them as one record. Nothing is visible before
     // commit; a second reserve before commit drops the first.
-    Status reserve(std::size_t size, std::span<std::byte>& out);
+    Status reserve(std::size_t size, std::span<std::byte>& out);  // inline fast path below
     Status try_reserve(std::size_t size, std::span<std::byte>& out);
     Status reserve_for(std::size_t size, std::span<std::byte>& out, std::chrono::nanoseconds timeout);
     Status commit(std::size_t used);
@@ -191,7 +222,11 @@ private:
     struct State;
     explicit RecordWriter(std::unique_ptr<State> state);
     std::vector<std::byte>& scratch();
+    Status write_slow(std::span<const std::byte> record);
+    Status reserve_slow(std::size_t size, std::span<std::byte>& out);
+    Status commit_slow(std::size_t used);
     std::unique_ptr<State> state_;
+    detail::WriteCursor* cursor_ = nullptr;  // inside *state_
 };
 
 class RecordReader {
@@ -207,7 +242,7 @@ public:
     // The next record or event. ok; end_of_stream (after the end event, and from then on);
     // record_lost (see the file comment); would_block / timed_out; peer_died; corrupt (a bad
     // frame or segment: last_error() names the channel, the segment and the cause).
-    Status read(Record& out);
+    Status read(Record& out);  // inline fast path below
     Status try_read(Record& out);
     Status read_for(Record& out, std::chrono::nanoseconds timeout);
 
@@ -215,7 +250,7 @@ public:
     // decode_error (the record is not a T; it is consumed), or the statuses of read().
     template <class T>
     Status read_value(T& out);
-    const Record& last() const noexcept;
+    const Record& last() const noexcept;  // what read_value() read last
 
     // Exactly-once after a restart: records and events at or before `position` are skipped.
     void skip_through(RecordPosition position);
@@ -228,8 +263,93 @@ public:
 private:
     struct State;
     explicit RecordReader(std::unique_ptr<State> state);
+    Status read_slow(Record& out);
+    Record& last_slot() noexcept;
     std::unique_ptr<State> state_;
+    detail::ReadCursor* cursor_ = nullptr;  // inside *state_
 };
+
+// ---- The inline fast paths: a frame that fits the held segment (writer) or the committed bytes
+// already viewed (reader). Neither makes a call, a syscall or an allocation. ----
+
+inline Status RecordWriter::write(std::span<const std::byte> record) {
+    detail::WriteCursor& c = *cursor_;
+    const std::uint64_t end = layout::frame_align(std::uint64_t{c.offset} + layout::kFrameHeaderBytes + record.size());
+    if (record.size() <= c.max_fast_record && end <= c.fast_limit) [[likely]] {
+        const layout::FrameHeader header{static_cast<std::uint32_t>(record.size()),
+                                         static_cast<std::uint16_t>(layout::FrameKind::record), 0};
+        std::byte* at = c.payload + c.offset;
+        std::memcpy(at, &header, sizeof header);
+        if (!record.empty()) std::memcpy(at + layout::kFrameHeaderBytes, record.data(), record.size());
+        c.reserved = false;
+        c.offset = static_cast<std::uint32_t>(end);
+        ++c.frames;
+        ++c.pending_records;
+        layout::store_relaxed(*c.record_count, c.frames);
+        // Rule 2: the release of committed_bytes publishes the frame to a partial reader.
+        layout::store_release(*c.committed_bytes, c.offset);
+        return Status::ok;
+    }
+    return write_slow(record);
+}
+
+inline Status RecordWriter::reserve(std::size_t size, std::span<std::byte>& out) {
+    detail::WriteCursor& c = *cursor_;
+    const std::uint64_t end = layout::frame_align(std::uint64_t{c.offset} + layout::kFrameHeaderBytes + size);
+    if (size <= c.max_fast_record && end <= c.fast_limit) [[likely]] {
+        out = std::span<std::byte>(c.payload + c.offset + layout::kFrameHeaderBytes, size);
+        c.reserved = true;
+        c.reserved_size = static_cast<std::uint32_t>(size);
+        return Status::ok;
+    }
+    return reserve_slow(size, out);
+}
+
+inline Status RecordWriter::commit(std::size_t used) {
+    detail::WriteCursor& c = *cursor_;
+    const std::uint64_t end = layout::frame_align(std::uint64_t{c.offset} + layout::kFrameHeaderBytes + used);
+    if (c.reserved && used <= c.reserved_size && end <= c.fast_limit) [[likely]] {
+        const layout::FrameHeader header{static_cast<std::uint32_t>(used),
+                                         static_cast<std::uint16_t>(layout::FrameKind::record), 0};
+        std::memcpy(c.payload + c.offset, &header, sizeof header);
+        c.reserved = false;
+        c.offset = static_cast<std::uint32_t>(end);
+        ++c.frames;
+        ++c.pending_records;
+        layout::store_relaxed(*c.record_count, c.frames);
+        layout::store_release(*c.committed_bytes, c.offset);  // rule 2
+        return Status::ok;
+    }
+    return commit_slow(used);
+}
+
+inline Status RecordReader::read(Record& out) {
+    detail::ReadCursor& c = *cursor_;
+    if (c.fast_limit > c.offset && c.fast_limit - c.offset >= layout::kFrameHeaderBytes) [[likely]] {
+        layout::FrameHeader header;
+        std::memcpy(&header, c.payload + c.offset, sizeof header);  // once; use the local
+        const std::uint64_t room = c.fast_limit - c.offset - layout::kFrameHeaderBytes;
+        if (header.kind == static_cast<std::uint16_t>(layout::FrameKind::record) && header.length <= room &&
+            header.length <= c.max_record) [[likely]] {
+            // The previous record is finished: a restarted consumer resumes at this frame.
+            // Relaxed: read only by the next consumer of this slot, after our lock is gone.
+            layout::store_relaxed(*c.resume_offset, std::uint64_t{c.offset});
+            out.kind = RecordKind::record;
+            out.bytes = std::span<const std::byte>(c.payload + c.offset + layout::kFrameHeaderBytes, header.length);
+            out.checkpoint_id = 0;
+            out.event_type = 0;
+            out.position = RecordPosition{c.position, c.offset};
+            out.lost_bytes = 0;
+            out.in_flight_of = 0;
+            const std::uint64_t end = layout::frame_align(std::uint64_t{c.offset} + layout::kFrameHeaderBytes + header.length);
+            c.offset = static_cast<std::uint32_t>(end < c.fast_limit ? end : c.fast_limit);
+            ++c.progress.records;
+            c.progress.bytes += header.length;
+            return Status::ok;
+        }
+    }
+    return read_slow(out);
+}
 
 template <class T>
 Status RecordWriter::write_value(const T& value) {
@@ -250,7 +370,7 @@ Status RecordWriter::write_value(const T& value) {
 
 template <class T>
 Status RecordReader::read_value(T& out) {
-    Record record;
+    Record& record = last_slot();
     Status status = read(record);
     if (status != Status::ok) return status;
     if (record.kind != RecordKind::record) return Status::event;

@@ -229,6 +229,8 @@ inline constexpr std::size_t producer_start_time =
     offsetof(layout::ChannelHeader, producer_attachment) + offsetof(layout::Attachment, start_time);
 inline constexpr std::size_t producer_attached =
     offsetof(layout::ChannelHeader, producer_attachment) + offsetof(layout::Attachment, attached);
+inline constexpr std::size_t flushed =
+    offsetof(layout::ChannelHeader, producer) + offsetof(layout::ProducerLine, flushed);
 inline constexpr std::size_t released =
     offsetof(layout::ChannelHeader, consumers) + offsetof(layout::ConsumerSlot, position) +
     offsetof(layout::ConsumerLine, released);

@@ -297,6 +297,165 @@ TEST_CASE("round trip of edge and random sizes across processes") {
     }
 }
 
+// The inline fast paths (write, reserve/commit, read) and the slow paths interleaved at random:
+// records of every size (some spanning), events, flushes, abandoned reserves, typed values; the
+// reader mixes read(), try_read() and read_for(). Everything arrives once, in order, intact.
+namespace {
+enum class Step : std::uint8_t { write, zero_copy, zero_copy_shorter, barrier, user_event, flush, reserve_twice };
+struct MixedItem {
+    Step step;
+    std::size_t size;
+};
+std::vector<MixedItem> mixed_plan(std::uint32_t segment_size, std::size_t count, std::uint64_t seed) {
+    const std::size_t inline_max = segment_size - L::kSegmentHeaderBytes - L::kFrameHeaderBytes;
+    std::mt19937_64 rng(seed);
+    std::vector<MixedItem> plan;
+    for (std::size_t i = 0; i < count; ++i) {
+        std::uint64_t dice = rng() % 100;
+        std::size_t size = dice % 10 < 7 ? 8 + rng() % 120 : dice % 10 < 9 ? 8 + rng() % inline_max : 8 + rng() % (3 * segment_size);
+        Step step = dice < 50   ? Step::write
+                    : dice < 75 ? Step::zero_copy
+                    : dice < 82 ? Step::zero_copy_shorter
+                    : dice < 86 ? Step::barrier
+                    : dice < 90 ? Step::user_event
+                    : dice < 95 ? Step::flush
+                                : Step::reserve_twice;
+        if (step == Step::zero_copy || step == Step::zero_copy_shorter || step == Step::reserve_twice) {
+            size = std::min(size, inline_max);
+        }
+        plan.push_back({step, size});
+    }
+    return plan;
+}
+}  // namespace
+
+TEST_CASE("inline fast paths and slow paths interleaved: everything once, in order, intact") {
+    const std::size_t count = test::kSanitized ? 3000 : 20000;
+    for (std::uint32_t segment_size : {kSmallSegment, L::kDefaultSegmentSize}) {
+        CAPTURE(segment_size);
+        const std::string name = test::unique_name("rec-mixed");
+        auto options = records_options(segment_size, 4);
+        const auto plan = mixed_plan(segment_size, count, segment_size + 5);
+        test::Child producer([&] {
+            ::alarm(120);
+            auto writer = RecordWriter::attach(name, options);
+            std::vector<std::byte> buffer;
+            for (std::size_t i = 0; i < plan.size(); ++i) {
+                const MixedItem item = plan[i];
+                Status status = Status::ok;
+                std::span<std::byte> room;
+                switch (item.step) {
+                    case Step::write:
+                        buffer.resize(item.size);
+                        fill_record(buffer.data(), item.size, i);
+                        status = writer.write(std::span<const std::byte>(buffer.data(), item.size));
+                        break;
+                    case Step::zero_copy:
+                    case Step::zero_copy_shorter:
+                    case Step::reserve_twice: {
+                        // reserve_twice: a first reservation abandoned by a second one.
+                        if (item.step == Step::reserve_twice && writer.reserve(item.size / 2 + 1, room) != Status::ok) return 5;
+                        std::size_t reserve = item.step == Step::zero_copy_shorter ? item.size + 40 : item.size;
+                        reserve = std::min(reserve, writer.max_inline_record());
+                        status = writer.reserve(reserve, room);
+                        if (status != Status::ok) break;
+                        fill_record(room.data(), item.size, i);
+                        status = writer.commit(item.size);
+                        break;
+                    }
+                    case Step::barrier: status = writer.write_barrier(i); break;
+                    case Step::user_event: {
+                        std::uint64_t payload = i;
+                        status = writer.write_event(7, std::as_bytes(std::span(&payload, 1)));
+                        break;
+                    }
+                    case Step::flush:
+                        buffer.resize(item.size);
+                        fill_record(buffer.data(), item.size, i);
+                        status = writer.write(std::span<const std::byte>(buffer.data(), item.size));
+                        if (status == Status::ok) status = writer.flush();
+                        break;
+                }
+                if (status != Status::ok) {
+                    std::fprintf(stderr, "producer: item %zu: %s %s\n", i, describe(status).c_str(), writer.last_error().c_str());
+                    return 3;
+                }
+            }
+            CHILD_EXPECT(writer.end_stream() == Status::ok);
+            return 0;
+        });
+        test::Child consumer([&] {
+            ::alarm(120);  // read() has no deadline: a hang ends the child, and the test fails
+            auto reader = RecordReader::attach(name, options);
+            std::mt19937_64 rng(99);
+            for (std::size_t i = 0; i < plan.size(); ++i) {
+                Record record;
+                Status status;
+                const std::uint64_t how = rng() % 10;
+                if (how < 7) {
+                    status = reader.read(record);
+                } else if (how < 9) {
+                    while ((status = reader.try_read(record)) == Status::would_block) ::sched_yield();
+                } else {
+                    status = reader.read_for(record, kDeadline);
+                }
+                if (status != Status::ok) {
+                    std::fprintf(stderr, "consumer: item %zu: %s %s\n", i, describe(status).c_str(), reader.last_error().c_str());
+                    return 3;
+                }
+                switch (plan[i].step) {
+                    case Step::barrier:
+                        CHILD_EXPECT(record.kind == RecordKind::barrier && record.checkpoint_id == i);
+                        break;
+                    case Step::user_event: {
+                        std::uint64_t payload = ~0ull;
+                        CHILD_EXPECT(record.kind == RecordKind::user_event && record.event_type == 7 && record.bytes.size() == 8);
+                        std::memcpy(&payload, record.bytes.data(), 8);
+                        CHILD_EXPECT(payload == i);
+                        break;
+                    }
+                    default: {
+                        CHILD_EXPECT(record.kind == RecordKind::record);
+                        std::string problem = check_record(record.bytes, i, plan[i].size);
+                        if (!problem.empty()) {
+                            std::fprintf(stderr, "consumer: %s\n", problem.c_str());
+                            return 4;
+                        }
+                    }
+                }
+            }
+            Record record;
+            CHILD_EXPECT(reader.read(record) == Status::end_of_stream);
+            return 0;
+        });
+        CHECK(producer.exit_code() == 0);
+        CHECK(consumer.exit_code() == 0);
+        shmchan::remove_channel(name, true);
+    }
+}
+
+TEST_CASE("a flush word beyond the segment's capacity is reported corrupt, never read") {
+    const std::string name = test::unique_name("rec-flushword");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    auto writer = RecordWriter::attach(name, options);
+    auto reader = RecordReader::attach(name, options);
+    auto first = make_record(16, 0);
+    REQUIRE(writer.write(first) == Status::ok);
+    REQUIRE(writer.flush() == Status::ok);
+    test::MappedFile file(test::path_of(name));
+    REQUIRE(file.ok());
+    // The flush stored segment 0's committed bytes: 8 + 16.
+    CHECK(file.peek64(test::offsets::flushed) == (std::uint64_t{0} << 32 | 24));
+    Record record;
+    REQUIRE(reader.read(record) == Status::ok);
+    CHECK(check_record(record.bytes, 0, 16) == "");
+    // A flush word for segment 0 claiming more than a segment holds: the waiting reader polls it
+    // (it holds a view of segment 0) and must refuse it.
+    file.poke64(test::offsets::flushed, std::uint64_t{0} << 32 | (kPayload + 8));
+    CHECK(reader.read_for(record, 5s) == Status::corrupt);
+    CHECK(reader.last_error().find("flush word") != std::string::npos);
+}
+
 TEST_CASE("records larger than the whole ring arrive through the blocking write") {
     // 4 KiB x 4 = a 16 KiB ring; records of 200 KiB and odd sizes around it, between small ones.
     std::vector<std::size_t> sizes = {5, 200 * 1024, 3, 200 * 1024 + 1, 0, 16 * 1024, 16 * 1024 + 7, 4 * kPayload,
@@ -683,10 +842,12 @@ void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once
 
     test::Child producer([&] { return restart_producer(name, options, sizes); });
     test::Child first([&] {
+        ::alarm(120);  // read() has no deadline: a hang ends the child, and the test fails
         auto reader = RecordReader::attach(name, options);
         for (std::size_t expected = 0; expected < sizes.size(); ++expected) {
             Record record;
-            Status status = reader.read_for(record, kDeadline);
+            // Both the inline fast path (read) and the slow path (read_for) store the resume point.
+            Status status = expected % 3 == 2 ? reader.read_for(record, kDeadline) : reader.read(record);
             CHILD_EXPECT(status == Status::ok);
             std::uint64_t index = index_of(record.bytes);
             CHILD_EXPECT(index == expected);
