@@ -466,27 +466,38 @@ struct RecordReader::State {
         return status;
     }
 
-    // Releases every segment before `position` (all their frames are consumed).
-    void release_passed() {
-        if (position == floor) return;
-        consumer.release_until(position, offset, in_flight, progress);
+    // The core refused a release (the positions we parsed disagree with the channel's, e.g. a
+    // `published` that went backwards): report the channel corrupt, keep `floor` where it is.
+    Status release_refused(Status status) {
+        if (status == Status::peer_died || status == Status::corrupt) return from_core(status);
+        return fail(Status::corrupt, "release refused: " + consumer.last_error());
+    }
+
+    // Releases every segment before `position` (all their frames are consumed). `floor` moves
+    // only with a release the core accepted; a refused one is reported, never skipped over.
+    Status release_passed() {
+        if (position == floor) return Status::ok;
+        Status status = consumer.release_until(position, offset, in_flight, progress);
+        if (status != Status::ok) return release_refused(status);
         stored_in_flight = in_flight;
         progress = {};
         floor = position;
+        return Status::ok;
     }
 
     // The previous record is finished: a restarted consumer resumes after it.
-    void finish_previous() {
-        if (reassembling) return;  // a try_read that returned mid-record
-        if (position != floor) {
-            consumer.release_until(position, offset, 0, progress);
+    Status finish_previous() {
+        if (reassembling) return Status::ok;  // a try_read that returned mid-record
+        const bool moved = position != floor;
+        Status status = consumer.release_until(position, offset, 0, moved ? progress : ReadProgress{});
+        if (status != Status::ok) return release_refused(status);
+        if (moved) {
             progress = {};
             floor = position;
-        } else {
-            consumer.release_until(floor, offset, 0, {});
         }
         in_flight = 0;
         stored_in_flight = 0;
+        return Status::ok;
     }
 
     // The inline fast path (records.hpp) reads whole record frames inside the committed bytes
@@ -536,7 +547,9 @@ struct RecordReader::State {
             }
             if (deadline.mode == Mode::try_once) return Status::would_block;
             // Before sleeping, give back what we passed and report the counters.
-            if (!reassembling && position != floor) release_passed();
+            if (!reassembling && position != floor) {
+                if (Status released = release_passed(); released != Status::ok) return released;
+            }
             std::uint32_t threshold = (checksums || need_sealed) ? capacity : offset;
             std::chrono::nanoseconds remaining = deadline.remaining();
             if (deadline.mode == Mode::timed && remaining.count() == 0) return Status::timed_out;
@@ -593,7 +606,7 @@ struct RecordReader::State {
                 break;
             case L::FrameKind::end_of_stream:
                 ended = true;
-                finish_previous();
+                if (Status released = finish_previous(); released != Status::ok) return released;
                 return Status::end_of_stream;
         }
         last = out;
@@ -610,7 +623,7 @@ struct RecordReader::State {
             last = out;
             return Status::record_lost;
         }
-        finish_previous();
+        if (Status released = finish_previous(); released != Status::ok) return released;
         while (true) {
             Status status = ensure_data(deadline);
             if (status != Status::ok) {
@@ -638,7 +651,7 @@ struct RecordReader::State {
                             continue;
                         }
                         advance_segment();
-                        release_passed();
+                        if (Status released = release_passed(); released != Status::ok) return released;
                         continue;
                     }
                     offset = view.first_record_offset;
@@ -659,7 +672,7 @@ struct RecordReader::State {
                 status = deliver(out, L::FrameKind::record, 0,
                                  std::span<const std::byte>(buffer.get(), record_length), record_start, skip);
                 if (skip) {
-                    finish_previous();
+                    if (Status released = finish_previous(); released != Status::ok) return released;
                     continue;
                 }
                 return status;
@@ -669,7 +682,7 @@ struct RecordReader::State {
             if (offset >= size) {
                 if (view.sealed) {
                     advance_segment();
-                    release_passed();
+                    if (Status released = release_passed(); released != Status::ok) return released;
                 }
                 continue;  // ensure_data waits for more
             }
@@ -695,7 +708,7 @@ struct RecordReader::State {
                 bool skip = false;
                 status = deliver(out, kind, header.event_type, bytes, start, skip);
                 if (skip) {
-                    finish_previous();
+                    if (Status released = finish_previous(); released != Status::ok) return released;
                     continue;
                 }
                 return status;
@@ -719,21 +732,23 @@ struct RecordReader::State {
             copied = first_part;
             record_start = start;
             advance_segment();
-            release_if_ring_held();
+            if (Status released = release_if_ring_held(); released != Status::ok) return released;
         }
     }
 
     // Holding every segment of the ring while the record goes on would stop the producer: a
     // record larger than the ring is read with its first segments released (and is lost if we
     // die before its end: in_flight tells the next consumer).
-    void release_if_ring_held() {
+    Status release_if_ring_held() {
         if (position - floor >= segment_count) {
+            Status status = consumer.release_until(position, 0, record_length, progress);
+            if (status != Status::ok) return release_refused(status);
             in_flight = record_length;
-            consumer.release_until(position, 0, in_flight, progress);
             stored_in_flight = in_flight;
             progress = {};
             floor = position;
         }
+        return Status::ok;
     }
 
     enum class Continued { complete, pending, dropped, error };
@@ -766,7 +781,7 @@ struct RecordReader::State {
             std::memcpy(buffer.get() + copied, payload.data(), payload.size());
             copied += payload.size();
             advance_segment();
-            release_if_ring_held();
+            if (release_if_ring_held() != Status::ok) return Continued::error;
             return Continued::pending;
         }
         // The record ends here: the writer commits this segment only once the record is whole.
