@@ -383,9 +383,13 @@ public:
                 L::store_relaxed(segment.checksum, 0u);
                 L::store_relaxed(segment.producer_epoch, static_cast<std::uint32_t>(epoch_));
                 L::store_release(segment.sequence, position_);
-                // Rule 2b: no flush of this position yet (a restarted producer must not leave
-                // its predecessor's count for a segment it starts afresh).
-                if (L::load_relaxed(header_->producer.flushed) != 0) L::store_release(header_->producer.flushed, std::uint64_t{0});
+                // Rule 2b: no flush of this position yet, so that a stale word can never match
+                // it (its 32-bit tag would again after 2^32 segments). From our own copy: a load
+                // of the producer line here would wait for the consumer that polls it.
+                if (flushed_word_ != 0) {
+                    flushed_word_ = 0;
+                    L::store_release(header_->producer.flushed, std::uint64_t{0});
+                }
             }
         }
         const L::SegmentHeader& segment = segment_header(position_);
@@ -471,7 +475,8 @@ public:
             std::uint64_t word = (position_ & 0xffff'ffffull) << 32 | committed;
             // Release: pairs with the consumer's acquire in poll_view; the payload and the
             // committed_bytes store before it are visible to a consumer that sees the word.
-            if (committed != 0 && L::load_relaxed(header_->producer.flushed) != word) {
+            if (committed != 0 && flushed_word_ != word) {
+                flushed_word_ = word;
                 L::store_release(header_->producer.flushed, word);
             }
         }
@@ -535,7 +540,7 @@ public:
             }
         }
         for (std::uint32_t i = 0; i < geometry_.consumer_slots; ++i) {
-            wake_if_sleeping(header_->consumers[i].position.sleeping, header_->producer_counters.wake_syscalls);
+            wake_if_sleeping(header_->consumers[i].wake.sleeping, header_->producer_counters.wake_syscalls);
         }
     }
 
@@ -925,7 +930,7 @@ public:
         }
 
         // Park phase (rule 5).
-        L::SharedU32& sleeping = side_ == Side::producer ? header_->producer.sleeping : consumer_line().sleeping;
+        L::SharedU32& sleeping = side_ == Side::producer ? header_->producer.sleeping : consumer_slot().wake.sleeping;
         L::SharedU64& parks = side_ == Side::producer ? header_->producer_counters.parks : consumer_slot().counters.parks;
         eager = true;
         while (true) {
@@ -1092,10 +1097,12 @@ private:
             position_ = published;
             cached_peer_ = released;
             L::store_relaxed(header_->producer.sleeping, 0u);
+            // A predecessor's flush word stays valid for a segment we continue; a fresh one resets it.
+            flushed_word_ = L::load_relaxed(header_->producer.flushed);
         } else {
             position_ = released;
             cached_peer_ = released;  // forces a load of `published` at the first read
-            L::store_relaxed(consumer_line().sleeping, 0u);
+            L::store_relaxed(consumer_slot().wake.sleeping, 0u);
         }
         attached_ = true;
     }
@@ -1167,6 +1174,7 @@ private:
     std::uint64_t position_ = 0;     // producer: next to publish; consumer: next to read
     std::uint64_t cached_peer_ = 0;  // producer: last seen released; consumer: last seen published
     std::uint64_t epoch_ = 0;
+    std::uint64_t flushed_word_ = 0;  // producer: the flush word we stored last (rule 2b)
     std::uint32_t held_bytes_ = 0;
     bool first_acquire_ = true;
     std::uint32_t slot_ = 0;  // consumer: our slot
@@ -1229,7 +1237,7 @@ ChannelInfo read_info(const std::string& name, const shm::Region& region, Self s
         return s;
     };
     info.producer = side(header.producer_attachment, layout::kProducerLockByte, header.producer.sleeping);
-    info.consumer = side(header.consumers[0].attachment, layout::kConsumerLockByte, header.consumers[0].position.sleeping);
+    info.consumer = side(header.consumers[0].attachment, layout::kConsumerLockByte, header.consumers[0].wake.sleeping);
     if (self == Self::producer) info.producer.alive = true;
     if (self == Self::consumer) info.consumer.alive = true;
     const auto& pc = header.producer_counters;

@@ -64,7 +64,7 @@
 namespace shmchan::layout {
 
 inline constexpr std::uint64_t kMagic = 0x314E414843'4D4853ull;  // "SHMCHAN1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 2;  // 2: ProducerLine::flushed
+inline constexpr std::uint32_t kAbiVersion = 2;  // 2: ProducerLine::flushed, ConsumerSlot::wake
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kHeaderBytes = 4096;
 inline constexpr std::uint32_t kSegmentHeaderBytes = 64;
@@ -211,7 +211,7 @@ struct alignas(kCacheLine) ProducerCounters {
 // Consumer slot: position line, then attachment, then counters.
 struct alignas(kCacheLine) ConsumerLine {
     SharedU64 released;        // segments released; release by consumer (rule 3)
-    SharedU32 sleeping;        // consumer sets 1 before parking; producer exchanges to 0 (rule 5)
+    std::uint32_t reserved1;   // (ABI 1 had `sleeping` here: now ConsumerWake, its own line)
     std::uint32_t reserved0;
     SharedU64 resume_offset;   // records layer: payload offset of the first unreleased record in
                                // segment `released` (consumer-written, relaxed; read on restart)
@@ -269,10 +269,21 @@ struct alignas(kCacheLine) GateLink {
     std::uint8_t reserved[8];
 };
 
+// The consumer's futex word, alone on its line: the producer loads it at every hand-over, and a
+// line the consumer writes per record or segment (ConsumerLine) would then cross the cores twice
+// per hand-over (the load pulls it over; the consumer's next store pulls it back and, stores
+// leaving in order, holds up the consumer's later stores).
+struct alignas(kCacheLine) ConsumerWake {
+    SharedU32 sleeping;        // consumer sets 1 before parking; producer exchanges to 0 (rule 5)
+    std::uint32_t reserved0;
+    std::uint8_t reserved[56];
+};
+
 struct alignas(kCacheLine) ConsumerSlot {
     ConsumerLine position;
     Attachment attachment;
     ConsumerCounters counters;
+    ConsumerWake wake;
 };
 
 struct alignas(kCacheLine) ChannelHeader {
@@ -371,7 +382,8 @@ SHMCHAN_ABI_STRUCT(PriorityEvent, 64);
 SHMCHAN_ABI_STRUCT(PriorityLane, 256);
 SHMCHAN_ABI_STRUCT(GateHeader, kGateBytes);
 SHMCHAN_ABI_STRUCT(ConsumerCounters, 128);
-SHMCHAN_ABI_STRUCT(ConsumerSlot, 256);
+SHMCHAN_ABI_STRUCT(ConsumerWake, 64);
+SHMCHAN_ABI_STRUCT(ConsumerSlot, 320);
 SHMCHAN_ABI_STRUCT(ChannelHeader, kHeaderBytes);
 SHMCHAN_ABI_STRUCT(SegmentHeader, kSegmentHeaderBytes);
 SHMCHAN_ABI_STRUCT(FrameHeader, kFrameHeaderBytes);
@@ -412,11 +424,12 @@ static_assert(offsetof(ProducerLine, sleeping) == 12);
 static_assert(offsetof(ProducerLine, buffer_timeout_ns) == 16);
 static_assert(offsetof(ProducerLine, flushed) == 24);
 static_assert(offsetof(ConsumerLine, released) == 0);
-static_assert(offsetof(ConsumerLine, sleeping) == 8);
 static_assert(offsetof(ConsumerLine, resume_offset) == 16);
 static_assert(offsetof(ConsumerLine, in_flight_record_bytes) == 24);
 static_assert(offsetof(ConsumerSlot, attachment) == 64);
 static_assert(offsetof(ConsumerSlot, counters) == 128);
+static_assert(offsetof(ConsumerSlot, wake) == 256);
+static_assert(offsetof(ConsumerWake, sleeping) == 0);
 static_assert(offsetof(ProducerCounters, waiting_since_ns) == 64);
 static_assert(offsetof(ConsumerCounters, waiting_since_ns) == 64);
 static_assert(offsetof(SegmentHeader, committed_bytes) == 0);
