@@ -67,14 +67,14 @@ struct RecordWriter::State {
     bool holding = false;
     WritableSegment segment;
     std::uint32_t& offset = cur.offset;  // where the next frame starts
-    std::uint32_t& frames = cur.frames;  // frames that start in this segment
+    std::uint32_t frames = 0;  // frames that start in this segment (plus cur.fast_frames)
     std::uint32_t flags = 0;
     std::uint32_t first_record_offset = 0;
     std::uint64_t first_frame_ns = 0;  // checksums: when the segment got its first frame
 
     bool& reserved = cur.reserved;
     std::uint32_t& reserved_size = cur.reserved_size;
-    std::uint64_t& pending_records = cur.pending_records;
+    std::uint64_t pending_records = 0;  // plus cur.fast_frames
     std::uint64_t pending_events = 0;
     std::vector<std::byte> scratch;
     bool ended = false;
@@ -89,7 +89,14 @@ struct RecordWriter::State {
     // nothing needs the slow path: no checksum to compute, no flush per record, not ended. The
     // segment header's flags and first_record_offset already hold what we would commit (set at
     // acquire, changed only by spanning records, which publish), so the fast path stores only
-    // record_count and committed_bytes.
+    // committed_bytes; it counts its records in cur.fast_frames, which count_fast_frames() adds
+    // to ours before anything uses them.
+    void count_fast_frames() {
+        frames += cur.fast_frames;
+        pending_records += cur.fast_frames;
+        cur.fast_frames = 0;
+    }
+
     void arm_fast_path() {
         const bool fast = holding && !checksums && !latency_mode && !ended;
         cur.fast_limit = fast ? capacity - L::kFrameHeaderBytes : 0;
@@ -97,7 +104,6 @@ struct RecordWriter::State {
         cur.payload = segment.payload.data();
         auto* header = reinterpret_cast<L::SegmentHeader*>(segment.payload.data() - L::kSegmentHeaderBytes);
         cur.committed_bytes = &header->committed_bytes;
-        cur.record_count = &header->record_count;
     }
 
     // Acquires a segment if none is held (waiting as the mode says).
@@ -128,6 +134,7 @@ struct RecordWriter::State {
     }
 
     Status publish() {
+        count_fast_frames();
         std::uint32_t checksum = 0;
         if (checksums) {
             checksum = crc32c(segment.payload.data(), offset);
@@ -146,6 +153,7 @@ struct RecordWriter::State {
     // Makes the frames written so far visible; hands the segment over when it is full (or, with
     // checksums, when the buffer timeout has passed since its first frame).
     Status commit_frames() {
+        count_fast_frames();
         Status status = producer.commit(offset, flags, frames, first_record_offset);
         if (status != Status::ok) return fail(status, producer.last_error());
         if (capacity - offset < L::kFrameHeaderBytes) return publish();
@@ -380,6 +388,11 @@ Status RecordWriter::flush() {
     if (s.checksums && s.holding && s.offset > 0) {
         Status status = s.publish();
         if (status != Status::ok) return status;
+    } else if (s.holding && s.cur.fast_frames != 0) {
+        // The header's record count, which the fast path leaves behind, as of this flush.
+        s.count_fast_frames();
+        Status status = s.producer.commit(s.offset, s.flags, s.frames, s.first_record_offset);
+        if (status != Status::ok) return s.fail(status, s.producer.last_error());
     }
     s.producer.wake_consumer();
     return Status::ok;

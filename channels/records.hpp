@@ -65,14 +65,12 @@ namespace detail {
 // record, no restart bookkeeping, not ended): see arm_fast_path() in records.cpp.
 struct WriteCursor {
     std::byte* payload = nullptr;                    // the held segment's payload
-    layout::SharedU32* committed_bytes = nullptr;    // its header's fields (rule 2)
-    layout::SharedU32* record_count = nullptr;
+    layout::SharedU32* committed_bytes = nullptr;    // its header's count (rule 2)
     std::uint32_t offset = 0;        // where the next frame starts
-    std::uint32_t frames = 0;        // frames that start in this segment
+    std::uint32_t fast_frames = 0;   // records appended here since the slow path last counted
     std::uint32_t fast_limit = 0;    // a fast frame must end by here (capacity - 8); 0: slow path
     std::uint32_t reserved_size = 0;
     std::uint64_t max_fast_record = 0;  // min(max record, segment capacity)
-    std::uint64_t pending_records = 0;  // for the counters, added at publish
     bool reserved = false;
 };
 struct ReadCursor {
@@ -281,12 +279,11 @@ inline Status RecordWriter::write(std::span<const std::byte> record) {
         std::byte* at = c.payload + c.offset;
         std::memcpy(at, &header, sizeof header);
         if (!record.empty()) std::memcpy(at + layout::kFrameHeaderBytes, record.data(), record.size());
-        c.reserved = false;
+        if (c.reserved) c.reserved = false;  // a write drops a pending reservation
         c.offset = static_cast<std::uint32_t>(end);
-        ++c.frames;
-        ++c.pending_records;
-        layout::store_relaxed(*c.record_count, c.frames);
-        // Rule 2: the release of committed_bytes publishes the frame to a partial reader.
+        ++c.fast_frames;
+        // Rule 2: the release of committed_bytes publishes the frame to a partial reader. (The
+        // header's record_count is brought up to date by the next slow commit, flush or publish.)
         layout::store_release(*c.committed_bytes, c.offset);
         return Status::ok;
     }
@@ -314,9 +311,7 @@ inline Status RecordWriter::commit(std::size_t used) {
         std::memcpy(c.payload + c.offset, &header, sizeof header);
         c.reserved = false;
         c.offset = static_cast<std::uint32_t>(end);
-        ++c.frames;
-        ++c.pending_records;
-        layout::store_relaxed(*c.record_count, c.frames);
+        ++c.fast_frames;
         layout::store_release(*c.committed_bytes, c.offset);  // rule 2
         return Status::ok;
     }
