@@ -705,16 +705,9 @@ public:
 
     // ---- consumer: records-layer hooks -----------------------------------------------------------
 
-    std::uint64_t* resume_offset_field() noexcept { return &consumer_line().resume_offset; }
+    std::uint64_t* resume_point_field() noexcept { return &consumer_line().resume_point; }
 
-    ResumePoint resume_point() const {
-        const L::ConsumerLine& line = consumer_line();
-        ResumePoint point;
-        point.position = position_;  // == released at attach (checked there)
-        point.offset = L::load_relaxed(line.resume_offset);
-        point.in_flight_record_bytes = L::load_relaxed(line.in_flight_record_bytes);
-        return point;
-    }
+    ResumePoint resume_point() const { return resume_; }
 
     Status try_view(std::uint64_t position, SegmentView& out) {
         if (position < position_ || position - position_ >= geometry_.segment_count) {
@@ -810,10 +803,10 @@ public:
                                                   std::to_string(position_) + ", " + std::to_string(cached_peer_) + "]");
         }
         L::ConsumerLine& line = consumer_line();
-        // The resume point first: a consumer that dies between the two stores resumes at the
-        // older position with the newer offset only if both refer to the same segment, which
-        // is what the records layer guarantees (offset 0 whenever the position moves).
-        L::store_relaxed(line.resume_offset, resume_offset);
+        // The resume point first, tagged with its position: a consumer that dies between these
+        // stores and `released` leaves them describing `position`, and the next one resumes
+        // there (decode_resume_word); the in-flight size goes with it.
+        L::store_relaxed(line.resume_point, L::make_resume_word(position, resume_offset));
         L::store_relaxed(line.in_flight_record_bytes, in_flight);
         auto& counters = consumer_slot().counters;
         if constexpr (kHotCounters) {
@@ -1103,6 +1096,19 @@ private:
             position_ = released;
             cached_peer_ = released;  // forces a load of `published` at the first read
             L::store_relaxed(consumer_slot().wake.sleeping, 0u);
+            // The records layer's resume point (layout.hpp, decode_resume_word): in segment
+            // `released`, or one release ahead if our predecessor died between its two stores.
+            const L::ConsumerLine& line = consumer_line();
+            std::uint64_t word = L::load_relaxed(line.resume_point);
+            std::uint64_t limit = std::min(published, released + geometry_.segment_count);
+            if (!L::decode_resume_word(word, released, limit, resume_.position, resume_.offset)) {
+                region_.unlock(lock_byte);
+                throw Error(Errc::corrupt, describe_channel(name_) + ": resume point " + std::to_string(word >> 32) + ":" +
+                                               std::to_string(word & 0xffff'ffffull) + " names no segment in [" +
+                                               std::to_string(released) + ", " + std::to_string(limit) + "]");
+            }
+            resume_.in_flight_record_bytes = L::load_relaxed(line.in_flight_record_bytes);
+            if (resume_.position != released) cached_peer_ = published;  // release_until may go there
         }
         attached_ = true;
     }
@@ -1175,6 +1181,7 @@ private:
     std::uint64_t cached_peer_ = 0;  // producer: last seen released; consumer: last seen published
     std::uint64_t epoch_ = 0;
     std::uint64_t flushed_word_ = 0;  // producer: the flush word we stored last (rule 2b)
+    ResumePoint resume_;              // consumer: the resume point found at attach
     std::uint32_t held_bytes_ = 0;
     bool first_acquire_ = true;
     std::uint32_t slot_ = 0;  // consumer: our slot
@@ -1334,7 +1341,7 @@ std::uint32_t Consumer::segment_count() const noexcept { return attached_->segme
 std::uint32_t Consumer::channel_flags() const noexcept { return attached_->channel_flags(); }
 std::uint64_t Consumer::max_record_bytes() const noexcept { return attached_->max_record_bytes(); }
 ResumePoint Consumer::resume_point() const { return attached_->resume_point(); }
-std::uint64_t* Consumer::resume_offset_field() noexcept { return attached_->resume_offset_field(); }
+std::uint64_t* Consumer::resume_point_field() noexcept { return attached_->resume_point_field(); }
 void Consumer::set_gate_link(std::string_view gate_name, std::uint32_t index) { attached_->set_gate_link(gate_name, index); }
 void Consumer::clear_gate_link() { attached_->clear_gate_link(); }
 Status Consumer::try_view(std::uint64_t position, SegmentView& out) { return attached_->try_view(position, out); }

@@ -298,9 +298,9 @@ public:
     std::uint32_t segment_count() const noexcept;
     std::uint32_t channel_flags() const noexcept;
     std::uint64_t max_record_bytes() const noexcept;
-    // Our slot's resume_offset word (layout::ConsumerLine), which the records layer's inline
-    // read path stores per record (relaxed, read only by the next consumer of the slot).
-    std::uint64_t* resume_offset_field() noexcept;
+    // Our slot's resume word (layout::ConsumerLine::resume_point), which the records layer's
+    // inline read path stores per record (relaxed, read only by the next consumer of the slot).
+    std::uint64_t* resume_point_field() noexcept;
     // The priority lane: takes a published priority barrier (and acknowledges it).
     bool take_priority(std::uint64_t& checkpoint_id);
     // Gates (channels/topology.hpp): producers of a linked channel notify the gate instead.

@@ -213,8 +213,10 @@ struct alignas(kCacheLine) ConsumerLine {
     SharedU64 released;        // segments released; release by consumer (rule 3)
     std::uint32_t reserved1;   // (ABI 1 had `sleeping` here: now ConsumerWake, its own line)
     std::uint32_t reserved0;
-    SharedU64 resume_offset;   // records layer: payload offset of the first unreleased record in
-                               // segment `released` (consumer-written, relaxed; read on restart)
+    SharedU64 resume_point;    // records layer: where a restarted consumer resumes, as a resume
+                               // word (make_resume_word: the segment's position tag and the payload
+                               // offset of the first unfinished frame); consumer-written, relaxed,
+                               // read on restart. Stored before `released`: see decode_resume_word
     SharedU64 in_flight_record_bytes;  // records layer: size of a record larger than the ring
                                        // whose first segments were released while it was read
                                        // (0 otherwise); a restarted consumer reports it lost
@@ -424,7 +426,7 @@ static_assert(offsetof(ProducerLine, sleeping) == 12);
 static_assert(offsetof(ProducerLine, buffer_timeout_ns) == 16);
 static_assert(offsetof(ProducerLine, flushed) == 24);
 static_assert(offsetof(ConsumerLine, released) == 0);
-static_assert(offsetof(ConsumerLine, resume_offset) == 16);
+static_assert(offsetof(ConsumerLine, resume_point) == 16);
 static_assert(offsetof(ConsumerLine, in_flight_record_bytes) == 24);
 static_assert(offsetof(ConsumerSlot, attachment) == 64);
 static_assert(offsetof(ConsumerSlot, counters) == 128);
@@ -443,6 +445,23 @@ static_assert((kMinSegmentSize - kSegmentHeaderBytes) % kFrameAlignment == 0,
 static_assert(kConsumerLockByte + kMaxConsumers <= kHeaderBytes);
 static_assert(kCreatingLockByte >= 768 + kMaxConsumers * sizeof(ConsumerSlot),
               "lock bytes must not overlap fields (they would not conflict, but keep them apart)");
+
+// The resume word: (position mod 2^32) << 32 | payload offset. The consumer stores it before it
+// stores `released`, so one that dies between the two leaves the word one release ahead; the
+// tag says which segment the offset belongs to, and the next consumer resumes there.
+inline constexpr std::uint64_t make_resume_word(std::uint64_t position, std::uint64_t offset) noexcept {
+    return (position & 0xffff'ffffull) << 32 | (offset & 0xffff'ffffull);
+}
+// The position in [released, limit] whose tag the word carries, and its offset; false if none
+// (a corrupt word). limit >= released.
+inline constexpr bool decode_resume_word(std::uint64_t word, std::uint64_t released, std::uint64_t limit,
+                                         std::uint64_t& position, std::uint64_t& offset) noexcept {
+    const std::uint64_t ahead = ((word >> 32) - released) & 0xffff'ffffull;
+    if (limit < released || ahead > limit - released) return false;
+    position = released + ahead;
+    offset = word & 0xffff'ffffull;
+    return true;
+}
 
 inline constexpr std::uint32_t segment_payload_capacity(std::uint32_t segment_size) {
     return segment_size - kSegmentHeaderBytes;

@@ -547,11 +547,13 @@ struct RecordReader::State {
     // Makes `view` show bytes beyond `offset` of segment `position` (or the segment sealed).
     Status ensure_data(const Deadline& deadline) {
         while (!view_ready()) {
-            // A try, or a segment we hold no view of yet, reads the header; a blocking read that
-            // has used up its view of the segment being filled polls the producer line only and
-            // leaves the header line to the producer (layout.hpp rule 2b).
-            Status status = deadline.mode == Mode::try_once || !have_view ? consumer.try_view(position, view)
-                                                                          : consumer.poll_view(position, view);
+            // A try or a timed read (whose time may be up before any look of the wait), or a
+            // segment we hold no view of yet, reads the header; a blocking read that has used up
+            // its view of the segment being filled polls the producer line only and leaves the
+            // header line to the producer (layout.hpp rule 2b): it reads the header within a
+            // few dozen spins of its wait.
+            Status status = deadline.mode != Mode::blocking || !have_view ? consumer.try_view(position, view)
+                                                                         : consumer.poll_view(position, view);
             if (status == Status::ok) {
                 have_view = true;
                 if (view_ready()) break;
@@ -828,7 +830,7 @@ RecordReader RecordReader::attach(std::string_view name, ChannelOptions options)
     s.offset = static_cast<std::uint32_t>(resume.offset);
     s.stored_in_flight = resume.in_flight_record_bytes;
     s.cur.max_record = s.max_record;
-    s.cur.resume_offset = s.consumer.resume_offset_field();
+    s.cur.resume_point = s.consumer.resume_point_field();
     if (resume.in_flight_record_bytes != 0) {
         s.report_lost = true;
         s.lost_bytes = resume.in_flight_record_bytes;
@@ -848,17 +850,22 @@ RecordReader& RecordReader::operator=(RecordReader&& other) noexcept {
 }
 RecordReader::~RecordReader() = default;
 
+// Each slow read disarms the fast path first: if it throws (an allocation failure), the cursor
+// must not keep a view of a segment it may have released.
 Status RecordReader::read_slow(Record& out) {
+    state_->cur.fast_limit = 0;
     Status status = state_->read(out, Deadline::make(Mode::blocking, {}));
     state_->arm_fast_path();
     return status;
 }
 Status RecordReader::try_read(Record& out) {
+    state_->cur.fast_limit = 0;
     Status status = state_->read(out, Deadline::make(Mode::try_once, {}));
     state_->arm_fast_path();
     return status;
 }
 Status RecordReader::read_for(Record& out, std::chrono::nanoseconds timeout) {
+    state_->cur.fast_limit = 0;
     Status status = state_->read(out, Deadline::make(Mode::timed, timeout));
     state_->arm_fast_path();
     return status;

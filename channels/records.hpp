@@ -79,7 +79,7 @@ struct ReadCursor {
     std::uint32_t offset = 0;            // where its next frame starts
     std::uint32_t fast_limit = 0;        // committed bytes of the view; 0: slow path
     std::uint64_t max_record = 0;
-    layout::SharedU64* resume_offset = nullptr;  // consumer line: where a restarted consumer resumes
+    layout::SharedU64* resume_point = nullptr;  // consumer line: where a restarted consumer resumes
     ReadProgress progress;               // consumed since the last release (counters)
 };
 }  // namespace detail
@@ -328,7 +328,7 @@ inline Status RecordReader::read(Record& out) {
             header.length <= c.max_record) [[likely]] {
             // The previous record is finished: a restarted consumer resumes at this frame.
             // Relaxed: read only by the next consumer of this slot, after our lock is gone.
-            layout::store_relaxed(*c.resume_offset, std::uint64_t{c.offset});
+            layout::store_relaxed(*c.resume_point, layout::make_resume_word(c.position, c.offset));
             out.kind = RecordKind::record;
             out.bytes = std::span<const std::byte>(c.payload + c.offset + layout::kFrameHeaderBytes, header.length);
             out.checkpoint_id = 0;

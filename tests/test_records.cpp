@@ -434,6 +434,26 @@ TEST_CASE("inline fast paths and slow paths interleaved: everything once, in ord
     }
 }
 
+TEST_CASE("a try or a zero-timeout read sees every committed record, flushed or not") {
+    // The lazy polling of a waiting reader (layout.hpp rule 2b) must not hide a committed record
+    // from a read that has no time to wait.
+    const std::string name = test::unique_name("rec-visible");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    auto writer = RecordWriter::attach(name, options);
+    auto reader = RecordReader::attach(name, options);
+    Record record;
+    REQUIRE(writer.write(make_record(16, 0)) == Status::ok);
+    REQUIRE(reader.read(record) == Status::ok);  // the reader now holds a view of segment 0
+    REQUIRE(writer.write(make_record(16, 1)) == Status::ok);  // committed, not flushed
+    REQUIRE(reader.read_for(record, 0ns) == Status::ok);
+    CHECK(check_record(record.bytes, 1, 16) == "");
+    REQUIRE(writer.write(make_record(16, 2)) == Status::ok);
+    REQUIRE(reader.try_read(record) == Status::ok);
+    CHECK(check_record(record.bytes, 2, 16) == "");
+    CHECK(reader.read_for(record, 0ns) == Status::timed_out);
+    CHECK(reader.try_read(record) == Status::would_block);
+}
+
 TEST_CASE("a flush word beyond the segment's capacity is reported corrupt, never read") {
     const std::string name = test::unique_name("rec-flushword");
     auto options = records_options(kSmallSegment, kSmallCount);
@@ -937,6 +957,52 @@ TEST_CASE("a killed consumer's successor loses nothing: at-least-once, exactly-o
     }
 }
 
+TEST_CASE("a consumer that died between storing its resume point and released: the next resumes at the tag") {
+    // 4 KiB segments: 36 records of 100 bytes (112 with header and padding) per segment.
+    const std::string name = test::unique_name("rec-resume-tag");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    constexpr std::size_t kRecords = 110;  // three segments: the ring of four holds them all
+    {
+        auto writer = RecordWriter::attach(name, options);
+        for (std::size_t i = 0; i < kRecords; ++i) REQUIRE(writer.write(make_record(100, i)) == Status::ok);
+        REQUIRE(writer.end_stream() == Status::ok);
+    }
+    RecordPosition position_of_40;
+    {
+        auto reader = RecordReader::attach(name, options);
+        for (std::size_t i = 0; i <= 40; ++i) {
+            Record record;
+            REQUIRE(reader.read(record) == Status::ok);  // the inline path, mostly
+            REQUIRE(index_of(record.bytes) == i);
+            position_of_40 = record.position;
+        }
+    }  // detached with record 40 unfinished: resume word (1, offset of 40), released 1
+    REQUIRE(position_of_40.segment == 1);
+    REQUIRE(position_of_40.offset != 0);
+    test::MappedFile file(test::path_of(name));
+    REQUIRE(file.ok());
+    REQUIRE(file.peek64(test::offsets::released) == 1);
+    SUBCASE("released still at the old segment: resume in the segment the tag names") {
+        file.poke64(test::offsets::released, 0);  // as if it died before storing released = 1
+        auto reader = RecordReader::attach(name, options);
+        for (std::size_t i = 40; i < kRecords; ++i) {
+            Record record;
+            REQUIRE(reader.read_for(record, kDeadline) == Status::ok);
+            REQUIRE(index_of(record.bytes) == i);
+            CHECK(check_record(record.bytes, i, 100) == "");
+        }
+        Record record;
+        CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
+        CHECK(shmchan::inspect(name).released >= 2);  // the segments before it were released
+    }
+    SUBCASE("a tag that names no unreleased segment is refused at attach") {
+        const std::size_t word = offsetof(L::ChannelHeader, consumers) + offsetof(L::ConsumerSlot, position) +
+                                 offsetof(L::ConsumerLine, resume_point);
+        file.poke64(word, L::make_resume_word(9, 0));
+        CHECK_THROWS_AS(RecordReader::attach(name, options), shmchan::Error);
+    }
+}
+
 TEST_CASE("a record larger than the ring in flight at the consumer's death is reported lost with its size") {
     // 4 KiB x 4 ring; record 10 is 100 KiB. The producer writes records 0..9 and fills the ring
     // with the head of record 10; the test stops it there (SIGSTOP), so that the first consumer,
@@ -1289,7 +1355,7 @@ std::string fuzz_case(std::uint64_t seed, FuzzShared& stats) {
                 }
                 case 7: {  // the consumer's resume point and in-flight size
                     std::size_t line = offsetof(L::ChannelHeader, consumers) + offsetof(L::ConsumerSlot, position);
-                    if (pick(2)) file.poke64(line + offsetof(L::ConsumerLine, resume_offset), pick(2) ? pick(capacity + 16) : rng());
+                    if (pick(2)) file.poke64(line + offsetof(L::ConsumerLine, resume_point), pick(2) ? pick(capacity + 16) : rng());
                     else file.poke64(line + offsetof(L::ConsumerLine, in_flight_record_bytes), pick(2) ? pick(100000) : rng());
                     break;
                 }

@@ -989,9 +989,16 @@ int run_peek(const std::string& name, std::uint64_t count, std::uint64_t max_byt
     bool ended = L::load_acquire(header.producer.end_of_stream) != 0;
     if (s.info.framing == shmchan::Framing::records) {
         RingCopier ring{base, header, segment_size, segment_count, capacity, published};
-        std::uint64_t resume_offset = L::load_relaxed(header.consumers[0].position.resume_offset);
+        // The resume word (layout.hpp): usually in segment `released`, one release ahead if the
+        // consumer died between its two stores.
+        std::uint64_t resume_word = L::load_relaxed(header.consumers[0].position.resume_point);
+        std::uint64_t resume_position = released, resume_offset = 0;
+        if (!L::decode_resume_word(resume_word, released, published, resume_position, resume_offset)) {
+            return fail(where + ": resume point " + std::to_string(resume_word >> 32) + ":" +
+                        std::to_string(resume_word & 0xffff'ffffull) + " names no unreleased segment");
+        }
         std::uint64_t max_record = L::load_relaxed(header.identity.max_record_bytes);
-        std::string problem = peek_records(name, ring, released, resume_offset, max_record, ended, count, max_bytes);
+        std::string problem = peek_records(name, ring, resume_position, resume_offset, max_record, ended, count, max_bytes);
         std::fflush(stdout);
         if (!problem.empty()) return fail(where + ": " + problem);
         return kExitOk;
