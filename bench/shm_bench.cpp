@@ -729,7 +729,7 @@ struct Config {
     bool quick = false;
     int core_a = 0, core_b = 1;
     std::int64_t stream_ns = 0;
-    int reps = 3;
+    int reps = 5;  // rounds: stream rows take the median (this VM's rates are often bimodal)
     std::string dir;
 };
 
@@ -1681,10 +1681,15 @@ int main(int argc, char** argv) {
     app.add_option("--markdown", markdown_path, "write the table and the checks against BRIEF.md as markdown");
     app.add_option("--filter", filter, "run only rows whose transport/mode/api contains this");
     app.add_option("--cores", cores, "the two CPUs to pin producer and consumer to")->capture_default_str();
+    int round_count = Config{}.reps;
+    app.add_option("--rounds", round_count, "rounds of every row, interleaved (stream rows: the median)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 50));
     CLI11_PARSE(app, argc, argv);
 
     Config cfg;
     cfg.quick = quick;
+    cfg.reps = round_count;
     cfg.stream_ns = quick ? 100'000'000 : 300'000'000;
     if (std::sscanf(cores.c_str(), "%d,%d", &cfg.core_a, &cfg.core_b) != 2 || cfg.core_a == cfg.core_b) {
         std::fprintf(stderr, "shm-bench: --cores wants two different CPUs, as A,B\n");
