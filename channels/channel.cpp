@@ -1233,6 +1233,10 @@ ChannelInfo read_info(const std::string& name, const shm::Region& region, Self s
     }
     info.end_of_stream = layout::load_relaxed(header.producer.end_of_stream) != 0;
     info.removed = layout::load_relaxed(header.control.removed) != 0;
+    info.buffer_timeout_ns = layout::load_relaxed(header.producer.buffer_timeout_ns);
+    info.flush_word = layout::load_relaxed(header.producer.flushed);
+    info.resume_word = layout::load_relaxed(header.consumers[0].position.resume_point);
+    info.in_flight_record_bytes = layout::load_relaxed(header.consumers[0].position.in_flight_record_bytes);
     auto side = [&](const layout::Attachment& a, std::uint64_t lock_byte, const layout::SharedU32& sleeping) {
         ChannelInfo::Side s;
         s.attached = layout::load_relaxed(a.attached) != 0;

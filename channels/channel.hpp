@@ -170,6 +170,10 @@ struct ChannelInfo {
     Framing framing = Framing::raw_bytes;
     std::uint64_t max_record_bytes = 0, total_bytes = 0, created_realtime_ns = 0;
     std::uint64_t published = 0, released = 0;  // released: the slowest consumer slot's
+    // Records layer (layout.hpp): the producer's buffer timeout, its flush word (rule 2b) and
+    // consumer slot 0's resume word and in-flight size, as stored (decode with the layout's
+    // helpers: the words carry 32-bit position tags).
+    std::uint64_t buffer_timeout_ns = 0, flush_word = 0, resume_word = 0, in_flight_record_bytes = 0;
     std::uint32_t consumer_slots = 0;
     bool end_of_stream = false, removed = false;
     std::uint64_t file_bytes = 0;  // bytes mapped (the file's size when opened)

@@ -637,6 +637,14 @@ TEST_CASE("live channel: list, show, peek, metrics; gc keeps it; detached it is 
     CHECK(u64(o, "records_read") == 0u);
     CHECK(u64(o, "segments_published") == 3u);
     CHECK(u64(o, "segments_released") == 1u);
+    // The consumer released segment 0: a successor would resume at segment 1, offset 0. Nothing
+    // was flushed (raw segments): the flush word names no segment.
+    CHECK(u64(o, "resume_segment") == 1u);
+    CHECK(u64(o, "resume_offset") == 0u);
+    CHECK(u64(o, "in_flight_record_bytes") == 0u);
+    CHECK(is_null(o, "flushed_segment"));
+    CHECK(u64(o, "flushed_bytes") == 0u);
+    CHECK(u64(o, "buffer_timeout_ns").has_value());
     ChannelInfo info = shmchan::inspect(name);
     CHECK(u64(o, "wakeups") == info.producer_counters.wake_syscalls + info.consumer_counters.wake_syscalls);
 
@@ -658,6 +666,7 @@ TEST_CASE("live channel: list, show, peek, metrics; gc keeps it; detached it is 
     CHECK(show.code == 0);
     CHECK(contains(show.out, "active"));
     CHECK(contains(show.out, "published 3, released 1, unread 2"));
+    CHECK_MESSAGE(contains(show.out, "resume at segment 1 offset 0"), show.out);
 
     // peek decodes the two unread segments and moves nothing.
     ChannelInfo before = shmchan::inspect(name);

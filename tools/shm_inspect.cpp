@@ -359,6 +359,32 @@ std::string side_json(const ChannelInfo::Side& side, const std::string& state) {
     o.num("attach_count", side.attach_count).num("start_time", side.start_time).boolean("sleeping", side.sleeping);
     return o.done();
 }
+// The records layer's words, decoded against the positions (layout.hpp): the flush word's
+// segment is the published or filling one whose tag it carries; the resume word's is in
+// [released, published].
+struct RecordsPoints {
+    bool flushed = false, resume = false;
+    std::uint64_t flushed_segment = 0, flushed_bytes = 0, resume_segment = 0, resume_offset = 0;
+};
+RecordsPoints records_points(const ChannelInfo& i) {
+    RecordsPoints p;
+    p.flushed_bytes = i.flush_word & 0xffff'ffffull;
+    if (i.released <= i.published) {
+        std::uint64_t position = 0, bytes = 0;
+        // A flush word names the segment being filled: published, at most, and not before released.
+        if (p.flushed_bytes != 0 && L::decode_resume_word(i.flush_word, i.released, i.published, position, bytes)) {
+            p.flushed = true;
+            p.flushed_segment = position;
+        }
+        if (L::decode_resume_word(i.resume_word, i.released, i.published, position, bytes)) {
+            p.resume = true;
+            p.resume_segment = position;
+            p.resume_offset = bytes;
+        }
+    }
+    return p;
+}
+
 
 // Every channel gets the same keys; figures that a channel in creation or a corrupt one does
 // not have are null.
@@ -380,7 +406,8 @@ std::string snapshot_json(const Snapshot& s) {
               "bytes_written", "records_written", "segments_published", "events_written", "bytes_read",
               "records_read", "segments_released", "events_read", "wakeups", "producer_wake_syscalls",
               "consumer_wake_syscalls", "parks", "producer_parks", "consumer_parks", "backpressured_ns", "idle_ns",
-              "last_publish_realtime_ns", "last_release_realtime_ns"}) {
+              "last_publish_realtime_ns", "last_release_realtime_ns", "buffer_timeout_ns", "flushed_segment",
+              "flushed_bytes", "resume_segment", "resume_offset", "in_flight_record_bytes"}) {
             o.null(key);
         }
         return o.done();
@@ -405,6 +432,15 @@ std::string snapshot_json(const Snapshot& s) {
     o.num("parks", p.parks + c.parks).num("producer_parks", p.parks).num("consumer_parks", c.parks);
     o.num("backpressured_ns", p.waited_ns).num("idle_ns", c.waited_ns);
     o.num("last_publish_realtime_ns", p.last_realtime_ns).num("last_release_realtime_ns", c.last_realtime_ns);
+    // Records layer: where the flush word and the resume point stand (null: they name no
+    // segment in the ring, e.g. nothing flushed yet).
+    const RecordsPoints points = records_points(i);
+    o.num("buffer_timeout_ns", i.buffer_timeout_ns);
+    if (points.flushed) o.num("flushed_segment", points.flushed_segment); else o.null("flushed_segment");
+    o.num("flushed_bytes", points.flushed_bytes);
+    if (points.resume) o.num("resume_segment", points.resume_segment).num("resume_offset", points.resume_offset);
+    else o.null("resume_segment").null("resume_offset");
+    o.num("in_flight_record_bytes", i.in_flight_record_bytes);
     return o.done();
 }
 
@@ -502,6 +538,19 @@ int run_show(const std::string& name, bool json) {
     row("positions", "published " + std::to_string(i.published) + ", released " + std::to_string(i.released) +
                          ", unread " + std::to_string(s.unread));
     row("fill (outPoolUsage)", percent(s.fill) + " (" + fixed(s.fill, 4) + ")");
+    {
+        const RecordsPoints points = records_points(i);
+        std::string text = "resume at " + (points.resume ? "segment " + std::to_string(points.resume_segment) + " offset " +
+                                                               std::to_string(points.resume_offset)
+                                                         : std::string("(no segment in the ring)"));
+        if (points.flushed) {
+            text += ", flushed " + std::to_string(points.flushed_bytes) + " bytes of segment " +
+                    std::to_string(points.flushed_segment);
+        }
+        if (i.in_flight_record_bytes) text += ", a record of " + std::to_string(i.in_flight_record_bytes) + " bytes in flight";
+        text += ", buffer timeout " + std::to_string(i.buffer_timeout_ns / 1'000'000) + " ms";
+        row("records layer", text);
+    }
     row("written", std::to_string(p.bytes) + " bytes, " + std::to_string(p.records) + " records, " +
                        std::to_string(p.segments) + " segments, " + std::to_string(p.events) + " events");
     row("read", std::to_string(c.bytes) + " bytes, " + std::to_string(c.records) + " records, " +
