@@ -858,7 +858,7 @@ Status RecordReader::read_slow(Record& out) {
     state_->arm_fast_path();
     return status;
 }
-Status RecordReader::try_read(Record& out) {
+Status RecordReader::try_read_slow(Record& out) {
     state_->cur.fast_limit = 0;
     Status status = state_->read(out, Deadline::make(Mode::try_once, {}));
     state_->arm_fast_path();

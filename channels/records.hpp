@@ -240,8 +240,8 @@ public:
     // The next record or event. ok; end_of_stream (after the end event, and from then on);
     // record_lost (see the file comment); would_block / timed_out; peer_died; corrupt (a bad
     // frame or segment: last_error() names the channel, the segment and the cause).
-    Status read(Record& out);  // inline fast path below
-    Status try_read(Record& out);
+    Status read(Record& out);      // inline fast path below
+    Status try_read(Record& out);  // inline fast path below
     Status read_for(Record& out, std::chrono::nanoseconds timeout);
 
     // Typed read through Codec<T>: ok (decoded), event (the frame was an event: see last()),
@@ -261,7 +261,9 @@ public:
 private:
     struct State;
     explicit RecordReader(std::unique_ptr<State> state);
+    bool read_fast(Record& out);  // the inline path: a record frame in the committed bytes viewed
     Status read_slow(Record& out);
+    Status try_read_slow(Record& out);
     Record& last_slot() noexcept;
     std::unique_ptr<State> state_;
     detail::ReadCursor* cursor_ = nullptr;  // inside *state_
@@ -318,7 +320,10 @@ inline Status RecordWriter::commit(std::size_t used) {
     return commit_slow(used);
 }
 
-inline Status RecordReader::read(Record& out) {
+inline Status RecordReader::read(Record& out) { return read_fast(out) ? Status::ok : read_slow(out); }
+inline Status RecordReader::try_read(Record& out) { return read_fast(out) ? Status::ok : try_read_slow(out); }
+
+inline bool RecordReader::read_fast(Record& out) {
     detail::ReadCursor& c = *cursor_;
     if (c.fast_limit > c.offset && c.fast_limit - c.offset >= layout::kFrameHeaderBytes) [[likely]] {
         layout::FrameHeader header;
@@ -340,10 +345,10 @@ inline Status RecordReader::read(Record& out) {
             c.offset = static_cast<std::uint32_t>(end < c.fast_limit ? end : c.fast_limit);
             ++c.progress.records;
             c.progress.bytes += header.length;
-            return Status::ok;
+            return true;
         }
     }
-    return read_slow(out);
+    return false;
 }
 
 template <class T>
