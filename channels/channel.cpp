@@ -472,7 +472,7 @@ public:
     void wake_consumer() {
         if (holding_) {
             std::uint32_t committed = L::load_relaxed(segment_header(position_).committed_bytes);  // our own store
-            std::uint64_t word = (position_ & 0xffff'ffffull) << 32 | committed;
+            std::uint64_t word = L::make_tagged_word(position_, committed);
             // Release: pairs with the consumer's acquire in poll_view; the payload and the
             // committed_bytes store before it are visible to a consumer that sees the word.
             if (committed != 0 && flushed_word_ != word) {
@@ -780,8 +780,8 @@ public:
         }
         // Acquire: pairs with the release in wake_consumer (the payload and header before it).
         std::uint64_t word = L::load_acquire(header_->producer.flushed);
-        if ((word >> 32) != (position & 0xffff'ffffull)) return Status::would_block;
-        std::uint32_t committed = static_cast<std::uint32_t>(word);
+        std::uint64_t tagged = 0, committed = 0;
+        if (!L::decode_tagged_word(word, position, position, tagged, committed)) return Status::would_block;
         if (committed > capacity_) {
             return fail(Status::corrupt, "flush word of segment " + std::to_string(position) + " claims " +
                                              std::to_string(committed) + " bytes, capacity is " +
@@ -805,8 +805,8 @@ public:
         L::ConsumerLine& line = consumer_line();
         // The resume point first, tagged with its position: a consumer that dies between these
         // stores and `released` leaves them describing `position`, and the next one resumes
-        // there (decode_resume_word); the in-flight size goes with it.
-        L::store_relaxed(line.resume_point, L::make_resume_word(position, resume_offset));
+        // there (layout.hpp, make_tagged_word); the in-flight size goes with it.
+        L::store_relaxed(line.resume_point, L::make_tagged_word(position, resume_offset));
         L::store_relaxed(line.in_flight_record_bytes, in_flight);
         auto& counters = consumer_slot().counters;
         if constexpr (kHotCounters) {
@@ -1096,12 +1096,12 @@ private:
             position_ = released;
             cached_peer_ = released;  // forces a load of `published` at the first read
             L::store_relaxed(consumer_slot().wake.sleeping, 0u);
-            // The records layer's resume point (layout.hpp, decode_resume_word): in segment
+            // The records layer's resume point (layout.hpp, make_tagged_word): in segment
             // `released`, or one release ahead if our predecessor died between its two stores.
             const L::ConsumerLine& line = consumer_line();
             std::uint64_t word = L::load_relaxed(line.resume_point);
             std::uint64_t limit = std::min(published, released + geometry_.segment_count);
-            if (!L::decode_resume_word(word, released, limit, resume_.position, resume_.offset)) {
+            if (!L::decode_tagged_word(word, released, limit, resume_.position, resume_.offset)) {
                 region_.unlock(lock_byte);
                 throw Error(Errc::corrupt, describe_channel(name_) + ": resume point " + std::to_string(word >> 32) + ":" +
                                                std::to_string(word & 0xffff'ffffull) + " names no segment in [" +

@@ -64,7 +64,7 @@
 namespace shmchan::layout {
 
 inline constexpr std::uint64_t kMagic = 0x314E414843'4D4853ull;  // "SHMCHAN1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 2;  // 2: ProducerLine::flushed, ConsumerSlot::wake
+inline constexpr std::uint32_t kAbiVersion = 2;  // 2: flush word, consumer wake line, resume tag
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kHeaderBytes = 4096;
 inline constexpr std::uint32_t kSegmentHeaderBytes = 64;
@@ -177,8 +177,8 @@ struct alignas(kCacheLine) ProducerLine {
     SharedU32 sleeping;       // producer sets 1 before parking; consumer exchanges to 0 (rule 5)
     SharedU64 buffer_timeout_ns;  // records layer: the producer's flush timeout, which bounds a
                                   // parked consumer's sleep (relaxed: a setting, not data)
-    SharedU64 flushed;        // the flush word (rule 2b): (position mod 2^32) << 32 | committed
-                              // bytes of the segment being filled; release by producer on flush
+    SharedU64 flushed;        // the flush word (rule 2b): make_tagged_word(position, committed
+                              // bytes) of the segment being filled; release by producer on flush
     std::uint8_t reserved[32];
 };
 
@@ -208,15 +208,15 @@ struct alignas(kCacheLine) ProducerCounters {
     std::uint8_t reserved[56];
 };
 
-// Consumer slot: position line, then attachment, then counters.
+// Consumer slot: position line, then attachment, counters and the wake line (ConsumerWake).
 struct alignas(kCacheLine) ConsumerLine {
     SharedU64 released;        // segments released; release by consumer (rule 3)
     std::uint32_t reserved1;   // (ABI 1 had `sleeping` here: now ConsumerWake, its own line)
     std::uint32_t reserved0;
     SharedU64 resume_point;    // records layer: where a restarted consumer resumes, as a resume
-                               // word (make_resume_word: the segment's position tag and the payload
+                               // word (make_tagged_word: the segment's position tag and the payload
                                // offset of the first unfinished frame); consumer-written, relaxed,
-                               // read on restart. Stored before `released`: see decode_resume_word
+                               // read on restart. Stored before `released`: see make_tagged_word
     SharedU64 in_flight_record_bytes;  // records layer: size of a record larger than the ring
                                        // whose first segments were released while it was read
                                        // (0 otherwise); a restarted consumer reports it lost
@@ -446,20 +446,22 @@ static_assert(kConsumerLockByte + kMaxConsumers <= kHeaderBytes);
 static_assert(kCreatingLockByte >= 768 + kMaxConsumers * sizeof(ConsumerSlot),
               "lock bytes must not overlap fields (they would not conflict, but keep them apart)");
 
-// The resume word: (position mod 2^32) << 32 | payload offset. The consumer stores it before it
-// stores `released`, so one that dies between the two leaves the word one release ahead; the
-// tag says which segment the offset belongs to, and the next consumer resumes there.
-inline constexpr std::uint64_t make_resume_word(std::uint64_t position, std::uint64_t offset) noexcept {
-    return (position & 0xffff'ffffull) << 32 | (offset & 0xffff'ffffull);
+// A tagged word: (position mod 2^32) << 32 | a 32-bit value that belongs to that segment. Two
+// words have this form: the flush word (value: committed bytes, rule 2b) and the resume word
+// (value: payload offset). The consumer stores the resume word before `released`, so one that
+// dies between the two leaves it one release ahead; the tag says which segment it belongs to,
+// and the next consumer resumes there.
+inline constexpr std::uint64_t make_tagged_word(std::uint64_t position, std::uint64_t value) noexcept {
+    return (position & 0xffff'ffffull) << 32 | (value & 0xffff'ffffull);
 }
-// The position in [released, limit] whose tag the word carries, and its offset; false if none
-// (a corrupt word). limit >= released.
-inline constexpr bool decode_resume_word(std::uint64_t word, std::uint64_t released, std::uint64_t limit,
-                                         std::uint64_t& position, std::uint64_t& offset) noexcept {
-    const std::uint64_t ahead = ((word >> 32) - released) & 0xffff'ffffull;
-    if (limit < released || ahead > limit - released) return false;
-    position = released + ahead;
-    offset = word & 0xffff'ffffull;
+// The position in [low, high] whose tag the word carries, and its value; false if none (a stale
+// or corrupt word, or high < low). The tag is unambiguous while high - low < 2^32.
+inline constexpr bool decode_tagged_word(std::uint64_t word, std::uint64_t low, std::uint64_t high,
+                                         std::uint64_t& position, std::uint64_t& value) noexcept {
+    const std::uint64_t ahead = ((word >> 32) - low) & 0xffff'ffffull;
+    if (high < low || ahead > high - low) return false;
+    position = low + ahead;
+    value = word & 0xffff'ffffull;
     return true;
 }
 

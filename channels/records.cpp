@@ -526,6 +526,16 @@ struct RecordReader::State {
         cur.payload = view.payload.data();
     }
 
+    // Every read that the inline path leaves to us. It disarms the fast path first: if read()
+    // throws (an allocation failure), the cursor must not keep a view of a segment it may have
+    // released.
+    Status slow_read(Record& out, const Deadline& deadline) {
+        cur.fast_limit = 0;
+        Status status = read(out, deadline);
+        arm_fast_path();
+        return status;
+    }
+
     bool view_ready() const {
         if (!have_view) return false;
         if (view.sealed) return true;
@@ -850,25 +860,10 @@ RecordReader& RecordReader::operator=(RecordReader&& other) noexcept {
 }
 RecordReader::~RecordReader() = default;
 
-// Each slow read disarms the fast path first: if it throws (an allocation failure), the cursor
-// must not keep a view of a segment it may have released.
-Status RecordReader::read_slow(Record& out) {
-    state_->cur.fast_limit = 0;
-    Status status = state_->read(out, Deadline::make(Mode::blocking, {}));
-    state_->arm_fast_path();
-    return status;
-}
-Status RecordReader::try_read_slow(Record& out) {
-    state_->cur.fast_limit = 0;
-    Status status = state_->read(out, Deadline::make(Mode::try_once, {}));
-    state_->arm_fast_path();
-    return status;
-}
+Status RecordReader::read_slow(Record& out) { return state_->slow_read(out, Deadline::make(Mode::blocking, {})); }
+Status RecordReader::try_read_slow(Record& out) { return state_->slow_read(out, Deadline::make(Mode::try_once, {})); }
 Status RecordReader::read_for(Record& out, std::chrono::nanoseconds timeout) {
-    state_->cur.fast_limit = 0;
-    Status status = state_->read(out, Deadline::make(Mode::timed, timeout));
-    state_->arm_fast_path();
-    return status;
+    return state_->slow_read(out, Deadline::make(Mode::timed, timeout));
 }
 const Record& RecordReader::last() const noexcept { return state_->last; }
 Record& RecordReader::last_slot() noexcept { return state_->last; }

@@ -82,6 +82,18 @@ struct ReadCursor {
     layout::SharedU64* resume_point = nullptr;  // consumer line: where a restarted consumer resumes
     ReadProgress progress;               // consumed since the last release (counters)
 };
+// The end of both writer fast paths: the frame header of a record of `length` payload bytes
+// (already in place) at the cursor, then one release store of committed_bytes, which publishes
+// the frame to a partial reader (rule 2). The header's record_count is brought up to date by
+// the next slow commit, flush or publish (fast_frames).
+inline void commit_fast_frame(WriteCursor& c, std::size_t length, std::uint64_t end) noexcept {
+    const layout::FrameHeader header{static_cast<std::uint32_t>(length),
+                                     static_cast<std::uint16_t>(layout::FrameKind::record), 0};
+    std::memcpy(c.payload + c.offset, &header, sizeof header);
+    c.offset = static_cast<std::uint32_t>(end);
+    ++c.fast_frames;
+    layout::store_release(*c.committed_bytes, c.offset);
+}
 }  // namespace detail
 
 // Codec<T>: how a T becomes record bytes. Specialize it for your type:
@@ -276,17 +288,11 @@ inline Status RecordWriter::write(std::span<const std::byte> record) {
     detail::WriteCursor& c = *cursor_;
     const std::uint64_t end = layout::frame_align(std::uint64_t{c.offset} + layout::kFrameHeaderBytes + record.size());
     if (record.size() <= c.max_fast_record && end <= c.fast_limit) [[likely]] {
-        const layout::FrameHeader header{static_cast<std::uint32_t>(record.size()),
-                                         static_cast<std::uint16_t>(layout::FrameKind::record), 0};
-        std::byte* at = c.payload + c.offset;
-        std::memcpy(at, &header, sizeof header);
-        if (!record.empty()) std::memcpy(at + layout::kFrameHeaderBytes, record.data(), record.size());
-        if (c.reserved) c.reserved = false;  // a write drops a pending reservation
-        c.offset = static_cast<std::uint32_t>(end);
-        ++c.fast_frames;
-        // Rule 2: the release of committed_bytes publishes the frame to a partial reader. (The
-        // header's record_count is brought up to date by the next slow commit, flush or publish.)
-        layout::store_release(*c.committed_bytes, c.offset);
+        if (!record.empty()) {
+            std::memcpy(c.payload + c.offset + layout::kFrameHeaderBytes, record.data(), record.size());
+        }
+        c.reserved = false;  // a write drops a pending reservation
+        detail::commit_fast_frame(c, record.size(), end);
         return Status::ok;
     }
     return write_slow(record);
@@ -308,13 +314,8 @@ inline Status RecordWriter::commit(std::size_t used) {
     detail::WriteCursor& c = *cursor_;
     const std::uint64_t end = layout::frame_align(std::uint64_t{c.offset} + layout::kFrameHeaderBytes + used);
     if (c.reserved && used <= c.reserved_size && end <= c.fast_limit) [[likely]] {
-        const layout::FrameHeader header{static_cast<std::uint32_t>(used),
-                                         static_cast<std::uint16_t>(layout::FrameKind::record), 0};
-        std::memcpy(c.payload + c.offset, &header, sizeof header);
         c.reserved = false;
-        c.offset = static_cast<std::uint32_t>(end);
-        ++c.fast_frames;
-        layout::store_release(*c.committed_bytes, c.offset);  // rule 2
+        detail::commit_fast_frame(c, used, end);
         return Status::ok;
     }
     return commit_slow(used);
@@ -333,7 +334,7 @@ inline bool RecordReader::read_fast(Record& out) {
             header.length <= c.max_record) [[likely]] {
             // The previous record is finished: a restarted consumer resumes at this frame.
             // Relaxed: read only by the next consumer of this slot, after our lock is gone.
-            layout::store_relaxed(*c.resume_point, layout::make_resume_word(c.position, c.offset));
+            layout::store_relaxed(*c.resume_point, layout::make_tagged_word(c.position, c.offset));
             out.kind = RecordKind::record;
             out.bytes = std::span<const std::byte>(c.payload + c.offset + layout::kFrameHeaderBytes, header.length);
             out.checkpoint_id = 0;

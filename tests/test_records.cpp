@@ -998,7 +998,7 @@ TEST_CASE("a consumer that died between storing its resume point and released: t
     SUBCASE("a tag that names no unreleased segment is refused at attach") {
         const std::size_t word = offsetof(L::ChannelHeader, consumers) + offsetof(L::ConsumerSlot, position) +
                                  offsetof(L::ConsumerLine, resume_point);
-        file.poke64(word, L::make_resume_word(9, 0));
+        file.poke64(word, L::make_tagged_word(9, 0));
         CHECK_THROWS_AS(RecordReader::attach(name, options), shmchan::Error);
     }
 }

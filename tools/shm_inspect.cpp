@@ -372,11 +372,11 @@ RecordsPoints records_points(const ChannelInfo& i) {
     if (i.released <= i.published) {
         std::uint64_t position = 0, bytes = 0;
         // A flush word names the segment being filled: published, at most, and not before released.
-        if (p.flushed_bytes != 0 && L::decode_resume_word(i.flush_word, i.released, i.published, position, bytes)) {
+        if (p.flushed_bytes != 0 && L::decode_tagged_word(i.flush_word, i.released, i.published, position, bytes)) {
             p.flushed = true;
             p.flushed_segment = position;
         }
-        if (L::decode_resume_word(i.resume_word, i.released, i.published, position, bytes)) {
+        if (L::decode_tagged_word(i.resume_word, i.released, i.published, position, bytes)) {
             p.resume = true;
             p.resume_segment = position;
             p.resume_offset = bytes;
@@ -1042,7 +1042,7 @@ int run_peek(const std::string& name, std::uint64_t count, std::uint64_t max_byt
         // consumer died between its two stores.
         std::uint64_t resume_word = L::load_relaxed(header.consumers[0].position.resume_point);
         std::uint64_t resume_position = released, resume_offset = 0;
-        if (!L::decode_resume_word(resume_word, released, published, resume_position, resume_offset)) {
+        if (!L::decode_tagged_word(resume_word, released, published, resume_position, resume_offset)) {
             return fail(where + ": resume point " + std::to_string(resume_word >> 32) + ":" +
                         std::to_string(resume_word & 0xffff'ffffull) + " names no unreleased segment");
         }
