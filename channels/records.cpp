@@ -47,6 +47,27 @@ L::FrameHeader frame_header(std::uint32_t length, L::FrameKind kind, std::uint16
     return header;
 }
 
+// `run` frames of `record_size` bytes each from `source`, every frame_bytes from `at`. The
+// common small sizes copy with fixed-size moves; the rest through memcpy.
+void copy_frames(std::byte* at, const std::byte* source, std::size_t run, std::size_t record_size,
+                        std::uint64_t frame_bytes) {
+    const L::FrameHeader header = frame_header(static_cast<std::uint32_t>(record_size), L::FrameKind::record, 0);
+    auto frames = [&](auto copy) {
+        for (std::size_t i = 0; i < run; ++i, at += frame_bytes, source += record_size) {
+            std::memcpy(at, &header, sizeof header);
+            copy(at + L::kFrameHeaderBytes, source);
+        }
+    };
+    switch (record_size) {
+        case 8: frames([](std::byte* to, const std::byte* from) { std::memcpy(to, from, 8); }); break;
+        case 16: frames([](std::byte* to, const std::byte* from) { std::memcpy(to, from, 16); }); break;
+        case 32: frames([](std::byte* to, const std::byte* from) { std::memcpy(to, from, 32); }); break;
+        case 64: frames([](std::byte* to, const std::byte* from) { std::memcpy(to, from, 64); }); break;
+        case 128: frames([](std::byte* to, const std::byte* from) { std::memcpy(to, from, 128); }); break;
+        default: frames([&](std::byte* to, const std::byte* from) { std::memcpy(to, from, record_size); }); break;
+    }
+}
+
 }  // namespace
 
 // ---- Writer --------------------------------------------------------------------------------------
@@ -77,6 +98,8 @@ struct RecordWriter::State {
     std::uint64_t pending_records = 0;  // plus cur.fast_frames
     std::uint64_t pending_events = 0;
     std::vector<std::byte> scratch;
+    std::unique_ptr<std::byte[]> stage;  // write_batch: frames a long run here (capacity bytes)
+    static constexpr std::size_t kStagedRunBytes = 4096;
     bool ended = false;
     std::uint64_t next_position = 0;  // the segment after the last one published (a hint)
 
@@ -185,6 +208,16 @@ struct RecordWriter::State {
         if (deadline.mode == Mode::blocking) return Status::ok;
         std::uint64_t needed = segments_needed(frame_bytes);
         if (needed == 0) return Status::ok;
+        if (holding && offset > 0 && producer.free_segments() < needed) {
+            // We must wait, so hand the held segment over first (that does not wait): the
+            // reader may need it to free segments (the end of a spanning record it holds, a
+            // seal it waits for with checksums), and a record that needs every other segment
+            // could never find them free while we hold one. The blocking path does the same in
+            // room_for().
+            Status status = publish();
+            if (status != Status::ok) return status;
+            needed = segments_needed(frame_bytes);
+        }
         if (needed > segment_count) {
             return fail(Status::invalid_call, "a record of " + std::to_string(frame_bytes) + " bytes needs " +
                                                   std::to_string(needed) + " segments, more than the ring's " +
@@ -283,6 +316,57 @@ struct RecordWriter::State {
         return commit_frames();
     }
 
+    // Batches: runs of whole frames straight into the held segment (one committed_bytes store
+    // per run), and the general path for one record where a run cannot go on (segment full,
+    // checksums, latency mode, a record that spans segments).
+    Status write_batch(std::span<const std::byte> records, std::size_t record_size, std::size_t& written,
+                       const Deadline& deadline) {
+        written = 0;
+        if (record_size == 0 || records.size() % record_size != 0) {
+            return fail(Status::invalid_call, "write_batch of " + std::to_string(records.size()) +
+                                                  " bytes in records of " + std::to_string(record_size) +
+                                                  " bytes: the size must divide the batch");
+        }
+        if (record_size > max_record) {
+            return fail(Status::too_large, "record of " + std::to_string(record_size) + " bytes exceeds the maximum of " +
+                                               std::to_string(max_record));
+        }
+        const std::size_t count = records.size() / record_size;
+        const std::byte* source = records.data();
+        const std::uint64_t frame_bytes = L::frame_align(L::kFrameHeaderBytes + record_size);
+        while (written < count) {
+            if (cur.fast_limit != 0 && record_size <= cur.max_fast_record && offset + frame_bytes <= cur.fast_limit) {
+                const std::size_t run = static_cast<std::size_t>(
+                    std::min<std::uint64_t>(count - written, (cur.fast_limit - offset) / frame_bytes));
+                const std::size_t run_bytes = static_cast<std::size_t>(run * frame_bytes);
+                if (run_bytes >= kStagedRunBytes) {
+                    // Framed in a private buffer first, then one memcpy into the segment: a long
+                    // copy writes whole cache lines (rep movsb) without first fetching each line
+                    // from the reader's core, which frame-by-frame stores must do. Measured
+                    // cross-process at 64 B: 2.6 -> 1.8 ns per record.
+                    if (!stage) stage = std::make_unique<std::byte[]>(capacity);  // once per writer
+                    copy_frames(stage.get(), source, run, record_size, frame_bytes);
+                    std::memcpy(segment.payload.data() + offset, stage.get(), run_bytes);
+                } else {
+                    copy_frames(segment.payload.data() + offset, source, run, record_size, frame_bytes);
+                }
+                source += run * record_size;
+                written += run;
+                offset = static_cast<std::uint32_t>(offset + run * frame_bytes);
+                cur.fast_frames += static_cast<std::uint32_t>(run);
+                reserved = false;
+                // Release: the frames above before the count that covers them (rule 2).
+                L::store_release(*cur.committed_bytes, offset);
+                continue;
+            }
+            Status status = write_frame(L::FrameKind::record, 0, std::span<const std::byte>(source, record_size), deadline);
+            if (status != Status::ok) return status;
+            source += record_size;
+            ++written;
+        }
+        return Status::ok;
+    }
+
     Status reserve(std::size_t size, std::span<std::byte>& out, const Deadline& deadline) {
         if (ended) return fail(Status::invalid_call, "reserve after end of stream");
         if (size > capacity - L::kFrameHeaderBytes || size > max_record) {
@@ -351,6 +435,16 @@ Status RecordWriter::try_write(std::span<const std::byte> record) {
 }
 Status RecordWriter::write_for(std::span<const std::byte> record, std::chrono::nanoseconds timeout) {
     return state_->write_frame(L::FrameKind::record, 0, record, Deadline::make(Mode::timed, timeout));
+}
+Status RecordWriter::write_batch(std::span<const std::byte> records, std::size_t record_size, std::size_t& written) {
+    return state_->write_batch(records, record_size, written, Deadline::make(Mode::blocking, {}));
+}
+Status RecordWriter::try_write_batch(std::span<const std::byte> records, std::size_t record_size, std::size_t& written) {
+    return state_->write_batch(records, record_size, written, Deadline::make(Mode::try_once, {}));
+}
+Status RecordWriter::write_batch_for(std::span<const std::byte> records, std::size_t record_size, std::size_t& written,
+                                     std::chrono::nanoseconds timeout) {
+    return state_->write_batch(records, record_size, written, Deadline::make(Mode::timed, timeout));
 }
 Status RecordWriter::reserve_slow(std::size_t size, std::span<std::byte>& out) {
     return state_->reserve(size, out, Deadline::make(Mode::blocking, {}));

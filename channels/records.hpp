@@ -8,6 +8,7 @@
 //   new (room.data()) Trade{...};
 //   writer.commit(sizeof(Trade));
 //   writer.write_value(Trade{...});                               // typed, through Codec<Trade>
+//   writer.write_values(std::span<const Trade>(trades), written);   // a batch: an array of records
 //   writer.write_barrier(42);                                     // in-band events
 //   writer.end_stream();
 //
@@ -17,6 +18,7 @@
 //       if (record.kind == shmchan::RecordKind::record) use(record.bytes);   // a view: valid
 //       else if (record.kind == shmchan::RecordKind::barrier) snapshot(record.checkpoint_id);
 //   }                                                             // until the next read
+//   reader.read_batch([&](const shmchan::Record& r) { use(r); }, 512, delivered);   // a batch
 //
 // Framing: channels/layout.hpp (FrameHeader). A record larger than the room left in a segment
 // spans segments, up to the channel's max record size (64 MiB by default). A record that lies in
@@ -206,6 +208,24 @@ public:
     Status reserve_for(std::size_t size, std::span<std::byte>& out, std::chrono::nanoseconds timeout);
     Status commit(std::size_t used);
 
+    // Batches: the records of `records`, each `record_size` bytes, packed back to back (an array
+    // of fixed-size records), framed one by one in order, as write() would frame each, with one
+    // release store per segment filled instead of one per record. `written` tells how many went
+    // in: all of them when the blocking call returns ok; the try and timed calls stop with
+    // would_block / timed_out where they would have had to wait (a record is never half
+    // written). invalid_call: record_size is 0 or does not divide records.size(); too_large: a
+    // record over the max record size (nothing written).
+    Status write_batch(std::span<const std::byte> records, std::size_t record_size, std::size_t& written);
+    Status try_write_batch(std::span<const std::byte> records, std::size_t record_size, std::size_t& written);
+    Status write_batch_for(std::span<const std::byte> records, std::size_t record_size, std::size_t& written,
+                           std::chrono::nanoseconds timeout);
+    // Typed: each value of a trivially copyable T is one record (its bytes, as write_value does).
+    template <class T>
+    Status write_values(std::span<const T> values, std::size_t& written) {
+        static_assert(std::is_trivially_copyable_v<T> && !kIsByteView<T>, "write_values: a trivially copyable T");
+        return write_batch(std::as_bytes(values), sizeof(T), written);
+    }
+
     // Typed writes through Codec<T>: in place when the encoding fits one segment.
     template <class T>
     Status write_value(const T& value);
@@ -256,6 +276,30 @@ public:
     Status try_read(Record& out);  // inline fast path below
     Status read_for(Record& out, std::chrono::nanoseconds timeout);
 
+    // Batches: waits as read() does (try_: not at all; _for: at most `timeout`) for the next
+    // record or event and calls handler(const Record&) with it, then with every further record
+    // already visible, without waiting, up to `limit` in all (at least 1); an event after the
+    // first is left for the next call. ok: `delivered` records and events were handed over;
+    // otherwise a status of read() and none. Each Record and its bytes are valid during its
+    // call only; the handler must not call this reader. A consumer that dies in a handler is
+    // followed by one that resumes at the record being handled (at-least-once, as read()).
+    template <class Handler>
+    Status read_batch(Handler&& handler, std::size_t limit, std::size_t& delivered) {
+        Record record;
+        return deliver_batch(read(record), record, handler, limit, delivered);
+    }
+    template <class Handler>
+    Status try_read_batch(Handler&& handler, std::size_t limit, std::size_t& delivered) {
+        Record record;
+        return deliver_batch(try_read(record), record, handler, limit, delivered);
+    }
+    template <class Handler>
+    Status read_batch_for(Handler&& handler, std::size_t limit, std::size_t& delivered,
+                          std::chrono::nanoseconds timeout) {
+        Record record;
+        return deliver_batch(read_for(record, timeout), record, handler, limit, delivered);
+    }
+
     // Typed read through Codec<T>: ok (decoded), event (the frame was an event: see last()),
     // decode_error (the record is not a T; it is consumed), or the statuses of read().
     template <class T>
@@ -274,6 +318,8 @@ private:
     struct State;
     explicit RecordReader(std::unique_ptr<State> state);
     bool read_fast(Record& out);  // the inline path: a record frame in the committed bytes viewed
+    template <class Handler>
+    Status deliver_batch(Status first, Record& record, Handler& handler, std::size_t limit, std::size_t& delivered);
     Status read_slow(Record& out);
     Status try_read_slow(Record& out);
     Record& last_slot() noexcept;
@@ -350,6 +396,66 @@ inline bool RecordReader::read_fast(Record& out) {
         }
     }
     return false;
+}
+
+// The first record or event came through read(); the rest are the record frames of the view,
+// checked as read_fast() checks them. The cursor lives in locals across the handler calls (which
+// may write any memory); each frame stores it back before its call, store-only, so that a
+// handler that throws leaves the reader after the record it was given. Frames of one length
+// (the common case) go through an inner loop that steps by a fixed stride and only compares each
+// header with the first: the next frame's address does not wait for this frame's header load.
+template <class Handler>
+Status RecordReader::deliver_batch(Status first, Record& record, Handler& handler, std::size_t limit,
+                                   std::size_t& delivered) {
+    delivered = 0;
+    if (first != Status::ok) return first;
+    handler(static_cast<const Record&>(record));
+    delivered = 1;
+    detail::ReadCursor& c = *cursor_;
+    const std::uint64_t fast_limit = c.fast_limit;
+    if (fast_limit == 0 || delivered >= limit) return Status::ok;
+    const std::byte* const payload = c.payload;
+    const std::uint64_t position = c.position;
+    const std::uint64_t max_record = c.max_record;
+    layout::SharedU64* const resume_point = c.resume_point;
+    std::uint64_t offset = c.offset;
+    std::uint64_t records = c.progress.records;
+    std::uint64_t bytes = c.progress.bytes;
+    record = Record{};
+    auto deliver = [&](std::uint64_t at, std::uint32_t length, std::uint64_t end) {
+        // As read_fast(): the previous record is finished; a restarted consumer resumes here.
+        layout::store_relaxed(*resume_point, layout::make_tagged_word(position, at));
+        record.bytes = std::span<const std::byte>(payload + at + layout::kFrameHeaderBytes, length);
+        record.position = RecordPosition{position, at};
+        c.offset = static_cast<std::uint32_t>(end);
+        c.progress.records = ++records;
+        c.progress.bytes = bytes += length;
+        handler(static_cast<const Record&>(record));
+        ++delivered;
+    };
+    while (delivered < limit && offset < fast_limit && fast_limit - offset >= layout::kFrameHeaderBytes) {
+        std::uint64_t word;
+        std::memcpy(&word, payload + offset, sizeof word);  // the frame header, once; use the local
+        layout::FrameHeader header;
+        std::memcpy(&header, &word, sizeof header);
+        if (header.kind != static_cast<std::uint16_t>(layout::FrameKind::record) ||
+            header.length > fast_limit - offset - layout::kFrameHeaderBytes || header.length > max_record) {
+            break;  // an event or anything odd: the next read() takes it
+        }
+        const std::uint64_t stride = layout::frame_align(std::uint64_t{layout::kFrameHeaderBytes} + header.length);
+        const std::uint64_t end = std::min(offset + stride, fast_limit);
+        deliver(offset, header.length, end);
+        offset = end;
+        // Frames whose header equals this one (same length, a record) that end inside the view.
+        while (delivered < limit && fast_limit - offset >= stride) {
+            std::uint64_t next;
+            std::memcpy(&next, payload + offset, sizeof next);
+            if (next != word) break;
+            deliver(offset, header.length, offset + stride);
+            offset += stride;
+        }
+    }
+    return Status::ok;
 }
 
 template <class T>

@@ -507,6 +507,32 @@ TEST_CASE("try_write and write_for refuse a record larger than the ring; write a
     CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
 }
 
+TEST_CASE("with checksums, write_for that must wait hands over the segment a reader needs to free the ring") {
+    // A record spanning 4 x 4 KiB ends in the segment the writer holds; with checksums the reader
+    // takes only handed-over segments, so it holds the other three until that one is handed
+    // over. A timed write that does not fit the held segment must hand it over before waiting
+    // (the blocking write does): once waited with it held, neither side could move.
+    const std::string name = test::unique_name("rec-timed-seal");
+    auto options = records_options(kSmallSegment, kSmallCount, /*checksums=*/true);
+    auto writer = RecordWriter::attach(name, options);
+    auto reader = RecordReader::attach(name, options);
+    auto spanning = make_record(3 * kSmallSegment, 0);
+    REQUIRE(writer.write(spanning) == Status::ok);
+    Record record;
+    CHECK(reader.try_read(record) == Status::would_block);  // the end is in the held segment
+    auto next = make_record(3900, 1);                       // does not fit the held segment's room
+    CHECK(writer.write_for(next, 10ms) == Status::timed_out);  // the ring is full: nothing written
+    REQUIRE(reader.try_read(record) == Status::ok);         // the held segment was handed over
+    CHECK(check_record(record.bytes, 0, spanning.size()) == "");
+    CHECK(reader.try_read(record) == Status::would_block);  // releases the segments passed
+    CHECK(writer.write_for(next, kDeadline) == Status::ok);
+    CHECK(writer.end_stream() == Status::ok);
+    REQUIRE(reader.read_for(record, kDeadline) == Status::ok);
+    CHECK(check_record(record.bytes, 1, next.size()) == "");
+    CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
+    reader.remove_channel();
+}
+
 // ---- 2. Events --------------------------------------------------------------------------------
 
 TEST_CASE("every event kind arrives in order with the records, then end of stream for good") {
@@ -734,6 +760,324 @@ TEST_CASE("reserve/commit misuse and records over the maximum are refused, nothi
     CHECK(reader.try_read(record) == Status::end_of_stream);
 }
 
+// ---- 4b. Batches ----------------------------------------------------------------------------------
+
+namespace {
+// A batch plan: runs of fixed-size records (write_batch), single writes and barriers between
+// them. Record sizes cover the inline path's fixed-size copies (8 .. 128), odd sizes, the largest
+// inline record and records that span segments; counts from 1 to past a segment.
+struct BatchItem {
+    enum Kind { batch, single, barrier } kind;
+    std::size_t size;
+    std::size_t count;
+};
+std::vector<BatchItem> batch_plan(std::uint32_t segment_size, std::size_t items, std::uint64_t seed) {
+    const std::size_t inline_max = segment_size - L::kSegmentHeaderBytes - L::kFrameHeaderBytes;
+    const std::size_t sizes[] = {8, 16, 24, 32, 64, 100, 128, 1000, inline_max - 8, inline_max, inline_max + 8,
+                                 std::size_t{3} * segment_size};
+    std::mt19937_64 rng(seed);
+    std::vector<BatchItem> plan;
+    for (std::size_t i = 0; i < items; ++i) {
+        const std::uint64_t dice = rng() % 10;
+        const std::size_t size = sizes[rng() % std::size(sizes)];
+        if (dice < 7) {
+            const std::size_t most = std::max<std::size_t>(1, std::min<std::size_t>(600, 6 * segment_size / size));
+            plan.push_back({BatchItem::batch, size, 1 + rng() % most});
+        } else if (dice < 9) {
+            plan.push_back({BatchItem::single, size, 1});
+        } else {
+            plan.push_back({BatchItem::barrier, 0, 1});
+        }
+    }
+    return plan;
+}
+}  // namespace
+
+TEST_CASE("batches: write_batch and read_batch across processes, every record once, in order, intact") {
+    const std::size_t items = test::kSanitized ? 150 : 600;
+    for (bool checksums : {false, true}) {
+        for (std::uint32_t segment_size : {kSmallSegment, L::kDefaultSegmentSize}) {
+            CAPTURE(checksums);
+            CAPTURE(segment_size);
+            const std::string name = test::unique_name("rec-batch");
+            auto options = records_options(segment_size, 4, checksums);
+            const auto plan = batch_plan(segment_size, items, segment_size + checksums);
+            test::Child producer([&] {
+                ::alarm(120);
+                auto writer = RecordWriter::attach(name, options);
+                std::vector<std::byte> buffer;
+                std::uint64_t index = 0;
+                std::mt19937_64 rng(7);
+                for (const BatchItem& item : plan) {
+                    Status status = Status::ok;
+                    if (item.kind == BatchItem::barrier) {
+                        status = writer.write_barrier(index);
+                    } else {
+                        buffer.resize(item.size * item.count);
+                        for (std::size_t k = 0; k < item.count; ++k) fill_record(buffer.data() + k * item.size, item.size, index + k);
+                        if (item.kind == BatchItem::single) {
+                            status = writer.write(std::span<const std::byte>(buffer));
+                        } else {
+                            std::size_t written = ~std::size_t{0};
+                            const bool timed = rng() % 4 == 0;
+                            status = timed ? writer.write_batch_for(buffer, item.size, written, kDeadline)
+                                           : writer.write_batch(buffer, item.size, written);
+                            CHILD_EXPECT(status != Status::ok || written == item.count);
+                        }
+                        index += item.count;
+                    }
+                    if (status != Status::ok) {
+                        std::fprintf(stderr, "producer: %s %s\n", describe(status).c_str(), writer.last_error().c_str());
+                        return 3;
+                    }
+                    if (rng() % 8 == 0) CHILD_EXPECT(writer.flush() == Status::ok);
+                }
+                CHILD_EXPECT(writer.end_stream() == Status::ok);
+                return 0;
+            });
+            // The expected stream, flattened: a record (size, index) or a barrier (checkpoint id).
+            struct Expected {
+                bool barrier;
+                std::size_t size;
+                std::uint64_t index;
+            };
+            std::vector<Expected> expected;
+            std::uint64_t index = 0;
+            for (const BatchItem& item : plan) {
+                if (item.kind == BatchItem::barrier) {
+                    expected.push_back({true, 0, index});
+                } else {
+                    for (std::size_t k = 0; k < item.count; ++k) expected.push_back({false, item.size, index + k});
+                    index += item.count;
+                }
+            }
+            auto reader = RecordReader::attach(name, options);
+            std::size_t next = 0, bad = 0, calls = 0, events_not_first = 0;
+            std::mt19937_64 rng(3);
+            for (;;) {
+                std::size_t in_call = 0;
+                auto check = [&](const Record& record) {
+                    if (record.kind != RecordKind::record && in_call != 0) ++events_not_first;
+                    ++in_call;
+                    if (next >= expected.size()) {
+                        ++bad;
+                        return;
+                    }
+                    const Expected& want = expected[next++];
+                    if (want.barrier) {
+                        if (record.kind != RecordKind::barrier || record.checkpoint_id != want.index) ++bad;
+                    } else if (record.kind != RecordKind::record) {
+                        ++bad;
+                    } else {
+                        std::string problem = check_record(record.bytes, want.index, want.size);
+                        if (!problem.empty() && ++bad <= 5) FAIL_CHECK(problem);
+                    }
+                };
+                const std::size_t limit = rng() % 3 == 0 ? 1 + rng() % 5 : 1 + rng() % 2000;
+                std::size_t delivered = ~std::size_t{0};
+                Status status;
+                const std::uint64_t how = rng() % 4;
+                if (how == 0) {
+                    // A try does not watch the producer's liveness: bounded by the deadline.
+                    const auto until = std::chrono::steady_clock::now() + kDeadline;
+                    while ((status = reader.try_read_batch(check, limit, delivered)) == Status::would_block) {
+                        CHECK(delivered == 0);
+                        REQUIRE(std::chrono::steady_clock::now() < until);
+                        ::sched_yield();
+                    }
+                } else if (how == 1) {
+                    status = reader.read_batch_for(check, limit, delivered, kDeadline);
+                } else {
+                    status = reader.read_batch(check, limit, delivered);
+                }
+                ++calls;
+                if (status == Status::end_of_stream) {
+                    CHECK(delivered == 0);
+                    break;
+                }
+                REQUIRE_MESSAGE(status == Status::ok, describe(status) << " " << reader.last_error());
+                CHECK(delivered == in_call);
+                CHECK(delivered >= 1);
+                CHECK(delivered <= limit);
+            }
+            CHECK(bad == 0);
+            CHECK(next == expected.size());
+            CHECK(events_not_first == 0);
+            CHECK(calls < expected.size());  // batches did carry more than one record
+            CHECK(producer.exit_code() == 0);
+            reader.remove_channel();
+        }
+    }
+}
+
+TEST_CASE("write_batch refuses what it cannot frame, writing nothing; after end of stream too") {
+    const std::string name = test::unique_name("rec-batch-misuse");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    options.max_record_bytes = 20000;
+    auto writer = RecordWriter::attach(name, options);
+    std::vector<std::byte> bytes(64);
+    std::size_t written = 99;
+    CHECK(writer.write_batch(bytes, 0, written) == Status::invalid_call);
+    CHECK(written == 0);
+    written = 99;
+    CHECK(writer.write_batch(bytes, 24, written) == Status::invalid_call);  // 24 does not divide 64
+    CHECK(written == 0);
+    CHECK(writer.last_error().find("divide") != std::string::npos);
+    std::vector<std::byte> large(20008);
+    CHECK(writer.write_batch(large, 20008, written) == Status::too_large);
+    CHECK(written == 0);
+    CHECK(writer.write_batch(std::span<const std::byte>(), 8, written) == Status::ok);  // nothing to do
+    CHECK(written == 0);
+    fill_record(bytes.data(), 32, 0);
+    fill_record(bytes.data() + 32, 32, 1);
+    CHECK(writer.write_batch(bytes, 32, written) == Status::ok);
+    CHECK(written == 2);
+    CHECK(writer.end_stream() == Status::ok);
+    CHECK(writer.write_batch(bytes, 32, written) == Status::invalid_call);
+    CHECK(written == 0);
+
+    auto reader = RecordReader::attach(name, options);
+    std::vector<std::uint64_t> seen;
+    std::size_t delivered = 0;
+    auto take = [&](const Record& record) {
+        CHECK(check_record(record.bytes, seen.size(), 32) == "");
+        seen.push_back(index_of(record.bytes));
+    };
+    CHECK(reader.read_batch(take, 10, delivered) == Status::ok);
+    CHECK(delivered == 2);
+    CHECK(reader.read_batch(take, 10, delivered) == Status::end_of_stream);
+    CHECK(delivered == 0);
+    CHECK(seen == std::vector<std::uint64_t>{0, 1});
+    reader.remove_channel();
+}
+
+TEST_CASE("write_values: an array of trivially copyable values, one record each, read back typed") {
+    const std::string name = test::unique_name("rec-batch-values");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    test::Child producer([&] {
+        auto writer = RecordWriter::attach(name, options);
+        std::vector<recordtest::Trade> trades(500);  // 32-byte frames: spread over several segments
+        for (std::size_t i = 0; i < trades.size(); ++i) {
+            trades[i] = recordtest::Trade{static_cast<std::int64_t>(i), 0.25 * static_cast<double>(i), "XNAS"};
+        }
+        std::size_t written = 0;
+        CHILD_EXPECT(writer.write_values(std::span<const recordtest::Trade>(trades), written) == Status::ok);
+        CHILD_EXPECT(written == trades.size());
+        CHILD_EXPECT(writer.end_stream() == Status::ok);
+        return 0;
+    });
+    auto reader = RecordReader::attach(name, options);
+    std::int64_t next = 0;
+    recordtest::Trade trade{};
+    Status status;
+    while ((status = reader.read_value(trade)) == Status::ok) {
+        CHECK(trade.id == next);
+        CHECK(trade.price == 0.25 * static_cast<double>(next));
+        CHECK(std::string(trade.venue) == "XNAS");
+        ++next;
+    }
+    CHECK(status == Status::end_of_stream);
+    CHECK(next == 500);
+    CHECK(producer.exit_code() == 0);
+    reader.remove_channel();
+}
+
+TEST_CASE("try_write_batch and write_batch_for stop where they would wait, saying how many went in") {
+    // No consumer reads: the ring (4 x 4 KiB) fills, and nothing of the rest is written until a
+    // reader frees segments. The verdicts depend on the ring being full, not on time.
+    const std::string name = test::unique_name("rec-batch-partial");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    auto writer = RecordWriter::attach(name, options);
+    constexpr std::size_t kSize = 100, kCount = 1000;  // 108-byte frames: 37 per segment, 148 in the ring
+    std::vector<std::byte> bytes(kSize * kCount);
+    for (std::size_t k = 0; k < kCount; ++k) fill_record(bytes.data() + k * kSize, kSize, k);
+    std::size_t written = 0;
+    CHECK(writer.try_write_batch(bytes, kSize, written) == Status::would_block);
+    const std::size_t ring_holds = kSmallCount * (kPayload / L::frame_align(L::kFrameHeaderBytes + kSize));
+    CHECK(written == ring_holds);
+    std::size_t more = 99;
+    const auto rest = std::span<const std::byte>(bytes).subspan(written * kSize);
+    CHECK(writer.write_batch_for(rest, kSize, more, 1ms) == Status::timed_out);
+    CHECK(more == 0);
+    CHECK(writer.try_write_batch(rest, kSize, more) == Status::would_block);
+    CHECK(more == 0);
+
+    // A consumer in another process reads everything; the blocking call writes the rest.
+    test::Child consumer([&] {
+        ::alarm(120);
+        auto reader = RecordReader::attach(name, options);
+        std::uint64_t next = 0;
+        bool good = true;
+        auto take = [&](const Record& record) {
+            good = good && record.kind == RecordKind::record && check_record(record.bytes, next, kSize).empty();
+            ++next;
+        };
+        std::size_t delivered = 0;
+        Status status;
+        while ((status = reader.read_batch(take, 64, delivered)) == Status::ok) {
+        }
+        CHILD_EXPECT(status == Status::end_of_stream);
+        CHILD_EXPECT(good);
+        CHILD_EXPECT(next == kCount);
+        return 0;
+    });
+    CHECK(writer.write_batch(rest, kSize, more) == Status::ok);
+    CHECK(written + more == kCount);
+    CHECK(writer.end_stream() == Status::ok);
+    CHECK(consumer.exit_code() == 0);
+    shmchan::remove_channel(name, true);
+}
+
+TEST_CASE("read_batch: an event comes first in a call; a handler that throws leaves the reader after its record") {
+    const std::string name = test::unique_name("rec-batch-events");
+    auto options = records_options();
+    auto writer = RecordWriter::attach(name, options);
+    auto reader = RecordReader::attach(name, options);
+    std::vector<std::byte> bytes(64 * 5);
+    for (std::size_t k = 0; k < 5; ++k) fill_record(bytes.data() + k * 64, 64, k);
+    std::size_t written = 0;
+    REQUIRE(writer.write_batch(std::span<const std::byte>(bytes).first(3 * 64), 64, written) == Status::ok);
+    REQUIRE(writer.write_barrier(42) == Status::ok);
+    REQUIRE(writer.write_batch(std::span<const std::byte>(bytes).subspan(3 * 64), 64, written) == Status::ok);
+    REQUIRE(writer.flush() == Status::ok);
+
+    std::vector<std::string> seen;
+    auto take = [&](const Record& record) {
+        seen.push_back(record.kind == RecordKind::barrier ? "barrier " + std::to_string(record.checkpoint_id)
+                                                          : std::to_string(index_of(record.bytes)));
+    };
+    std::size_t delivered = 0;
+    CHECK(reader.read_batch(take, 100, delivered) == Status::ok);
+    CHECK(delivered == 3);  // stops before the barrier
+    CHECK(reader.try_read_batch(take, 2, delivered) == Status::ok);
+    CHECK(delivered == 2);  // the barrier first, then one record: the limit
+    CHECK(seen == std::vector<std::string>{"0", "1", "2", "barrier 42", "3"});
+
+    // A throwing handler: record 4 was handed over; the reader stands after it.
+    auto throwing = [&](const Record&) { throw std::runtime_error("handler failed"); };
+    CHECK_THROWS_AS(reader.read_batch(throwing, 100, delivered), std::runtime_error);
+    REQUIRE(writer.write_batch(std::span<const std::byte>(bytes).first(64), 64, written) == Status::ok);  // record 0 again
+    REQUIRE(writer.flush() == Status::ok);
+    Record record;
+    REQUIRE(reader.read(record) == Status::ok);
+    CHECK(index_of(record.bytes) == 0);
+    // The same inside a run of equal frames (the stride loop): 5 records, the 3rd throws.
+    REQUIRE(writer.write_batch(bytes, 64, written) == Status::ok);
+    REQUIRE(writer.flush() == Status::ok);
+    std::size_t calls = 0;
+    auto third_throws = [&](const Record&) {
+        if (++calls == 3) throw std::runtime_error("third");
+    };
+    CHECK_THROWS_AS(reader.read_batch(third_throws, 100, delivered), std::runtime_error);
+    REQUIRE(reader.read(record) == Status::ok);
+    CHECK(index_of(record.bytes) == 3);
+    CHECK(writer.end_stream() == Status::ok);
+    CHECK(reader.read(record) == Status::ok);
+    CHECK(index_of(record.bytes) == 4);
+    CHECK(reader.read(record) == Status::end_of_stream);
+    reader.remove_channel();
+}
+
 // ---- 5. Typed records -------------------------------------------------------------------------------
 
 TEST_CASE("typed records: trivially copyable, strings, a user codec; event and decode_error") {
@@ -852,9 +1196,11 @@ int restart_producer(const std::string& name, const ChannelOptions& options, con
     return 0;
 }
 
-void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once, bool checksums) {
+void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once, bool checksums,
+                           bool batches = false) {
     CAPTURE(kill_at);
     CAPTURE(exactly_once);
+    CAPTURE(batches);
     const std::string name = test::unique_name("rec-crestart");
     auto options = records_options(kSmallSegment, 8, checksums);
     const auto sizes = restart_sizes(kill_at * 31 + static_cast<int>(mode));
@@ -864,14 +1210,16 @@ void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once
     test::Child first([&] {
         ::alarm(120);  // read() has no deadline: a hang ends the child, and the test fails
         auto reader = RecordReader::attach(name, options);
-        for (std::size_t expected = 0; expected < sizes.size(); ++expected) {
-            Record record;
-            // Both the inline fast path (read) and the slow path (read_for) store the resume point.
-            Status status = expected % 3 == 2 ? reader.read_for(record, kDeadline) : reader.read(record);
-            CHILD_EXPECT(status == Status::ok);
+        std::size_t expected = 0;
+        bool good = true;
+        auto process = [&](const Record& record) {
             std::uint64_t index = index_of(record.bytes);
-            CHILD_EXPECT(index == expected);
-            CHILD_EXPECT(check_record(record.bytes, index, sizes[index]).empty());
+            if (record.kind != RecordKind::record || index != expected ||
+                !check_record(record.bytes, index, sizes[index]).empty()) {
+                good = false;
+                return;
+            }
+            ++expected;
             shared->in_progress.store(static_cast<std::int64_t>(index));
             if (mode == KillMode::processing && index == kill_at) ::raise(SIGKILL);
             shared->positions[index] = record.position;
@@ -882,7 +1230,23 @@ void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once
                 volatile std::uint64_t sink = 0;
                 for (int spin = 0; spin < 200000; ++spin) sink = sink + static_cast<std::uint64_t>(spin);
             }
+        };
+        while (expected < sizes.size() && good) {
+            Status status;
+            if (batches) {
+                // The handler runs inside read_batch: the kill lands mid-batch.
+                std::size_t delivered = 0;
+                status = expected % 3 == 2 ? reader.read_batch_for(process, 64, delivered, kDeadline)
+                                           : reader.read_batch(process, 1000, delivered);
+            } else {
+                Record record;
+                // Both the inline fast path (read) and the slow path (read_for) store the resume point.
+                status = expected % 3 == 2 ? reader.read_for(record, kDeadline) : reader.read(record);
+                if (status == Status::ok) process(record);
+            }
+            CHILD_EXPECT(status == Status::ok);
         }
+        CHILD_EXPECT(good);
         return 0;
     });
     if (mode == KillMode::external) {
@@ -953,6 +1317,15 @@ TEST_CASE("a killed consumer's successor loses nothing: at-least-once, exactly-o
             for (std::size_t k : {std::size_t{100}, std::size_t{500}, std::size_t{900}}) {
                 consumer_restart_case(KillMode::external, k, exactly_once, false);
             }
+        }
+        SUBCASE(exactly_once ? "exactly-once, read_batch, killed in the handler" : "at-least-once, read_batch, killed in the handler") {
+            for (std::size_t k : {std::size_t{0}, std::size_t{1}, std::size_t{57}, std::size_t{700}, kRestartRecords - 1}) {
+                consumer_restart_case(KillMode::processing, k, exactly_once, false, true);
+            }
+            for (std::size_t k : {std::size_t{0}, std::size_t{13}, std::size_t{400}, kRestartRecords - 2}) {
+                consumer_restart_case(KillMode::finished, k, exactly_once, false, true);
+            }
+            consumer_restart_case(KillMode::external, 500, exactly_once, false, true);
         }
     }
 }
@@ -1544,6 +1917,38 @@ TEST_CASE("steady-state writes and reads make no heap allocation") {
     CHECK(reader_checked.load() == kWarmup + kMeasured);
     CHECK(writer_allocations.load() == 0);
     CHECK(reader_allocations.load() == 0);
+}
+
+TEST_CASE("steady-state write_batch and read_batch make no heap allocation") {
+    const std::string name = test::unique_name("rec-alloc-batch");
+    auto options = records_options();
+    auto writer = RecordWriter::attach(name, options);
+    auto reader = RecordReader::attach(name, options);
+    constexpr std::size_t kSize = 64, kCount = 600;  // a long run: framed in the writer's stage buffer
+    std::vector<std::byte> bytes(kSize * kCount);
+    std::uint64_t next = 0, bad = 0;
+    auto take = [&](const Record& record) {
+        if (index_of(record.bytes) != next++) ++bad;
+    };
+    std::uint64_t before = 0;
+    for (int round = 0; round < 200; ++round) {
+        if (round == 10) before = t_allocations;  // the stage buffer is allocated in the warm-up
+        for (std::size_t k = 0; k < kCount; ++k) {
+            const std::uint64_t index = static_cast<std::uint64_t>(round) * kCount + k;
+            std::memcpy(bytes.data() + k * kSize, &index, sizeof index);
+        }
+        std::size_t written = 0, got = 0, delivered = 0;
+        REQUIRE(writer.write_batch(bytes, kSize, written) == Status::ok);
+        while (got < kCount) {
+            REQUIRE(reader.read_batch(take, kCount, delivered) == Status::ok);
+            got += delivered;
+        }
+    }
+    CHECK(t_allocations - before == 0);
+    CHECK(bad == 0);
+    CHECK(next == 200 * kCount);
+    CHECK(writer.end_stream() == Status::ok);
+    reader.remove_channel();
 }
 
 TEST_CASE("the allocation hook counts (so the zero above can fail)") {
