@@ -654,6 +654,13 @@ public:
                     if (status != Status::ok) return status;
                     if (position_ == cached_peer_) return Status::end_of_stream;
                 } else {
+                    // Nothing yet: fetch the next segment's header and first payload line while
+                    // we wait. The producer writes them before `published`, so by the time we see
+                    // `published` they are usually here: one cache-line transfer on the critical
+                    // path instead of two in a row (64 B ping-pong p50 0.27 -> 0.23 us). A
+                    // prefetch is only a hint: nothing is read from it before the acquire.
+                    __builtin_prefetch(&segment_header(position_));
+                    __builtin_prefetch(segment_payload(position_));
                     return Status::would_block;
                 }
             }
@@ -886,12 +893,21 @@ public:
         L::SharedU64& waiting_since = side_ == Side::producer ? header_->producer_counters.waiting_since_ns
                                                                : consumer_slot().counters.waiting_since_ns;
         L::store_relaxed(waiting_since, start);
-        auto finish = [&](Status result) {
+        auto account = [&](Status result, std::uint64_t waited_ns) {
             L::SharedU64& waited = side_ == Side::producer ? header_->producer_counters.backpressured_ns
                                                            : consumer_slot().counters.idle_ns;
-            L::counter_add(waited, shm::monotonic_ns() - start);
+            L::counter_add(waited, waited_ns);
             L::store_relaxed(waiting_since, std::uint64_t{0});
             return result;
+        };
+        auto finish = [&](Status result) { return account(result, shm::monotonic_ns() - start); };
+        // A wait that ends while spinning is timed without reading the clock (21 ns here, and
+        // the caller's data waits for it): the time at the last clock reading plus the spins
+        // since, at the time per spin measured over the last 64 spins.
+        std::uint64_t last_clock = start;
+        std::uint32_t spins_at_last_clock = 0;
+        auto finish_spinning = [&](Status result, std::uint32_t spins) {
+            return account(result, last_clock - start + (spins - spins_at_last_clock) * ns_per_spin_);
         };
         // Between two periodic checks: deadline first, then liveness and header.
         auto periodic = [&](std::uint64_t now) -> Status {
@@ -912,9 +928,12 @@ public:
         for (std::uint32_t spins = 1;; ++spins) {
             cpu_relax();
             status = attempt();
-            if (status != Status::would_block) return finish(status);
+            if (status != Status::would_block) return finish_spinning(status, spins);
             if ((spins & 63) == 0) {
                 std::uint64_t now = shm::monotonic_ns();
+                ns_per_spin_ = std::max<std::uint64_t>(1, (now - last_clock) / (spins - spins_at_last_clock));
+                last_clock = now;
+                spins_at_last_clock = spins;
                 status = periodic(now);
                 if (status != Status::would_block) return finish(status);
                 if (now >= spin_until) break;
@@ -1179,6 +1198,7 @@ private:
     std::uint32_t capacity_ = 0;
     std::uint64_t position_ = 0;     // producer: next to publish; consumer: next to read
     std::uint64_t cached_peer_ = 0;  // producer: last seen released; consumer: last seen published
+    std::uint64_t ns_per_spin_ = 30;  // wait_for: time of one spin, as last measured
     std::uint64_t epoch_ = 0;
     std::uint64_t flushed_word_ = 0;  // producer: the flush word we stored last (rule 2b)
     ResumePoint resume_;              // consumer: the resume point found at attach

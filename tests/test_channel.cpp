@@ -128,6 +128,50 @@ TEST_CASE("either side may attach first, across processes") {
     }
 }
 
+TEST_CASE("a wait that ends while spinning is counted: idle for the consumer, back-pressured for the producer") {
+    // Such a wait is timed by its spins (no clock read when it ends): it must still count.
+    const std::string name = test::unique_name("spin-counted");
+    ChannelOptions options = test::geometry(4096, 1);
+    options.wait = shmchan::WaitStrategy::spin;
+    struct Shared {
+        std::atomic<int> step{0};
+    };
+    test::SharedBlock<Shared> shared;
+    auto producer = Producer::attach(name, options);
+    test::Child consumer([&] {
+        auto c = Consumer::attach(name, options);
+        ReadableSegment in;
+        CHILD_EXPECT(c.read(in) == Status::ok);  // waits for the first segment, spinning
+        shared->step.store(1);
+        CHILD_EXPECT(test::wait_for_flag(shared->step, 2));  // holds the only segment meanwhile
+        CHILD_EXPECT(c.release() == Status::ok);
+        CHILD_EXPECT(c.read(in) == Status::ok);
+        CHILD_EXPECT(c.release() == Status::ok);
+        return 0;
+    });
+    // The consumer is inside its wait (waiting_since set) before anything is published.
+    REQUIRE(test::eventually([&] { return shmchan::inspect(name).consumer_counters.waiting_since_ns != 0; }, 60s));
+    WritableSegment out;
+    REQUIRE(producer.acquire(out) == Status::ok);
+    REQUIRE(producer.publish(8) == Status::ok);
+    REQUIRE(test::wait_for_flag(shared->step, 1));
+    // The ring (one segment) is full: the producer waits, spinning, until the consumer releases.
+    test::Child releaser([&] {
+        CHILD_EXPECT(test::eventually([&] { return shmchan::inspect(name).producer_counters.waiting_since_ns != 0; }, 60s));
+        shared->step.store(2);
+        return 0;
+    });
+    REQUIRE(producer.acquire(out) == Status::ok);
+    REQUIRE(producer.publish(8) == Status::ok);
+    CHECK(releaser.exit_code() == 0);
+    CHECK(consumer.exit_code() == 0);
+    const shmchan::ChannelInfo info = shmchan::inspect(name);
+    CHECK(info.consumer_counters.waited_ns > 0);
+    CHECK(info.producer_counters.waited_ns > 0);
+    CHECK(info.consumer_counters.waiting_since_ns == 0);
+    CHECK(info.producer_counters.waiting_since_ns == 0);
+}
+
 TEST_CASE("an opener adopts the existing geometry; asking for another one is an error") {
     const std::string name = test::unique_name("geom");
     auto producer = Producer::attach(name, test::geometry(8192, 8));
