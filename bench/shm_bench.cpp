@@ -653,10 +653,14 @@ struct alignas(64) CrossCore {
     alignas(4096) std::byte slots[kSlots][kSlotBytes];
 };
 
+// mode "spin": records written in place; mode "copy": filled in a private buffer and copied into
+// the slot with one memcpy (the ceiling of a copying call: one copy, read in place).
 void cross_core_stream(Ctx& ctx, CrossCore* r) {
     const Spec& s = *ctx.spec;
     constexpr std::size_t cap = CrossCore::kSlotBytes;
     if (ctx.is_a) {
+        const bool copy = s.mode == "copy";
+        std::byte* local = copy ? static_cast<std::byte*>(std::aligned_alloc(64, cap)) : nullptr;
         Filler f(s.record_bytes);
         const std::size_t per = s.record_bytes <= cap ? (cap / s.record_bytes) * s.record_bytes : cap;
         const std::int64_t deadline = ctx.ready_and_wait() + s.stream_ns;
@@ -670,13 +674,19 @@ void cross_core_stream(Ctx& ctx, CrossCore* r) {
                 }
                 const std::size_t slot = head % CrossCore::kSlots;
                 const std::size_t n = s.record_bytes <= cap ? per : static_cast<std::size_t>(std::min<std::uint64_t>(cap, s.record_bytes - f.offset));
-                f.fill(r->slots[slot], n);
+                if (copy) {
+                    f.fill(local, n);
+                    std::memcpy(r->slots[slot], local, n);
+                } else {
+                    f.fill(r->slots[slot], n);
+                }
                 last = f.at_boundary() && now_ns() >= deadline;
                 r->used[slot] = static_cast<std::uint32_t>(n) | (last ? 0x80000000u : 0u);
                 std::atomic_ref<std::uint64_t>(r->head).store(++head, std::memory_order_release);
             } while (!f.at_boundary());
         }
         ctx.finish();
+        std::free(local);
         ctx.me->sent_checksum = f.checksum;
         ctx.me->sent_records = f.index;
     } else {
@@ -1057,6 +1067,7 @@ std::vector<Spec> plan(const Config& cfg) {
             add("iceoryx", "poll", "loan", p, n, n);
             if (p == Pattern::stream) add("ring", "spin", "", p, n, n);
             if (p == Pattern::stream) add("cross-core", "spin", "", p, n, n);
+            if (p == Pattern::stream) add("cross-core", "copy", "", p, n, n);
             for (const char* mode : {"spin", "hybrid", "park"}) {
                 add("shmchan", mode, "segments", p, n, n == 32768 ? kRawMax : n);
                 add("shmchan", mode, "copy", p, n, n == 32768 ? kRecordMax : n);
@@ -1099,7 +1110,9 @@ std::string note_for(const Spec& s) {
     if (s.transport == "cacheline") n = "the limit: one 64-byte line each way, only its 8-byte sequence word is written and read";
     if (s.transport == "futex") n = "the limit: FUTEX_WAIT/FUTEX_WAKE on a shared word each way, both sides always sleeping";
     if (s.transport == "cross-core")
-        n = "the limit: records written in place on one core and read in place on the other (16 x 32 KiB slots, spinning, one index store per slot; no copy, no library)";
+        n = s.mode == "copy"
+                ? "the limit of a copying call: records filled in a private buffer and copied into the slot (one memcpy per slot) on one core, read in place on the other (16 x 32 KiB slots, spinning; no library)"
+                : "the limit: records written in place on one core and read in place on the other (16 x 32 KiB slots, spinning, one index store per slot; no copy, no library)";
     if (s.transport == "memcpy") n = s.mode == "l2" ? "single core, 32 KiB blocks between two 32 KiB buffers (in L2)" : "single core, 32 KiB blocks through 2 x 256 MiB (out of cache)";
     if (s.transport == "shmchan" && (s.api == "copy" || s.api == "zero-copy") && s.pattern == Pattern::pingpong)
         n += std::string(n.empty() ? "" : "; ") + "writer flush()es after each record";
@@ -1244,7 +1257,7 @@ void compute_ratios(std::vector<Row>& rows) {
                 if (const Row* b = find(rows, "shmchan", "spin", s.api, s.pattern, s.nominal_bytes)) r.ratios["x_spin"] = *r.bytes_per_s / *b->bytes_per_s;
             }
             if (const Row* b = find(rows, "memcpy", "l2", "*", s.pattern, 32768)) r.ratios["x_memcpy_l2"] = *r.bytes_per_s / *b->bytes_per_s;
-            if (const Row* b = find(rows, "cross-core", "*", "*", s.pattern, s.nominal_bytes)) r.ratios["x_cross_core"] = *r.bytes_per_s / *b->bytes_per_s;
+            if (const Row* b = find(rows, "cross-core", "spin", "*", s.pattern, s.nominal_bytes)) r.ratios["x_cross_core"] = *r.bytes_per_s / *b->bytes_per_s;
         }
         if (s.pattern == Pattern::pingpong && r.p50) {
             // Spinning modes against the cache-line limit, park against the futex limit.
@@ -1403,10 +1416,10 @@ std::vector<Check> checks(const std::vector<Row>& rows, const Idle& idle) {
     }
     // What the physical limit of the same run admits: the cross-core row (no copy, no library)
     // against each baseline. A figure above this ratio cannot hold on this machine.
-    auto limit = [&](const std::string& fig, const std::string& base, std::uint64_t n) {
+    auto limit = [&](const std::string& fig, const std::string& base, std::uint64_t n, const char* mode = "spin") {
         Check c;
         c.figure = fig;
-        const Row* x = find(rows, "cross-core", "*", "*", Pattern::stream, n);
+        const Row* x = find(rows, "cross-core", mode, "*", Pattern::stream, n);
         const Row* b = find(rows, base, "*", "*", Pattern::stream, n);
         c.measured = x && b ? fmt(*x->bytes_per_s / *b->bytes_per_s, 2) + " x (limit, for reference)" : "not measured";
         out.push_back(c);
@@ -1415,6 +1428,9 @@ std::vector<Check> checks(const std::vector<Row>& rows, const Idle& idle) {
     limit("limit: 64 B cross-core / ring", "ring", 64);
     limit("limit: 32 KiB cross-core / ring: what '1.2 x ring' can reach here", "ring", 32768);
     limit("limit: 32 KiB cross-core / unix socket: what '3 x unix socket' can reach here", "unix-socket", 32768);
+    limit("limit: 32 KiB cross-core with one copy / unix socket: what '3 x unix socket' can reach for copying calls",
+          "unix-socket", 32768, "copy");
+    limit("limit: 64 B cross-core with one copy / ring: what '1 x ring' can reach for copying calls", "ring", 64, "copy");
     {
         // No syscall per segment while both sides are busy: wake syscalls per segment of the
         // hybrid streams (the worst of them).

@@ -419,17 +419,26 @@ Status RecordReader::deliver_batch(Status first, Record& record, Handler& handle
     const std::uint64_t max_record = c.max_record;
     layout::SharedU64* const resume_point = c.resume_point;
     std::uint64_t offset = c.offset;
-    std::uint64_t records = c.progress.records;
-    std::uint64_t bytes = c.progress.bytes;
+    // What the handlers were given so far, stored back into the cursor when this returns or a
+    // handler throws (the record a throwing handler was given counts as read).
+    struct Given {
+        detail::ReadCursor& cursor;
+        std::uint64_t end, records, bytes;
+        ~Given() {
+            cursor.offset = static_cast<std::uint32_t>(end);
+            cursor.progress.records = records;
+            cursor.progress.bytes = bytes;
+        }
+    } given{c, offset, c.progress.records, c.progress.bytes};
     record = Record{};
     auto deliver = [&](std::uint64_t at, std::uint32_t length, std::uint64_t end) {
         // As read_fast(): the previous record is finished; a restarted consumer resumes here.
         layout::store_relaxed(*resume_point, layout::make_tagged_word(position, at));
         record.bytes = std::span<const std::byte>(payload + at + layout::kFrameHeaderBytes, length);
         record.position = RecordPosition{position, at};
-        c.offset = static_cast<std::uint32_t>(end);
-        c.progress.records = ++records;
-        c.progress.bytes = bytes += length;
+        given.end = end;
+        ++given.records;
+        given.bytes += length;
         handler(static_cast<const Record&>(record));
         ++delivered;
     };
