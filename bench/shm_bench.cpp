@@ -360,6 +360,18 @@ void shmchan_records(Ctx& ctx) {
                     std::size_t written = 0;
                     const Status st = w.write_batch(records, s.record_bytes, written);
                     if (st != Status::ok) return ctx.fail("write_batch: " + status_text(st, w.last_error()));
+                } else if (f.has_whole()) {
+                    Filler::Whole local = f.whole_records();  // the fill's state in registers
+                    for (int k = 0; k < 64; ++k) {
+                        std::span<std::byte> room;
+                        Status st = w.reserve(s.record_bytes, room);
+                        if (st == Status::ok) {
+                            local.fill(room.data());
+                            st = w.commit(s.record_bytes);
+                        }
+                        if (st != Status::ok) return ctx.fail("reserve/commit: " + status_text(st, w.last_error()));
+                    }
+                    f.take(local);
                 } else {
                     for (int k = 0; k < 64; ++k) {
                         if (!send(w, f)) return;
@@ -377,21 +389,37 @@ void shmchan_records(Ctx& ctx) {
             Summer sum(s.record_bytes);
             ctx.ready_and_wait();
             Status st;
+            bool bad_size = false;
             if (copy) {
-                bool bad_size = false;
+                Summer::Whole local = sum.whole_records();  // used when has_whole()
+                const bool whole = sum.has_whole();
                 auto take = [&](const shmchan::Record& rec) {
                     if (rec.kind != shmchan::RecordKind::record) return;
                     if (rec.bytes.size() != s.record_bytes) bad_size = true;
+                    else if (whole) local.feed(rec.bytes.data());
                     else sum.feed(rec.bytes.data(), rec.bytes.size());
                 };
                 std::size_t delivered = 0;
                 while ((st = r.read_batch(take, batch, delivered)) == Status::ok && !bad_size) {
                 }
-                if (bad_size) return ctx.fail("a record of the wrong size");
+                if (whole) sum.take(local);
+            } else if (sum.has_whole()) {
+                Summer::Whole local = sum.whole_records();
+                shmchan::Record rec;
+                while ((st = r.read(rec)) == Status::ok) {
+                    if (rec.kind != shmchan::RecordKind::record) continue;
+                    if (rec.bytes.size() != s.record_bytes) {
+                        bad_size = true;
+                        break;
+                    }
+                    local.feed(rec.bytes.data());
+                }
+                sum.take(local);
             } else {
                 while ((st = receive(r, sum)) == Status::ok) {
                 }
             }
+            if (bad_size) return ctx.fail("a record of the wrong size");
             ctx.finish();
             if (st != Status::end_of_stream) {
                 if (ctx.me->error[0] == 0) ctx.fail("read: " + status_text(st, r.last_error()));
