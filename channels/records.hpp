@@ -83,6 +83,7 @@ struct ReadCursor {
     std::uint64_t max_record = 0;
     layout::SharedU64* resume_point = nullptr;  // consumer line: where a restarted consumer resumes
     ReadProgress progress;               // consumed since the last release (counters)
+    bool in_batch = false;               // inside a read_batch handler: other reads are refused
 };
 // The end of both writer fast paths: the frame header of a record of `length` payload bytes
 // (already in place) at the cursor, then one release store of committed_bytes, which publishes
@@ -210,7 +211,8 @@ public:
 
     // Batches: the records of `records`, each `record_size` bytes, packed back to back (an array
     // of fixed-size records), framed one by one in order, as write() would frame each, with one
-    // release store per segment filled instead of one per record. `written` tells how many went
+    // release store per run of frames that fits the held segment instead of one per record (per
+    // record with checksums or a zero buffer timeout, as write()). `written` tells how many went
     // in: all of them when the blocking call returns ok; the try and timed calls stop with
     // would_block / timed_out where they would have had to wait (a record is never half
     // written). invalid_call: record_size is 0 or does not divide records.size(); too_large: a
@@ -277,12 +279,14 @@ public:
     Status read_for(Record& out, std::chrono::nanoseconds timeout);
 
     // Batches: waits as read() does (try_: not at all; _for: at most `timeout`) for the next
-    // record or event and calls handler(const Record&) with it, then with every further record
-    // already visible, without waiting, up to `limit` in all (at least 1); an event after the
-    // first is left for the next call. ok: `delivered` records and events were handed over;
-    // otherwise a status of read() and none. Each Record and its bytes are valid during its
-    // call only; the handler must not call this reader. A consumer that dies in a handler is
-    // followed by one that resumes at the record being handled (at-least-once, as read()).
+    // record or event and calls handler(const Record&) with it, then with the further records it
+    // can take without waiting or looking again (in the committed bytes it has seen), up to
+    // `limit` in all (at least 1); an event after the first is left for the next call. ok: `delivered` records and events were handed over;
+    // otherwise a status of read() and none (record_lost: last() holds the lost record's size
+    // and position). Each Record and its bytes are valid during its call only. Inside the
+    // handler this reader refuses reads (invalid_call) and skip_through. A consumer that dies in
+    // a handler is followed by one that resumes at the record being handled (at-least-once, as
+    // read()); a handler that throws leaves the reader after the record it was given.
     template <class Handler>
     Status read_batch(Handler&& handler, std::size_t limit, std::size_t& delivered) {
         Record record;
@@ -304,7 +308,7 @@ public:
     // decode_error (the record is not a T; it is consumed), or the statuses of read().
     template <class T>
     Status read_value(T& out);
-    const Record& last() const noexcept;  // what read_value() read last
+    const Record& last() const noexcept;  // what read_value() read last; a record_lost report
 
     // Exactly-once after a restart: records and events at or before `position` are skipped.
     void skip_through(RecordPosition position);
@@ -400,36 +404,45 @@ inline bool RecordReader::read_fast(Record& out) {
 
 // The first record or event came through read(); the rest are the record frames of the view,
 // checked as read_fast() checks them. The cursor lives in locals across the handler calls (which
-// may write any memory); each frame stores it back before its call, store-only, so that a
-// handler that throws leaves the reader after the record it was given. Frames of one length
-// (the common case) go through an inner loop that steps by a fixed stride and only compares each
-// header with the first: the next frame's address does not wait for this frame's header load.
+// may write any memory) and is stored back once, by `given`, when this returns or a handler
+// throws; meanwhile the cursor's fast path is off and in_batch refuses the slow path, so that a
+// handler cannot read through a stale cursor. Frames of one length (the common case) go through
+// an inner loop that steps by a fixed stride and only compares each header with the first: the
+// next frame's address does not wait for this frame's header load.
 template <class Handler>
 Status RecordReader::deliver_batch(Status first, Record& record, Handler& handler, std::size_t limit,
                                    std::size_t& delivered) {
     delivered = 0;
-    if (first != Status::ok) return first;
-    handler(static_cast<const Record&>(record));
-    delivered = 1;
+    if (first != Status::ok) {
+        if (first == Status::record_lost) last_slot() = record;
+        return first;
+    }
     detail::ReadCursor& c = *cursor_;
     const std::uint64_t fast_limit = c.fast_limit;
+    // What the handlers were given so far (the record a throwing handler was given counts as
+    // read), and the cursor's own state, put back on the way out.
+    struct Given {
+        detail::ReadCursor& cursor;
+        std::uint64_t end, records, bytes;
+        std::uint32_t fast_limit;
+        ~Given() {
+            cursor.offset = static_cast<std::uint32_t>(end);
+            cursor.progress.records = records;
+            cursor.progress.bytes = bytes;
+            cursor.fast_limit = fast_limit;
+            cursor.in_batch = false;
+        }
+    } given{c, c.offset, c.progress.records, c.progress.bytes, c.fast_limit};
+    c.fast_limit = 0;
+    c.in_batch = true;
+    handler(static_cast<const Record&>(record));
+    delivered = 1;
     if (fast_limit == 0 || delivered >= limit) return Status::ok;
     const std::byte* const payload = c.payload;
     const std::uint64_t position = c.position;
     const std::uint64_t max_record = c.max_record;
     layout::SharedU64* const resume_point = c.resume_point;
-    std::uint64_t offset = c.offset;
-    // What the handlers were given so far, stored back into the cursor when this returns or a
-    // handler throws (the record a throwing handler was given counts as read).
-    struct Given {
-        detail::ReadCursor& cursor;
-        std::uint64_t end, records, bytes;
-        ~Given() {
-            cursor.offset = static_cast<std::uint32_t>(end);
-            cursor.progress.records = records;
-            cursor.progress.bytes = bytes;
-        }
-    } given{c, offset, c.progress.records, c.progress.bytes};
+    std::uint64_t offset = given.end;
     record = Record{};
     auto deliver = [&](std::uint64_t at, std::uint32_t length, std::uint64_t end) {
         // As read_fast(): the previous record is finished; a restarted consumer resumes here.

@@ -988,7 +988,7 @@ TEST_CASE("try_write_batch and write_batch_for stop where they would wait, sayin
     const std::string name = test::unique_name("rec-batch-partial");
     auto options = records_options(kSmallSegment, kSmallCount);
     auto writer = RecordWriter::attach(name, options);
-    constexpr std::size_t kSize = 100, kCount = 1000;  // 108-byte frames: 37 per segment, 148 in the ring
+    constexpr std::size_t kSize = 100, kCount = 1000;  // 112-byte frames: 36 per segment, 144 in the ring
     std::vector<std::byte> bytes(kSize * kCount);
     for (std::size_t k = 0; k < kCount; ++k) fill_record(bytes.data() + k * kSize, kSize, k);
     std::size_t written = 0;
@@ -1071,9 +1071,34 @@ TEST_CASE("read_batch: an event comes first in a call; a handler that throws lea
     CHECK_THROWS_AS(reader.read_batch(third_throws, 100, delivered), std::runtime_error);
     REQUIRE(reader.read(record) == Status::ok);
     CHECK(index_of(record.bytes) == 3);
+    // Inside a handler the reader refuses reads: a read through the batch's cursor would hand
+    // over records twice.
+    REQUIRE(writer.write_batch(std::span<const std::byte>(bytes).first(3 * 64), 64, written) == Status::ok);
+    REQUIRE(writer.flush() == Status::ok);
+    std::vector<std::uint64_t> got;
+    Status nested = Status::ok;
+    auto reads_inside = [&](const Record& given) {
+        got.push_back(index_of(given.bytes));
+        Record inner;
+        nested = reader.try_read(inner);  // refused: would otherwise hand over the next record here
+        if (nested != Status::invalid_call) got.push_back(1000 + index_of(inner.bytes));
+    };
+    std::size_t total = 0, refused = 0;
+    while (total < 4) {
+        REQUIRE(reader.read_batch(reads_inside, 100, delivered) == Status::ok);
+        total += delivered;
+        if (nested == Status::invalid_call) ++refused;
+    }
+    CHECK(total == 4);
+    CHECK(refused >= 1);
+    CHECK(nested == Status::invalid_call);
+    CHECK(reader.last_error().find("read_batch handler") != std::string::npos);
+    REQUIRE(writer.write_batch(std::span<const std::byte>(bytes).first(64), 64, written) == Status::ok);
+    REQUIRE(writer.flush() == Status::ok);
+    CHECK(reader.read(record) == Status::ok);  // after the batch, reads work again
+    got.push_back(index_of(record.bytes));
+    CHECK(got == std::vector<std::uint64_t>{4, 0, 1, 2, 0});
     CHECK(writer.end_stream() == Status::ok);
-    CHECK(reader.read(record) == Status::ok);
-    CHECK(index_of(record.bytes) == 4);
     CHECK(reader.read(record) == Status::end_of_stream);
     reader.remove_channel();
 }
@@ -1168,6 +1193,58 @@ std::vector<std::size_t> restart_sizes(std::uint64_t seed) {
     return sizes;
 }
 
+// Runs of 20-120 records of one size (the shapes write_batch frames and read_batch walks at a
+// stride): mostly small, some up to a segment, a few spanning.
+std::vector<std::size_t> restart_batch_sizes(std::uint64_t seed) {
+    std::vector<std::size_t> sizes;
+    std::mt19937_64 rng(seed);
+    while (sizes.size() < kRestartRecords) {
+        std::uint64_t kind = rng() % 10;
+        std::size_t size = kind < 8 ? 8 + 8 * (rng() % 40) : kind < 9 ? 8 + rng() % 4000 : 4000 + rng() % 9000;
+        std::size_t run = std::min<std::size_t>(20 + rng() % 100, kRestartRecords - sizes.size());
+        sizes.insert(sizes.end(), run, size);
+    }
+    return sizes;
+}
+
+// The same producer through write_batch, one call per run of equal sizes; after peer_died,
+// `written` says where to go on once a new consumer is attached.
+int restart_batch_producer(const std::string& name, const ChannelOptions& options, const std::vector<std::size_t>& sizes) {
+    auto writer = RecordWriter::attach(name, options);
+    auto until = std::chrono::steady_clock::now() + 120s;
+    std::vector<std::byte> buffer;
+    for (std::size_t i = 0; i < sizes.size();) {
+        std::size_t run = 1;
+        while (i + run < sizes.size() && sizes[i + run] == sizes[i]) ++run;
+        buffer.resize(run * sizes[i]);
+        for (std::size_t k = 0; k < run; ++k) fill_record(buffer.data() + k * sizes[i], sizes[i], i + k);
+        std::size_t done = 0;
+        while (done < run) {
+            std::size_t written = 0;
+            Status status = writer.write_batch(std::span<const std::byte>(buffer).subspan(done * sizes[i]), sizes[i], written);
+            done += written;
+            if (status == Status::peer_died) {
+                if (std::chrono::steady_clock::now() > until) return 4;
+                ::sched_yield();
+                continue;
+            }
+            if (status != Status::ok) {
+                std::fprintf(stderr, "producer: write_batch at %zu: %s %s\n", i + done, describe(status).c_str(),
+                             writer.last_error().c_str());
+                return 3;
+            }
+        }
+        i += run;
+    }
+    Status status;
+    while ((status = writer.end_stream()) == Status::peer_died) {
+        if (std::chrono::steady_clock::now() > until) return 4;
+        ::sched_yield();
+    }
+    CHILD_EXPECT(status == Status::ok);
+    return 0;
+}
+
 // A producer that rides out the consumer's death: a write that returns peer_died did not complete
 // its record, so it is written again once a new consumer is attached.
 int restart_producer(const std::string& name, const ChannelOptions& options, const std::vector<std::size_t>& sizes) {
@@ -1203,10 +1280,15 @@ void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once
     CAPTURE(batches);
     const std::string name = test::unique_name("rec-crestart");
     auto options = records_options(kSmallSegment, 8, checksums);
-    const auto sizes = restart_sizes(kill_at * 31 + static_cast<int>(mode));
+    // With batches both sides use them: runs of equal sizes through write_batch, so that the
+    // kill lands inside read_batch's fixed-stride loop.
+    const std::uint64_t seed = kill_at * 31 + static_cast<int>(mode);
+    const auto sizes = batches ? restart_batch_sizes(seed) : restart_sizes(seed);
     test::SharedBlock<RestartShared> shared;
 
-    test::Child producer([&] { return restart_producer(name, options, sizes); });
+    test::Child producer([&] {
+        return batches ? restart_batch_producer(name, options, sizes) : restart_producer(name, options, sizes);
+    });
     test::Child first([&] {
         ::alarm(120);  // read() has no deadline: a hang ends the child, and the test fails
         auto reader = RecordReader::attach(name, options);
@@ -1377,6 +1459,8 @@ TEST_CASE("a consumer that died between storing its resume point and released: t
 }
 
 TEST_CASE("a record larger than the ring in flight at the consumer's death is reported lost with its size") {
+  for (bool batch : {false, true}) {
+    CAPTURE(batch);  // the successor's first call: read_for, or read_batch_for (the loss in last())
     // 4 KiB x 4 ring; record 10 is 100 KiB. The producer writes records 0..9 and fills the ring
     // with the head of record 10; the test stops it there (SIGSTOP), so that the first consumer,
     // reading with try_read, deterministically has the record half read, with its first segments
@@ -1443,9 +1527,19 @@ TEST_CASE("a record larger than the ring in flight at the consumer's death is re
 
     auto reader = RecordReader::attach(name, options);
     Record record;
-    Status status = reader.read_for(record, kDeadline);
+    Status status;
+    if (batch) {
+        std::size_t delivered = 99, handled = 0;
+        status = reader.read_batch_for([&](const Record&) { ++handled; }, 10, delivered, kDeadline);
+        CHECK(delivered == 0);
+        CHECK(handled == 0);
+        record = reader.last();
+    } else {
+        status = reader.read_for(record, kDeadline);
+    }
     CHECK_MESSAGE(status == Status::record_lost, describe(status) << " " << reader.last_error());
     CHECK(record.lost_bytes == kBig);
+    CHECK(record.position.segment > 0);
     for (std::size_t i = 11; i < kCount; ++i) {
         CAPTURE(i);
         status = reader.read_for(record, kDeadline);
@@ -1459,6 +1553,8 @@ TEST_CASE("a record larger than the ring in flight at the consumer's death is re
     // record into the new consumer's ring (a new consumer attached before it noticed): in both
     // cases the new consumer reports the record lost and never delivers a part of it.
     CHECK((big_outcome->load() == 1 || big_outcome->load() == 2));
+    shmchan::remove_channel(name, true);
+  }
 }
 
 // ---- 7. Restart of a killed producer ----------------------------------------------------------------
