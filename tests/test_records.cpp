@@ -1193,6 +1193,17 @@ std::vector<std::size_t> restart_sizes(std::uint64_t seed) {
     return sizes;
 }
 
+// Ends the stream once a consumer is attached (a consumer's death is ridden out until `until`).
+int end_stream_riding_out(RecordWriter& writer, std::chrono::steady_clock::time_point until) {
+    Status status;
+    while ((status = writer.end_stream()) == Status::peer_died) {
+        if (std::chrono::steady_clock::now() > until) return 4;
+        ::sched_yield();
+    }
+    CHILD_EXPECT(status == Status::ok);
+    return 0;
+}
+
 // Runs of 20-120 records of one size (the shapes write_batch frames and read_batch walks at a
 // stride): mostly small, some up to a segment, a few spanning.
 std::vector<std::size_t> restart_batch_sizes(std::uint64_t seed) {
@@ -1236,13 +1247,7 @@ int restart_batch_producer(const std::string& name, const ChannelOptions& option
         }
         i += run;
     }
-    Status status;
-    while ((status = writer.end_stream()) == Status::peer_died) {
-        if (std::chrono::steady_clock::now() > until) return 4;
-        ::sched_yield();
-    }
-    CHILD_EXPECT(status == Status::ok);
-    return 0;
+    return end_stream_riding_out(writer, until);
 }
 
 // A producer that rides out the consumer's death: a write that returns peer_died did not complete
@@ -1264,13 +1269,7 @@ int restart_producer(const std::string& name, const ChannelOptions& options, con
             return 3;
         }
     }
-    Status status;
-    while ((status = writer.end_stream()) == Status::peer_died) {
-        if (std::chrono::steady_clock::now() > until) return 4;
-        ::sched_yield();
-    }
-    CHILD_EXPECT(status == Status::ok);
-    return 0;
+    return end_stream_riding_out(writer, until);
 }
 
 void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once, bool checksums,
@@ -1491,13 +1490,7 @@ TEST_CASE("a record larger than the ring in flight at the consumer's death is re
             }
             CHILD_EXPECT(status == Status::ok);
         }
-        Status status;
-        while ((status = writer.end_stream()) == Status::peer_died) {
-            if (std::chrono::steady_clock::now() > until) return 4;
-            ::sched_yield();
-        }
-        CHILD_EXPECT(status == Status::ok);
-        return 0;
+        return end_stream_riding_out(writer, until);
     });
     REQUIRE(test::wait_for_flag(*big_started, 1, 60s));
     REQUIRE(test::eventually([&] {
