@@ -1,5 +1,6 @@
-// shm-records-rate: records per second through the records layer (copying write, in-place read)
-// next to raw segment streaming of the same records packed back to back, in the same run.
+// shm-records-rate: records per second through the records layer (copying write, in-place read;
+// one call per record, and write_batch/read_batch) next to raw segment streaming of the same
+// records packed back to back, in the same run.
 // Producer and consumer are separate processes pinned to two cores, default options; the
 // producer writes every byte, the consumer reads every byte into a checksum that is verified.
 // Each (size, api) runs --rounds times interleaved; the median is printed.
@@ -96,6 +97,46 @@ double records_layer(std::size_t size, std::uint64_t count) {
         });
 }
 
+// The same records through write_batch (up to 32 KiB of records per call, filled in the
+// producer's buffer) and read_batch.
+double records_batched(std::size_t size, std::uint64_t count) {
+    ChannelOptions options;
+    options.framing = Framing::records;
+    const std::uint64_t kBatch = std::max<std::uint64_t>(1, 32768 / size);
+    return run(
+        count,
+        [&](const std::string& name, std::uint64_t n) {
+            auto writer = RecordWriter::attach(name, options);
+            std::vector<std::byte> records(kBatch * size);
+            std::uint64_t sum = 0;
+            for (std::uint64_t i = 0; i < n;) {
+                const std::uint64_t k = std::min(kBatch, n - i);
+                for (std::uint64_t j = 0; j < k; ++j) {
+                    std::byte* at = records.data() + j * size;
+                    fill(at, size, i + j);
+                    sum = fold(sum, at, size);
+                }
+                std::size_t written = 0;
+                if (writer.write_batch(std::span<const std::byte>(records.data(), k * size), size, written) != Status::ok) {
+                    std::abort();
+                }
+                i += k;
+            }
+            writer.end_stream();
+            return sum;
+        },
+        [&](const std::string& name) {
+            auto reader = RecordReader::attach(name, options);
+            std::uint64_t sum = 0;
+            std::size_t delivered = 0;
+            auto take = [&](const Record& record) { sum = fold(sum, record.bytes.data(), record.bytes.size()); };
+            while (reader.read_batch(take, kBatch, delivered) == Status::ok) {
+            }
+            reader.remove_channel();
+            return sum;
+        });
+}
+
 double raw_segments(std::size_t size, std::uint64_t count) {
     ChannelOptions options;
     return run(
@@ -141,20 +182,23 @@ int main(int argc, char** argv) {
     app.add_option("--rounds", rounds, "interleaved rounds per row (median)")->check(CLI::Range(1, 99));
     app.add_option("--seconds", seconds, "about how long a run lasts");
     CLI11_PARSE(app, argc, argv);
-    std::printf("%8s %22s %22s %12s\n", "bytes", "records layer (rec/s)", "raw segments (rec/s)", "records/raw");
+    std::printf("%8s %22s %22s %22s %12s %12s\n", "bytes", "records layer (rec/s)", "batched (rec/s)",
+                "raw segments (rec/s)", "records/raw", "batched/raw");
     for (std::size_t size : {16, 64, 4096}) {
         // Size the runs from a first short measurement of raw segments.
         double probe = raw_segments(size, 200'000);
         auto count = static_cast<std::uint64_t>(std::max(100'000.0, probe * seconds));
-        std::vector<double> layer, raw;
+        std::vector<double> layer, batched, raw;
         for (int round = 0; round < rounds; ++round) {
             layer.push_back(records_layer(size, count));
+            batched.push_back(records_batched(size, count));
             raw.push_back(raw_segments(size, count));
         }
         std::sort(layer.begin(), layer.end());
+        std::sort(batched.begin(), batched.end());
         std::sort(raw.begin(), raw.end());
-        double l = layer[layer.size() / 2], r = raw[raw.size() / 2];
-        std::printf("%8zu %20.2f M %20.2f M %11.2fx\n", size, l / 1e6, r / 1e6, l / r);
+        double l = layer[layer.size() / 2], b = batched[batched.size() / 2], r = raw[raw.size() / 2];
+        std::printf("%8zu %20.2f M %20.2f M %20.2f M %11.2fx %11.2fx\n", size, l / 1e6, b / 1e6, r / 1e6, l / r, b / r);
         std::fflush(stdout);
     }
     return 0;
