@@ -103,20 +103,38 @@ struct Filler {
         checksum = c;
     }
 
-    // One whole record of 64 or 8 bytes, the common per-record call: inline, the same work as
-    // whole<W> (every word written, the checksum folded), without the general path's dispatch,
-    // so that a per-record transport pays for its own calls, not for the bench's.
-    void fill(std::byte* p, std::size_t n) {
-        if (offset == 0 && n == record_bytes && (n == 64 || n == 8)) [[likely]] {
-            const std::uint64_t v = record_base(index);
-            if (n == 64) {
+    // The per-record fast path with the state in a local copy: a loop that also calls into a
+    // transport (stores through pointers the compiler cannot tell apart from this object) keeps
+    // index and checksum in registers instead of loading and storing them around every record.
+    // The same words and checksum as fill(); whole records of 64 or 8 bytes, at a boundary.
+    struct Whole {
+        std::uint64_t record_bytes, index, checksum;
+        void fill(std::byte* p) {
+            const std::uint64_t v = record_base(index++);
+            if (record_bytes == 64) {
                 fill_fixed<8>(p, v);
                 checksum = fold(checksum, words_sum(8, v));
             } else {
                 fill_fixed<1>(p, v);
                 checksum = fold(checksum, v);
             }
-            ++index;
+        }
+    };
+    bool has_whole() const { return offset == 0 && (record_bytes == 64 || record_bytes == 8); }
+    Whole whole_records() const { return {record_bytes, index, checksum}; }
+    void take(const Whole& w) {
+        index = w.index;
+        checksum = w.checksum;
+    }
+
+    // One whole record of 64 or 8 bytes, the common per-record call: inline, the same work as
+    // whole<W> (every word written, the checksum folded), without the general path's dispatch,
+    // so that a per-record transport pays for its own calls, not for the bench's.
+    void fill(std::byte* p, std::size_t n) {
+        if (has_whole() && n == record_bytes) [[likely]] {
+            Whole w = whole_records();
+            w.fill(p);
+            take(w);
             return;
         }
         fill_pieces(p, n);
@@ -151,29 +169,6 @@ struct Filler {
     }
     bool at_boundary() const { return offset == 0; }
 
-    // The per-record fast path with the state in a local copy: a loop that also calls into a
-    // transport (stores through pointers the compiler cannot tell apart from this object) keeps
-    // index and checksum in registers instead of loading and storing them around every record.
-    // The same words and checksum as fill(); whole records of 64 or 8 bytes, at a boundary.
-    struct Whole {
-        std::uint64_t record_bytes, index, checksum;
-        void fill(std::byte* p) {
-            const std::uint64_t v = record_base(index++);
-            if (record_bytes == 64) {
-                fill_fixed<8>(p, v);
-                checksum = fold(checksum, words_sum(8, v));
-            } else {
-                fill_fixed<1>(p, v);
-                checksum = fold(checksum, v);
-            }
-        }
-    };
-    bool has_whole() const { return offset == 0 && (record_bytes == 64 || record_bytes == 8); }
-    Whole whole_records() const { return {record_bytes, index, checksum}; }
-    void take(const Whole& w) {
-        index = w.index;
-        checksum = w.checksum;
-    }
 };
 
 // Consumer side: reads the stream in pieces of any multiple of 8 bytes.
@@ -193,11 +188,27 @@ struct Summer {
         checksum = c;
     }
 
+    // As Filler::Whole: the per-record sum with the state in a local copy.
+    struct Whole {
+        std::uint64_t record_bytes, index, checksum;
+        void feed(const std::byte* p) {
+            checksum = fold(checksum, record_bytes == 64 ? sum_fixed<8>(p) : sum_fixed<1>(p));
+            ++index;
+        }
+    };
+    bool has_whole() const { return offset == 0 && (record_bytes == 64 || record_bytes == 8); }
+    Whole whole_records() const { return {record_bytes, index, checksum}; }
+    void take(const Whole& w) {
+        index = w.index;
+        checksum = w.checksum;
+    }
+
     // One whole record of 64 or 8 bytes inline (see Filler::fill).
     void feed(const std::byte* p, std::size_t n) {
-        if (offset == 0 && n == record_bytes && (n == 64 || n == 8)) [[likely]] {
-            checksum = fold(checksum, n == 64 ? sum_fixed<8>(p) : sum_fixed<1>(p));
-            ++index;
+        if (has_whole() && n == record_bytes) [[likely]] {
+            Whole w = whole_records();
+            w.feed(p);
+            take(w);
             return;
         }
         feed_pieces(p, n);
@@ -229,20 +240,6 @@ struct Summer {
     }
     bool at_boundary() const { return offset == 0; }
 
-    // As Filler::Whole: the per-record sum with the state in a local copy.
-    struct Whole {
-        std::uint64_t record_bytes, index, checksum;
-        void feed(const std::byte* p) {
-            checksum = fold(checksum, record_bytes == 64 ? sum_fixed<8>(p) : sum_fixed<1>(p));
-            ++index;
-        }
-    };
-    bool has_whole() const { return offset == 0 && (record_bytes == 64 || record_bytes == 8); }
-    Whole whole_records() const { return {record_bytes, index, checksum}; }
-    void take(const Whole& w) {
-        index = w.index;
-        checksum = w.checksum;
-    }
 };
 
 // ---- Latency histogram ------------------------------------------------------------------------

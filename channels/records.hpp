@@ -85,6 +85,12 @@ struct ReadCursor {
     ReadProgress progress;               // consumed since the last release (counters)
     bool in_batch = false;               // inside a read_batch handler: other reads are refused
 };
+// The check of both reader fast paths (read_fast, read_batch): a frame header, read once into a
+// local, is a plain record whose payload fits the `room` of committed bytes after the header.
+inline bool record_frame_fits(const layout::FrameHeader& header, std::uint64_t room, std::uint64_t max_record) noexcept {
+    return header.kind == static_cast<std::uint16_t>(layout::FrameKind::record) && header.length <= room &&
+           header.length <= max_record;
+}
 // The end of both writer fast paths: the frame header of a record of `length` payload bytes
 // (already in place) at the cursor, then one release store of committed_bytes, which publishes
 // the frame to a partial reader (rule 2). The header's record_count is brought up to date by
@@ -380,8 +386,7 @@ inline bool RecordReader::read_fast(Record& out) {
         layout::FrameHeader header;
         std::memcpy(&header, c.payload + c.offset, sizeof header);  // once; use the local
         const std::uint64_t room = c.fast_limit - c.offset - layout::kFrameHeaderBytes;
-        if (header.kind == static_cast<std::uint16_t>(layout::FrameKind::record) && header.length <= room &&
-            header.length <= c.max_record) [[likely]] {
+        if (detail::record_frame_fits(header, room, c.max_record)) [[likely]] {
             // The previous record is finished: a restarted consumer resumes at this frame.
             // Relaxed: read only by the next consumer of this slot, after our lock is gone.
             layout::store_relaxed(*c.resume_point, layout::make_tagged_word(c.position, c.offset));
@@ -460,8 +465,7 @@ Status RecordReader::deliver_batch(Status first, Record& record, Handler& handle
         std::memcpy(&word, payload + offset, sizeof word);  // the frame header, once; use the local
         layout::FrameHeader header;
         std::memcpy(&header, &word, sizeof header);
-        if (header.kind != static_cast<std::uint16_t>(layout::FrameKind::record) ||
-            header.length > fast_limit - offset - layout::kFrameHeaderBytes || header.length > max_record) {
+        if (!detail::record_frame_fits(header, fast_limit - offset - layout::kFrameHeaderBytes, max_record)) {
             break;  // an event or anything odd: the next read() takes it
         }
         const std::uint64_t stride = layout::frame_align(std::uint64_t{layout::kFrameHeaderBytes} + header.length);
