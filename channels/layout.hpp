@@ -59,12 +59,13 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 namespace shmchan::layout {
 
 inline constexpr std::uint64_t kMagic = 0x314E414843'4D4853ull;  // "SHMCHAN1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 2;  // 2: flush word, consumer wake line, resume tag
+inline constexpr std::uint32_t kAbiVersion = 3;  // 2: flush word, consumer wake line, resume tag; 3: record runs
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kHeaderBytes = 4096;
 inline constexpr std::uint32_t kSegmentHeaderBytes = 64;
@@ -302,7 +303,7 @@ struct alignas(kCacheLine) ChannelHeader {
 
 struct alignas(kCacheLine) SegmentHeader {
     SharedU32 committed_bytes;   // payload bytes valid; release by producer (rule 2)
-    std::uint32_t record_count;  // records that start in this segment (records layer)
+    std::uint32_t record_count;  // frames that start in this segment (records layer; a run is one)
     std::uint32_t flags;         // kSegment*
     std::uint32_t checksum;      // CRC-32C of payload[0, committed_bytes) when flagged
     SharedU64 sequence;          // the segment's position; release by producer (rule 2)
@@ -357,7 +358,19 @@ enum class FrameKind : std::uint16_t {
     end_of_stream = 1,  // no payload; the last frame of the stream
     barrier = 2,        // checkpoint barrier: payload is the 64-bit checkpoint id
     user_event = 3,     // a user event (watermark, ...): event_type and a small payload
+    record_run = 4,     // `count` records of `record_size` bytes each (RunHeader), packed back to
+                        // back without headers; never spans segments. A record of a run is
+                        // positioned at the payload offset of its first byte.
 };
+// The payload of a record_run frame starts with this. The records start at the first 64-byte
+// boundary of the segment's payload at or after the run header's end (run_data_offset: a long
+// copy into a cache-line-aligned destination writes whole lines), so the frame's length is the
+// run header, that padding, and record_size * count bytes.
+struct RunHeader {
+    std::uint32_t record_size;  // >= 1, <= identity.max_record_bytes
+    std::uint32_t count;        // >= 1
+};
+inline constexpr std::uint32_t kRunHeaderBytes = 8;
 inline constexpr std::uint32_t kFrameHeaderBytes = 8;
 inline constexpr std::uint32_t kFrameAlignment = 8;
 inline constexpr std::uint32_t kMaxEventPayload = 1024;
@@ -365,6 +378,60 @@ inline constexpr std::uint64_t kMaxRecordsFramingRecord = 0xFFFFFFFFull;  // len
 
 inline constexpr std::uint64_t frame_align(std::uint64_t offset) {
     return (offset + kFrameAlignment - 1) & ~std::uint64_t{kFrameAlignment - 1};
+}
+
+// Where the records of a run frame at payload offset `frame_offset` start.
+inline constexpr std::uint64_t run_data_offset(std::uint64_t frame_offset) {
+    return (frame_offset + kFrameHeaderBytes + kRunHeaderBytes + 63) & ~std::uint64_t{63};
+}
+// Checks a record_run frame at `frame_offset` (its run header read once into `run` by the caller)
+// against the frame's length and the bytes that follow the frame header (`room`). The arithmetic
+// is 64-bit: no product of two 32-bit fields overflows.
+inline constexpr bool valid_run(const RunHeader& run, std::uint64_t frame_offset, std::uint64_t frame_length,
+                                std::uint64_t room, std::uint64_t max_record) {
+    const std::uint64_t before_data = run_data_offset(frame_offset) - frame_offset - kFrameHeaderBytes;
+    return run.record_size >= 1 && run.count >= 1 && run.record_size <= max_record &&
+           frame_length == before_data + std::uint64_t{run.record_size} * run.count && frame_length <= room;
+}
+
+// Where payload offset `target` lies among the frames of a segment: walks them from
+// `first_frame` (the first frame after any continuation bytes) through the `size` bytes viewed.
+// `found`: `target` is a frame's start (run_end 0) or a record's start inside a record_run frame
+// (run_end: where that run's records end; record_size: theirs). Not found: `target` is neither
+// (or a frame on the way is bad): no reader may resume there. Each header is read once into a
+// local (the bytes may be shared memory that another process writes). Offset 0, a segment's
+// start, is the callers' case (it may hold continuation bytes before `first_frame`).
+struct FramePlace {
+    bool found = false;
+    std::uint64_t run_end = 0;
+    std::uint32_t record_size = 0;
+};
+inline FramePlace locate_frame(const std::byte* payload, std::uint64_t size, std::uint64_t first_frame,
+                               std::uint64_t target, std::uint64_t max_record) {
+    std::uint64_t at = first_frame;
+    while (at < target && at < size && size - at >= kFrameHeaderBytes) {
+        FrameHeader header;
+        std::memcpy(&header, payload + at, sizeof header);
+        const std::uint64_t room = size - at - kFrameHeaderBytes;
+        if (header.kind == static_cast<std::uint16_t>(FrameKind::record_run)) {
+            RunHeader run{};
+            if (header.length >= kRunHeaderBytes && room >= kRunHeaderBytes) {
+                std::memcpy(&run, payload + at + kFrameHeaderBytes, sizeof run);
+            }
+            if (!valid_run(run, at, header.length, room, max_record)) return {};
+            const std::uint64_t data = run_data_offset(at);
+            const std::uint64_t end = data + std::uint64_t{run.record_size} * run.count;
+            if (target < end) {
+                if (target < data || (target - data) % run.record_size != 0) return {};
+                return {true, end, run.record_size};
+            }
+            at = frame_align(end);
+            continue;
+        }
+        if (header.kind > static_cast<std::uint16_t>(FrameKind::record_run) || header.length > room) return {};
+        at = frame_align(at + kFrameHeaderBytes + header.length);
+    }
+    return {at == target, 0, 0};
 }
 
 // --- The ABI, proven ----------------------------------------------------------------------------
@@ -389,8 +456,10 @@ SHMCHAN_ABI_STRUCT(ConsumerSlot, 320);
 SHMCHAN_ABI_STRUCT(ChannelHeader, kHeaderBytes);
 SHMCHAN_ABI_STRUCT(SegmentHeader, kSegmentHeaderBytes);
 SHMCHAN_ABI_STRUCT(FrameHeader, kFrameHeaderBytes);
+SHMCHAN_ABI_STRUCT(RunHeader, kRunHeaderBytes);
 #undef SHMCHAN_ABI_STRUCT
 
+static_assert(offsetof(RunHeader, count) == 4);
 static_assert(offsetof(Identity, magic) == 0);
 static_assert(offsetof(Identity, abi_version) == 8);
 static_assert(offsetof(Identity, segment_size) == 16);

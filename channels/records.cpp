@@ -98,9 +98,6 @@ struct RecordWriter::State {
     std::uint64_t pending_records = 0;  // plus cur.fast_frames
     std::uint64_t pending_events = 0;
     std::vector<std::byte> scratch;
-    std::unique_ptr<std::byte[]> stage;  // write_batch: frames a long run here (kStageBytes)
-    static constexpr std::size_t kStagedRunBytes = 4096;
-    static constexpr std::size_t kStageBytes = 32768;
     bool ended = false;
     std::uint64_t next_position = 0;  // the segment after the last one published (a hint)
 
@@ -337,29 +334,56 @@ struct RecordWriter::State {
         const std::byte* source = records.data();
         const std::uint64_t frame_bytes = L::frame_align(L::kFrameHeaderBytes + record_size);
         while (written < count) {
-            if (cur.fast_limit != 0 && record_size <= cur.max_fast_record && offset + frame_bytes <= cur.fast_limit) {
-                std::size_t run = static_cast<std::size_t>(
-                    std::min<std::uint64_t>(count - written, (cur.fast_limit - offset) / frame_bytes));
-                if (run * frame_bytes >= kStagedRunBytes && frame_bytes <= kStageBytes) {
-                    // Framed in a private buffer first, then one memcpy into the segment: a long
-                    // copy writes whole cache lines (rep movsb) without first fetching each line
-                    // from the reader's core, which frame-by-frame stores must do. Measured
-                    // cross-process at 64 B: 2.6 -> 1.8 ns per record. At most kStageBytes at a
-                    // time; the loop comes back for the rest.
-                    run = std::min<std::size_t>(run, kStageBytes / frame_bytes);
-                    if (!stage) stage = std::make_unique_for_overwrite<std::byte[]>(kStageBytes);  // once per writer
-                    copy_frames(stage.get(), source, run, record_size, frame_bytes);
-                    std::memcpy(segment.payload.data() + offset, stage.get(), run * frame_bytes);
-                } else {
-                    copy_frames(segment.payload.data() + offset, source, run, record_size, frame_bytes);
-                }
-                source += run * record_size;
+            // A run frame: one header for as many records as fit the held segment, copied in
+            // with one memcpy (a long copy writes whole cache lines without first fetching each
+            // from the reader's core). Two records at least; one goes as a plain frame.
+            const std::uint64_t data_at = L::run_data_offset(offset);
+            if (cur.fast_limit != 0 && record_size <= cur.max_fast_record && count - written >= 2 &&
+                data_at + 2 * record_size <= cur.fast_limit) {
+                const std::size_t run = static_cast<std::size_t>(
+                    std::min<std::uint64_t>({count - written, (cur.fast_limit - data_at) / record_size,
+                                             std::numeric_limits<std::uint32_t>::max()}));
+                std::byte* at = segment.payload.data() + offset;
+                const std::uint64_t data_bytes = std::uint64_t{run} * record_size;
+                const L::FrameHeader header = frame_header(
+                    static_cast<std::uint32_t>(data_at - offset - L::kFrameHeaderBytes + data_bytes), L::FrameKind::record_run, 0);
+                const L::RunHeader run_header{static_cast<std::uint32_t>(record_size), static_cast<std::uint32_t>(run)};
+                std::memcpy(at, &header, sizeof header);
+                std::memcpy(at + L::kFrameHeaderBytes, &run_header, sizeof run_header);
+                std::memcpy(segment.payload.data() + data_at, source, data_bytes);
+                source += data_bytes;
                 written += run;
-                offset = static_cast<std::uint32_t>(offset + run * frame_bytes);
-                cur.fast_frames += static_cast<std::uint32_t>(run);
+                // data_at + data_bytes <= fast_limit, which is 8-aligned: so is the end.
+                offset = static_cast<std::uint32_t>(L::frame_align(data_at + data_bytes));
+                count_fast_frames();
+                ++frames;
+                pending_records += run;
                 reserved = false;
-                // Release: the frames above before the count that covers them (rule 2).
+                // Release: the frame above before the count that covers it (rule 2).
                 L::store_release(*cur.committed_bytes, offset);
+                continue;
+            }
+            if (cur.fast_limit != 0 && record_size <= cur.max_fast_record && offset + frame_bytes <= cur.fast_limit) {
+                copy_frames(segment.payload.data() + offset, source, 1, record_size, frame_bytes);
+                source += record_size;
+                written += 1;
+                offset = static_cast<std::uint32_t>(offset + frame_bytes);
+                cur.fast_frames += 1;
+                reserved = false;
+                L::store_release(*cur.committed_bytes, offset);
+                continue;
+            }
+            const std::uint64_t fresh_run = L::run_data_offset(0) + 2 * std::uint64_t{record_size};
+            if (count - written >= 2 && !checksums && !latency_mode && fresh_run <= capacity - L::kFrameHeaderBytes) {
+                // No room here for what is left: hand the held segment over (or take the first)
+                // and go on with a run in a fresh one, rather than start it with a lone frame.
+                // The size asked for is more than the room left, so room_for() takes a new one.
+                const std::uint64_t need = std::max<std::uint64_t>(fresh_run, holding ? capacity - offset + 1 : 0);
+                Status status = wait_for_room(need, deadline);
+                if (status != Status::ok) return status;
+                const Deadline blocking{Mode::blocking, 0};
+                status = room_for(static_cast<std::uint32_t>(need), deadline.mode == Mode::blocking ? deadline : blocking);
+                if (status != Status::ok) return status;
                 continue;
             }
             Status status = write_frame(L::FrameKind::record, 0, std::span<const std::byte>(source, record_size), deadline);
@@ -388,6 +412,84 @@ struct RecordWriter::State {
         reserved = true;
         reserved_size = static_cast<std::uint32_t>(size);
         return Status::ok;
+    }
+
+    // A run reservation: where its frame starts, in which segment, and the frames written there
+    // when it was made (a write, an event or a commit since then moves them: the run is dropped).
+    struct RunReservation {
+        bool active = false;
+        std::uint64_t segment = 0;
+        std::uint32_t at = 0, record_size = 0, count = 0, frames_then = 0;
+    } run_reservation;
+
+    Status reserve_run(std::size_t record_size, std::size_t max_records, std::span<std::byte>& out, std::size_t& count,
+                       const Deadline& deadline) {
+        count = 0;
+        out = {};
+        run_reservation.active = false;
+        if (ended) return fail(Status::invalid_call, "reserve_run after end of stream");
+        if (record_size == 0 || max_records == 0) {
+            return fail(Status::invalid_call, "reserve_run of " + std::to_string(max_records) + " records of " +
+                                                  std::to_string(record_size) + " bytes");
+        }
+        // One record in a run frame of a fresh segment: the headers and padding up to the first
+        // 64-byte boundary (run_data_offset), then the record.
+        const std::uint64_t fresh_need = L::run_data_offset(0) + std::uint64_t{record_size};
+        if (fresh_need > capacity || record_size > max_record) {
+            return fail(Status::too_large, "reserve_run of records of " + std::to_string(record_size) + " bytes: at most " +
+                                               std::to_string(std::min<std::uint64_t>(capacity - L::run_data_offset(0), max_record)) +
+                                               " fit a run frame; use reserve() or write()");
+        }
+        reserved = false;
+        // Where the held segment has no room for one record of a run (its padding included),
+        // the frame size asked for is more than the room left: the segment is handed over and a
+        // fresh one taken, as for a frame that does not fit.
+        const bool fits_here = holding && L::run_data_offset(offset) + record_size <= capacity;
+        const std::uint64_t frame_bytes = fits_here ? L::run_data_offset(offset) - offset + record_size
+                                                    : std::max<std::uint64_t>(fresh_need, holding ? capacity - offset + 1 : 0);
+        Status status = wait_for_room(frame_bytes, deadline);
+        if (status != Status::ok) return status;
+        const Deadline blocking{Mode::blocking, 0};
+        status = room_for(static_cast<std::uint32_t>(frame_bytes), deadline.mode == Mode::blocking ? deadline : blocking);
+        if (status != Status::ok) return status;
+        if (L::run_data_offset(offset) + record_size > capacity) {
+            return fail(Status::corrupt, "no room for a run at offset " + std::to_string(offset) + " of a fresh segment");
+        }
+        count_fast_frames();
+        const std::uint64_t data_at = L::run_data_offset(offset);  // data_at + record_size <= capacity
+        count = static_cast<std::size_t>(std::min<std::uint64_t>(
+            {max_records, (capacity - data_at) / record_size, std::numeric_limits<std::uint32_t>::max()}));
+        out = segment.payload.subspan(data_at, count * record_size);
+        run_reservation = {true, segment.sequence, offset, static_cast<std::uint32_t>(record_size),
+                           static_cast<std::uint32_t>(count), frames};
+        return Status::ok;
+    }
+
+    Status commit_run(std::size_t used) {
+        count_fast_frames();
+        const RunReservation run = run_reservation;
+        run_reservation.active = false;
+        if (!run.active || !holding || reserved || segment.sequence != run.segment || offset != run.at ||
+            frames != run.frames_then) {
+            return fail(Status::invalid_call, "commit_run without reserve_run (or a write, event or reserve since)");
+        }
+        if (used > run.count) {
+            return fail(Status::invalid_call, "commit_run of " + std::to_string(used) + " records, " +
+                                                  std::to_string(run.count) + " reserved");
+        }
+        if (used == 0) return Status::ok;  // nothing written: the reservation is dropped
+        const std::uint64_t data_at = L::run_data_offset(run.at);
+        const std::uint64_t data_bytes = std::uint64_t{used} * run.record_size;
+        const L::FrameHeader header = frame_header(
+            static_cast<std::uint32_t>(data_at - run.at - L::kFrameHeaderBytes + data_bytes), L::FrameKind::record_run, 0);
+        const L::RunHeader run_header{run.record_size, static_cast<std::uint32_t>(used)};
+        std::byte* at = segment.payload.data() + run.at;
+        std::memcpy(at, &header, sizeof header);
+        std::memcpy(at + L::kFrameHeaderBytes, &run_header, sizeof run_header);
+        offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(data_at + data_bytes), capacity));
+        ++frames;
+        pending_records += used;
+        return commit_frames();
     }
 
     Status commit(std::size_t used) {
@@ -459,6 +561,19 @@ Status RecordWriter::reserve_for(std::size_t size, std::span<std::byte>& out, st
     return state_->reserve(size, out, Deadline::make(Mode::timed, timeout));
 }
 Status RecordWriter::commit_slow(std::size_t used) { return state_->commit(used); }
+Status RecordWriter::reserve_run(std::size_t record_size, std::size_t max_records, std::span<std::byte>& out,
+                                 std::size_t& count) {
+    return state_->reserve_run(record_size, max_records, out, count, Deadline::make(Mode::blocking, {}));
+}
+Status RecordWriter::try_reserve_run(std::size_t record_size, std::size_t max_records, std::span<std::byte>& out,
+                                     std::size_t& count) {
+    return state_->reserve_run(record_size, max_records, out, count, Deadline::make(Mode::try_once, {}));
+}
+Status RecordWriter::reserve_run_for(std::size_t record_size, std::size_t max_records, std::span<std::byte>& out,
+                                     std::size_t& count, std::chrono::nanoseconds timeout) {
+    return state_->reserve_run(record_size, max_records, out, count, Deadline::make(Mode::timed, timeout));
+}
+Status RecordWriter::commit_run(std::size_t used) { return state_->commit_run(used); }
 
 Status RecordWriter::write_barrier(std::uint64_t checkpoint_id, bool priority) {
     State& s = *state_;
@@ -564,6 +679,11 @@ struct RecordReader::State {
     ReadProgress& progress = cur.progress;
     bool ended = false;
     Record last;
+    std::uint32_t& run_end = cur.run_end;    // inside a record_run frame (records.hpp)
+    std::uint32_t& run_size = cur.run_size;
+    // The resume offset we attached with may lie inside a run frame: found from the segment's
+    // first frame before the first parse (locate_resume_point).
+    bool locate_resume = false;
 
     Status fail(Status status, std::string message) {
         last_error = "channel '" + consumer.name() + "': segment " + std::to_string(position) + ": " + std::move(message);
@@ -615,7 +735,7 @@ struct RecordReader::State {
     // runs only while nothing else is pending: a verified view of the segment at `position`,
     // nothing to release or skip, no spanning record, no loss to report, not ended.
     void arm_fast_path() {
-        const bool fast = have_view && !ended && !report_lost && !reassembling && !skipping && !need_sealed &&
+        const bool fast = have_view && !ended && !report_lost && !reassembling && !skipping && !need_sealed && !locate_resume &&
                           position == floor && stored_in_flight == 0 && in_flight == 0 && view.sequence == position &&
                           !(offset == 0 && (view.flags & L::kSegmentContinuesRecord)) &&
                           (!checksums || (view.sealed && verified == view.sequence));
@@ -689,6 +809,7 @@ struct RecordReader::State {
     void advance_segment() {
         ++position;
         offset = 0;
+        run_end = 0;
         have_view = false;
         need_sealed = false;
     }
@@ -700,6 +821,21 @@ struct RecordReader::State {
             buffer_capacity = grown;
         }
         return buffer.get();
+    }
+
+    // Walks the frames of the resume segment from its first one to the resume offset: a frame
+    // boundary, or a record's start inside a run frame (then the run's state is set up).
+    Status locate_resume_point() {
+        locate_resume = false;
+        const L::FramePlace place = L::locate_frame(view.payload.data(), view.payload.size(), view.first_record_offset,
+                                                    offset, max_record);
+        if (!place.found) {
+            return fail(Status::corrupt, "resume offset " + std::to_string(offset) + " of segment " + std::to_string(position) +
+                                             " is neither a frame nor a record of a run");
+        }
+        run_end = static_cast<std::uint32_t>(place.run_end);
+        if (place.run_end != 0) run_size = place.record_size;
+        return Status::ok;
     }
 
     Status deliver(Record& out, L::FrameKind kind, std::uint16_t event_type, std::span<const std::byte> bytes,
@@ -731,6 +867,7 @@ struct RecordReader::State {
                 ended = true;
                 if (Status released = finish_previous(); released != Status::ok) return released;
                 return Status::end_of_stream;
+            case L::FrameKind::record_run: break;  // never delivered as such: its records are
         }
         last = out;
         return Status::ok;
@@ -758,6 +895,30 @@ struct RecordReader::State {
             }
             const std::span<const std::byte> payload = view.payload;
             const std::uint32_t size = static_cast<std::uint32_t>(payload.size());
+
+            if (locate_resume && !reassembling) {
+                if (Status located = locate_resume_point(); located != Status::ok) return located;
+            }
+            if (run_end > offset) {
+                // The next record of a run frame (its header was checked against these bytes).
+                if (run_end > size || run_size == 0 || run_end - offset < run_size) {
+                    return fail(Status::corrupt, "record run state beyond the segment's " + std::to_string(size) + " bytes");
+                }
+                const RecordPosition start{position, offset};
+                auto bytes = payload.subspan(offset, run_size);
+                offset += run_size;
+                if (offset >= run_end) {
+                    offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(run_end), size));
+                    run_end = 0;
+                }
+                bool skip = false;
+                status = deliver(out, L::FrameKind::record, 0, bytes, start, skip);
+                if (skip) {
+                    if (Status released = finish_previous(); released != Status::ok) return released;
+                    continue;
+                }
+                return status;
+            }
 
             if (reassembling || (offset == 0 && (view.flags & L::kSegmentContinuesRecord))) {
                 if (!reassembling) {
@@ -814,6 +975,25 @@ struct RecordReader::State {
             L::FrameHeader header;
             std::memcpy(&header, payload.data() + offset, sizeof header);  // once; use the local
             const std::uint64_t length = header.length;
+            if (header.kind == static_cast<std::uint16_t>(L::FrameKind::record_run)) {
+                // Runs never span and are committed whole: all of it is in these bytes.
+                const std::uint64_t room = size - offset - L::kFrameHeaderBytes;
+                L::RunHeader run{};
+                if (length >= L::kRunHeaderBytes && room >= L::kRunHeaderBytes) {
+                    std::memcpy(&run, payload.data() + offset + L::kFrameHeaderBytes, sizeof run);  // once
+                }
+                if (!L::valid_run(run, offset, length, room, max_record)) {
+                    return fail(Status::corrupt, "record run at offset " + std::to_string(offset) + " of " +
+                                                     std::to_string(length) + " bytes (records of " +
+                                                     std::to_string(run.record_size) + " x " + std::to_string(run.count) +
+                                                     ") does not fit its frame or the segment");
+                }
+                const std::uint64_t data = L::run_data_offset(offset);
+                run_end = static_cast<std::uint32_t>(data + std::uint64_t{run.record_size} * run.count);
+                run_size = run.record_size;
+                offset = static_cast<std::uint32_t>(data);
+                continue;  // the loop hands over its first record
+            }
             if (header.kind > static_cast<std::uint16_t>(L::FrameKind::user_event)) {
                 return fail(Status::corrupt, "unknown frame kind " + std::to_string(header.kind) + " at offset " + std::to_string(offset));
             }
@@ -932,11 +1112,14 @@ RecordReader RecordReader::attach(std::string_view name, ChannelOptions options)
     s.checksums = (s.consumer.channel_flags() & L::kFlagChecksums) != 0;
     ResumePoint resume = s.consumer.resume_point();
     s.position = s.floor = resume.position;
-    if (resume.offset > s.capacity || resume.offset % L::kFrameAlignment != 0) {
+    // A frame starts 8-aligned; a record inside a run frame may start anywhere in the run:
+    // locate_resume_point() checks the offset against the segment's frames at the first read.
+    if (resume.offset > s.capacity) {
         throw Error(Errc::corrupt, "channel '" + std::string(name) + "': resume offset " + std::to_string(resume.offset) +
-                                       " is not a frame boundary");
+                                       " is beyond the segment's payload");
     }
     s.offset = static_cast<std::uint32_t>(resume.offset);
+    s.locate_resume = s.offset != 0;
     s.stored_in_flight = resume.in_flight_record_bytes;
     s.cur.max_record = s.max_record;
     s.cur.resume_point = s.consumer.resume_point_field();
@@ -945,6 +1128,7 @@ RecordReader RecordReader::attach(std::string_view name, ChannelOptions options)
         s.lost_bytes = resume.in_flight_record_bytes;
         s.skip_continuation = true;
         s.offset = 0;
+        s.locate_resume = false;
     }
     return RecordReader(std::move(state));
 }

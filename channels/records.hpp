@@ -9,6 +9,8 @@
 //   writer.commit(sizeof(Trade));
 //   writer.write_value(Trade{...});                               // typed, through Codec<Trade>
 //   writer.write_values(std::span<const Trade>(trades), written);   // a batch: an array of records
+//   writer.reserve_run(sizeof(Trade), 512, room, count);           // a batch in place
+//   writer.commit_run(count);
 //   writer.write_barrier(42);                                     // in-band events
 //   writer.end_stream();
 //
@@ -19,6 +21,8 @@
 //       else if (record.kind == shmchan::RecordKind::barrier) snapshot(record.checkpoint_id);
 //   }                                                             // until the next read
 //   reader.read_batch([&](const shmchan::Record& r) { use(r); }, 512, delivered);   // a batch
+//   shmchan::RecordRun run;                                       // or a view of many records
+//   if (reader.read_run(run, 512) == shmchan::Status::ok) use(run.bytes, run.count);
 //
 // Framing: channels/layout.hpp (FrameHeader). A record larger than the room left in a segment
 // spans segments, up to the channel's max record size (64 MiB by default). A record that lies in
@@ -84,6 +88,8 @@ struct ReadCursor {
     layout::SharedU64* resume_point = nullptr;  // consumer line: where a restarted consumer resumes
     ReadProgress progress;               // consumed since the last release (counters)
     bool in_batch = false;               // inside a read_batch handler: other reads are refused
+    std::uint32_t run_end = 0;           // inside a record_run frame: where its records end
+    std::uint32_t run_size = 0;          // ... and the size of each (checked at the run's header)
 };
 // The check of both reader fast paths (read_fast, read_batch): a frame header, read once into a
 // local, is a plain record whose payload fits the `room` of committed bytes after the header.
@@ -189,6 +195,17 @@ struct Record {
     }
 };
 
+// Records of one size side by side in memory: what read_run() hands over (the records one
+// write_batch() call put into one segment, or a single record).
+struct RecordRun {
+    std::span<const std::byte> bytes;  // count * record_size bytes; valid until the next read;
+                                       // untrusted producer bytes
+    std::size_t record_size = 0;
+    std::size_t count = 0;
+    RecordPosition position;  // of the first record (a record of a run frame: where its bytes start)
+    std::span<const std::byte> record(std::size_t i) const noexcept { return bytes.subspan(i * record_size, record_size); }
+};
+
 class RecordWriter {
 public:
     // Attaches as the producer of a records channel (created if missing). options.framing is
@@ -215,10 +232,24 @@ public:
     Status reserve_for(std::size_t size, std::span<std::byte>& out, std::chrono::nanoseconds timeout);
     Status commit(std::size_t used);
 
+    // Zero-copy batches: `out` gets room for `count` records of `record_size` bytes side by side
+    // in a segment (1 <= count <= max_records: as many as fit the held segment, or a fresh one
+    // when not even one does), to fill in place; commit_run(used) frames the first `used` of
+    // them (<= count; 0 drops the reservation) as one run frame (layout.hpp: record_run), which
+    // a reader takes whole with read_run(). Nothing is visible before commit_run; a write, an
+    // event or a reserve() in between drops the reservation (commit_run: invalid_call).
+    // too_large: a record that does not fit a run frame in one segment (use reserve/write).
+    Status reserve_run(std::size_t record_size, std::size_t max_records, std::span<std::byte>& out, std::size_t& count);
+    Status try_reserve_run(std::size_t record_size, std::size_t max_records, std::span<std::byte>& out, std::size_t& count);
+    Status reserve_run_for(std::size_t record_size, std::size_t max_records, std::span<std::byte>& out, std::size_t& count,
+                           std::chrono::nanoseconds timeout);
+    Status commit_run(std::size_t used);
+
     // Batches: the records of `records`, each `record_size` bytes, packed back to back (an array
-    // of fixed-size records), framed one by one in order, as write() would frame each, with one
-    // release store per run of frames that fits the held segment instead of one per record (per
-    // record with checksums or a zero buffer timeout, as write()). `written` tells how many went
+    // of fixed-size records), in order: the records that fit the held segment go into it as one
+    // run frame (one header, one copy, one release store; layout.hpp: record_run), a reader
+    // gets them one by one (read) or as one view (read_run); with checksums or a zero buffer
+    // timeout, and for a record alone, one frame per record as write(). `written` tells how many went
     // in: all of them when the blocking call returns ok; the try and timed calls stop with
     // would_block / timed_out where they would have had to wait (a record is never half
     // written). invalid_call: record_size is 0 or does not divide records.size(); too_large: a
@@ -294,7 +325,7 @@ public:
     // a handler is followed by one that resumes at the record being handled (at-least-once, as
     // read()); a handler that throws leaves the reader after the record it was given.
     template <class Handler>
-    Status read_batch(Handler&& handler, std::size_t limit, std::size_t& delivered) {
+    [[gnu::always_inline]] Status read_batch(Handler&& handler, std::size_t limit, std::size_t& delivered) {
         Record record;
         return deliver_batch(read(record), record, handler, limit, delivered);
     }
@@ -309,6 +340,22 @@ public:
         Record record;
         return deliver_batch(read_for(record, timeout), record, handler, limit, delivered);
     }
+
+    // Runs: waits as read() does (try_: not at all; _for: at most `timeout`) for the next record
+    // or event. A record: ok, and `out` views it and up to `limit` - 1 records after it that
+    // lie beside it, of its size (the records of one write_batch() call in one segment; a record
+    // written alone is a run of one): no copy, one call for the lot. An event: Status::event, it
+    // is consumed and last() holds it. Otherwise the statuses of read() (record_lost: see last()).
+    // The run is finished at the next read: a consumer that dies before resumes at its first
+    // record (at-least-once, as read()).
+    Status read_run(RecordRun& out, std::size_t limit);
+    Status try_read_run(RecordRun& out, std::size_t limit);
+    Status read_run_for(RecordRun& out, std::size_t limit, std::chrono::nanoseconds timeout);
+    // Copying: up to values.size() records of a trivially copyable T (one run) copied into
+    // `values`; `got` says how many (0 unless ok). decode_error: the next records are not of
+    // sizeof(T) bytes (they are consumed; last() holds the first). Other statuses: read_run().
+    template <class T>
+    Status read_values(std::span<T> values, std::size_t& got);
 
     // Typed read through Codec<T>: ok (decoded), event (the frame was an event: see last()),
     // decode_error (the record is not a T; it is consumed), or the statuses of read().
@@ -329,7 +376,14 @@ private:
     explicit RecordReader(std::unique_ptr<State> state);
     bool read_fast(Record& out);  // the inline path: a record frame in the committed bytes viewed
     template <class Handler>
-    Status deliver_batch(Status first, Record& record, Handler& handler, std::size_t limit, std::size_t& delivered);
+    [[gnu::always_inline]] inline Status deliver_batch(Status first, Record& record, Handler& handler, std::size_t limit,
+                                                       std::size_t& delivered);
+    template <class Handler>
+    [[gnu::always_inline]] inline void deliver_more(Record& record, Handler& handler, std::size_t limit,
+                                                    std::size_t& delivered, std::uint64_t& given_end,
+                                                    std::uint64_t& given_records, std::uint64_t& given_bytes,
+                                                    std::uint32_t& given_run_end, std::uint64_t fast_limit);
+    Status take_run(Status first, const Record& record, RecordRun& out, std::size_t limit);
     Status read_slow(Record& out);
     Status try_read_slow(Record& out);
     Record& last_slot() noexcept;
@@ -382,6 +436,27 @@ inline Status RecordReader::try_read(Record& out) { return read_fast(out) ? Stat
 
 inline bool RecordReader::read_fast(Record& out) {
     detail::ReadCursor& c = *cursor_;
+    if (c.run_end > c.offset && c.fast_limit >= c.run_end) {
+        // The next record of a run frame, whose header the slow path checked against the view.
+        const std::uint32_t at = c.offset;
+        layout::store_relaxed(*c.resume_point, layout::make_tagged_word(c.position, at));
+        out.kind = RecordKind::record;
+        out.bytes = std::span<const std::byte>(c.payload + at, c.run_size);
+        out.checkpoint_id = 0;
+        out.event_type = 0;
+        out.position = RecordPosition{c.position, at};
+        out.lost_bytes = 0;
+        out.in_flight_of = 0;
+        std::uint32_t next = at + c.run_size;
+        if (next >= c.run_end) {
+            next = static_cast<std::uint32_t>(std::min<std::uint64_t>(layout::frame_align(c.run_end), c.fast_limit));
+            c.run_end = 0;
+        }
+        c.offset = next;
+        ++c.progress.records;
+        c.progress.bytes += c.run_size;
+        return true;
+    }
     if (c.fast_limit > c.offset && c.fast_limit - c.offset >= layout::kFrameHeaderBytes) [[likely]] {
         layout::FrameHeader header;
         std::memcpy(&header, c.payload + c.offset, sizeof header);  // once; use the local
@@ -407,6 +482,76 @@ inline bool RecordReader::read_fast(Record& out) {
     return false;
 }
 
+inline Status RecordReader::read_run(RecordRun& out, std::size_t limit) {
+    Record record;
+    return take_run(read(record), record, out, limit);
+}
+inline Status RecordReader::try_read_run(RecordRun& out, std::size_t limit) {
+    Record record;
+    return take_run(try_read(record), record, out, limit);
+}
+inline Status RecordReader::read_run_for(RecordRun& out, std::size_t limit, std::chrono::nanoseconds timeout) {
+    Record record;
+    return take_run(read_for(record, timeout), record, out, limit);
+}
+
+// The first record came through read(), which stored the resume point at it. If it was a record
+// of a run frame and the cursor stands at the next record of that run, checked against this view
+// (run_end <= fast_limit), the run's further records are taken with it: the cursor moves past
+// them at once, without a store of the resume point per record.
+inline Status RecordReader::take_run(Status first, const Record& record, RecordRun& out, std::size_t limit) {
+    out = RecordRun{};
+    if (first != Status::ok) {
+        if (first == Status::record_lost) last_slot() = record;
+        return first;
+    }
+    if (record.kind != RecordKind::record) {
+        last_slot() = record;
+        return Status::event;
+    }
+    detail::ReadCursor& c = *cursor_;
+    const std::size_t size = record.bytes.size();
+    std::size_t count = 1;
+    if (limit > 1 && c.run_end > c.offset && c.fast_limit >= c.run_end && size == c.run_size &&
+        record.bytes.data() + size == c.payload + c.offset) {
+        count += std::min<std::size_t>(limit - 1, (c.run_end - c.offset) / size);
+        const std::uint64_t taken = std::uint64_t{count - 1} * size;
+        std::uint64_t next = c.offset + taken;
+        if (next >= c.run_end) {
+            next = std::min<std::uint64_t>(layout::frame_align(c.run_end), c.fast_limit);
+            c.run_end = 0;
+        }
+        c.offset = static_cast<std::uint32_t>(next);
+        c.progress.records += count - 1;
+        c.progress.bytes += taken;
+    }
+    out.bytes = std::span<const std::byte>(record.bytes.data(), count * size);
+    out.record_size = size;
+    out.count = count;
+    out.position = record.position;
+    return Status::ok;
+}
+
+template <class T>
+Status RecordReader::read_values(std::span<T> values, std::size_t& got) {
+    static_assert(std::is_trivially_copyable_v<T> && !kIsByteView<T>, "read_values: a trivially copyable T");
+    got = 0;
+    if (values.empty()) return Status::invalid_call;
+    RecordRun run;
+    const Status status = read_run(run, values.size());
+    if (status != Status::ok) return status;
+    if (run.record_size != sizeof(T)) {
+        Record& first = last_slot();
+        first = Record{};
+        first.bytes = run.record(0);
+        first.position = run.position;
+        return Status::decode_error;
+    }
+    std::memcpy(values.data(), run.bytes.data(), run.bytes.size());
+    got = run.count;
+    return Status::ok;
+}
+
 // The first record or event came through read(); the rest are the record frames of the view,
 // checked as read_fast() checks them. The cursor lives in locals across the handler calls (which
 // may write any memory) and is stored back once, by `given`, when this returns or a handler
@@ -423,65 +568,113 @@ Status RecordReader::deliver_batch(Status first, Record& record, Handler& handle
         return first;
     }
     detail::ReadCursor& c = *cursor_;
-    const std::uint64_t fast_limit = c.fast_limit;
+    const std::uint32_t fast_limit = c.fast_limit;
     // What the handlers were given so far (the record a throwing handler was given counts as
-    // read), and the cursor's own state, put back on the way out.
-    struct Given {
-        detail::ReadCursor& cursor;
-        std::uint64_t end, records, bytes;
-        std::uint32_t fast_limit;
-        ~Given() {
-            cursor.offset = static_cast<std::uint32_t>(end);
-            cursor.progress.records = records;
-            cursor.progress.bytes = bytes;
-            cursor.fast_limit = fast_limit;
-            cursor.in_batch = false;
-        }
-    } given{c, c.offset, c.progress.records, c.progress.bytes, c.fast_limit};
+    // read), kept in locals (registers) and put back into the cursor on the way out, with the
+    // cursor's own state.
+    std::uint64_t given_end = c.offset, given_records = c.progress.records, given_bytes = c.progress.bytes;
+    std::uint32_t given_run_end = c.run_end;
+    auto put_back = [&] {
+        c.offset = static_cast<std::uint32_t>(given_end);
+        c.progress.records = given_records;
+        c.progress.bytes = given_bytes;
+        c.fast_limit = fast_limit;
+        c.run_end = given_run_end;
+        c.in_batch = false;
+    };
     c.fast_limit = 0;
     c.in_batch = true;
-    handler(static_cast<const Record&>(record));
-    delivered = 1;
-    if (fast_limit == 0 || delivered >= limit) return Status::ok;
+    try {
+        handler(static_cast<const Record&>(record));
+        delivered = 1;
+        if (fast_limit != 0 && delivered < limit) deliver_more(record, handler, limit, delivered, given_end, given_records,
+                                                                 given_bytes, given_run_end, fast_limit);
+    } catch (...) {
+        put_back();
+        throw;
+    }
+    put_back();
+    return Status::ok;
+}
+
+template <class Handler>
+void RecordReader::deliver_more(Record& record, Handler& handler, std::size_t limit, std::size_t& delivered,
+                                std::uint64_t& given_end, std::uint64_t& given_records, std::uint64_t& given_bytes,
+                                std::uint32_t& given_run_end, const std::uint64_t fast_limit) {
+    const detail::ReadCursor& c = *cursor_;
     const std::byte* const payload = c.payload;
     const std::uint64_t position = c.position;
     const std::uint64_t max_record = c.max_record;
     layout::SharedU64* const resume_point = c.resume_point;
-    std::uint64_t offset = given.end;
+    std::uint64_t offset = given_end;
     record = Record{};
-    auto deliver = [&](std::uint64_t at, std::uint32_t length, std::uint64_t end) {
+    // The record at `at` (a frame's start, or a record's start in a run), its bytes at `data`;
+    // the cursor goes to `end` after it.
+    auto deliver = [&](std::uint64_t at, std::uint64_t data, std::uint32_t length, std::uint64_t end) {
         // As read_fast(): the previous record is finished; a restarted consumer resumes here.
         layout::store_relaxed(*resume_point, layout::make_tagged_word(position, at));
-        record.bytes = std::span<const std::byte>(payload + at + layout::kFrameHeaderBytes, length);
+        record.bytes = std::span<const std::byte>(payload + data, length);
         record.position = RecordPosition{position, at};
-        given.end = end;
-        ++given.records;
-        given.bytes += length;
+        given_end = end;
+        ++given_records;
+        given_bytes += length;
         handler(static_cast<const Record&>(record));
         ++delivered;
     };
-    while (delivered < limit && offset < fast_limit && fast_limit - offset >= layout::kFrameHeaderBytes) {
+    std::uint64_t run_end = given_run_end;  // a run begun by read(), checked against this view
+    std::uint32_t run_size = c.run_size;
+    if (run_end > fast_limit) return;
+    while (delivered < limit) {
+        if (run_end > offset) {
+            // The records of a run: a store of the resume point and the handler per record.
+            const std::uint64_t frame_end = std::min(layout::frame_align(run_end), fast_limit);
+            given_run_end = static_cast<std::uint32_t>(run_end);
+            while (delivered < limit && offset < run_end) {
+                const std::uint64_t next = offset + run_size;
+                deliver(offset, offset, run_size, next < run_end ? next : frame_end);
+                offset = next;
+            }
+            if (offset >= run_end) {
+                offset = frame_end;
+                given_run_end = 0;
+                run_end = 0;
+            }
+            continue;
+        }
+        if (offset >= fast_limit || fast_limit - offset < layout::kFrameHeaderBytes) break;
         std::uint64_t word;
         std::memcpy(&word, payload + offset, sizeof word);  // the frame header, once; use the local
         layout::FrameHeader header;
         std::memcpy(&header, &word, sizeof header);
-        if (!detail::record_frame_fits(header, fast_limit - offset - layout::kFrameHeaderBytes, max_record)) {
+        const std::uint64_t room = fast_limit - offset - layout::kFrameHeaderBytes;
+        if (header.kind == static_cast<std::uint16_t>(layout::FrameKind::record_run)) {
+            layout::RunHeader run{};
+            if (header.length >= layout::kRunHeaderBytes && room >= layout::kRunHeaderBytes) {
+                std::memcpy(&run, payload + offset + layout::kFrameHeaderBytes, sizeof run);  // once
+            }
+            if (!layout::valid_run(run, offset, header.length, room, max_record)) break;  // read() reports it
+            run_size = run.record_size;
+            cursor_->run_size = run_size;
+            offset = layout::run_data_offset(offset);
+            run_end = offset + std::uint64_t{run.record_size} * run.count;
+            continue;
+        }
+        if (!detail::record_frame_fits(header, room, max_record)) {
             break;  // an event or anything odd: the next read() takes it
         }
         const std::uint64_t stride = layout::frame_align(std::uint64_t{layout::kFrameHeaderBytes} + header.length);
         const std::uint64_t end = std::min(offset + stride, fast_limit);
-        deliver(offset, header.length, end);
+        deliver(offset, offset + layout::kFrameHeaderBytes, header.length, end);
         offset = end;
         // Frames whose header equals this one (same length, a record) that end inside the view.
         while (delivered < limit && fast_limit - offset >= stride) {
             std::uint64_t next;
             std::memcpy(&next, payload + offset, sizeof next);
             if (next != word) break;
-            deliver(offset, header.length, offset + stride);
+            deliver(offset, offset + layout::kFrameHeaderBytes, header.length, offset + stride);
             offset += stride;
         }
     }
-    return Status::ok;
 }
 
 template <class T>

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <array>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -1129,6 +1130,189 @@ TEST_CASE("peek decodes records and events without consuming them") {
     Run bad = run_inspect({"peek", name});
     CHECK(bad.code == 1);
     CHECK(contains(bad.err, "unknown frame kind 9"));
+}
+
+// The "record @SEG:OFF, N bytes..." lines of peek's output, in order.
+std::vector<std::string> record_lines(const std::string& out) {
+    std::vector<std::string> records;
+    for (const auto& line : lines_of(out)) {
+        if (line.rfind("record @", 0) == 0) records.push_back(line);
+    }
+    return records;
+}
+
+// A records channel whose unpublished segment 0 holds a plain record "head" (at payload offset
+// 0), then five 12-byte records, "run record 0" .. "run record 4", written by one write_values()
+// call: one record_run frame (layout.hpp) at offset 16, its records from offset 64 (the first
+// 64-byte boundary after its two headers) back to back, at 64, 76, 88, 100 and 112. (The head
+// record makes the writer hold the segment, so that the whole batch goes into one run.)
+void write_head_and_run_of_five(const std::string& name) {
+    struct Text12 {
+        char text[12];
+    };
+    static_assert(sizeof(Text12) == 12);
+    Child writer([name] {
+        auto records = RecordWriter::attach(name, small());
+        CHILD_EXPECT(records.write(std::string_view("head")) == Status::ok);
+        Text12 values[5];
+        for (int i = 0; i < 5; ++i) std::memcpy(values[i].text, ("run record " + std::to_string(i)).data(), 12);
+        std::size_t written = 0;
+        CHILD_EXPECT(records.write_values(std::span<const Text12>(values), written) == Status::ok);
+        CHILD_EXPECT(written == 5);
+        return 0;  // detaches without ending: the frames sit committed in segment 0
+    });
+    REQUIRE(writer.exit_code() == 0);
+}
+constexpr std::uint32_t kRunFrameOffset = 16, kRunDataOffset = 64;
+const std::string kHeadLine = "record @0:0, 4 bytes: head";
+
+// The offset of record i of the run above, and peek's line for it.
+std::uint32_t run_record_offset(std::uint32_t i) { return kRunDataOffset + 12 * i; }
+std::string run_record_line(std::uint32_t i, const std::string& label) {
+    return "record @0:" + std::to_string(run_record_offset(i)) + ", 12 bytes " + label + ": run record " +
+           std::to_string(i);
+}
+
+// A consumer that attaches (resuming where the last one stopped), reads `reads` records, checks
+// that they are `expected` in order, and dies: no release, no detach. The last record it read
+// was not finished (a record is finished at the next read), so its successor resumes there.
+int read_and_die(const std::string& name, const std::vector<std::string>& expected) {
+    Child consumer([name, expected] {
+        auto records = RecordReader::attach(name, small());
+        for (const std::string& text : expected) {
+            Record record;
+            CHILD_EXPECT(records.try_read(record) == Status::ok);
+            CHILD_EXPECT(std::string_view(reinterpret_cast<const char*>(record.bytes.data()), record.bytes.size()) == text);
+        }
+        std::fflush(nullptr);
+        ::_exit(0);
+    });
+    return consumer.exit_code();
+}
+
+TEST_CASE("peek decodes record runs one record at a time, from a resume point inside a run") {
+    const std::string name = unique_name("runs");
+    write_head_and_run_of_five(name);
+
+    ChannelInfo before = shmchan::inspect(name);
+    Run peek = run_inspect({"peek", name});
+    CHECK_MESSAGE(peek.code == 0, peek.err);
+    std::vector<std::string> shown = record_lines(peek.out);
+    REQUIRE_MESSAGE(shown.size() == 6, peek.out);
+    CHECK(shown[0] == kHeadLine);
+    for (std::uint32_t i = 0; i < 5; ++i) CHECK_MESSAGE(shown[1 + i] == run_record_line(i, "(run of 5)"), peek.out);
+    CHECK(same_positions(before, shmchan::inspect(name)));
+
+    // --count counts the records of a run one by one.
+    Run three = run_inspect({"peek", name, "--count", "3"});
+    CHECK_MESSAGE(three.code == 0, three.err);
+    shown = record_lines(three.out);
+    REQUIRE_MESSAGE(shown.size() == 3, three.out);
+    CHECK(shown[0] == kHeadLine);
+    CHECK(shown[1] == run_record_line(0, "(run of 5)"));
+    CHECK(shown[2] == run_record_line(1, "(run of 5)"));
+    CHECK(contains(three.out, "(--count 3 reached)"));
+
+    // A consumer read the head and two records of the run, and died while on the second: its
+    // successor resumes at that record, inside the run frame and not 8-aligned. peek starts
+    // there too.
+    REQUIRE(read_and_die(name, {"head", "run record 0", "run record 1"}) == 0);
+    CHECK(shmchan::inspect(name).resume_word == layout::make_tagged_word(0, run_record_offset(1)));
+    CHECK(run_record_offset(1) % layout::kFrameAlignment != 0);
+    Run resumed = run_inspect({"peek", name});
+    CHECK_MESSAGE(resumed.code == 0, resumed.err);
+    CHECK_MESSAGE(contains(resumed.out, "resuming at segment 0 offset 76\n"
+                                        "resume point @0:76 is inside a run: 4 records of 12 bytes left in it\n"),
+                  resumed.out);
+    shown = record_lines(resumed.out);
+    REQUIRE_MESSAGE(shown.size() == 4, resumed.out);
+    for (std::uint32_t i = 0; i < 4; ++i) CHECK_MESSAGE(shown[i] == run_record_line(1 + i, "(rest of a run)"), resumed.out);
+    Run resumed_two = run_inspect({"peek", name, "--count", "2"});
+    CHECK_MESSAGE(resumed_two.code == 0, resumed_two.err);
+    shown = record_lines(resumed_two.out);
+    REQUIRE_MESSAGE(shown.size() == 2, resumed_two.out);
+    CHECK(shown[0] == run_record_line(1, "(rest of a run)"));
+    CHECK(shown[1] == run_record_line(2, "(rest of a run)"));
+
+    // Its successor takes that record again, finishes it, reads the third and dies on it: the
+    // resume point is the third record's start, 8-aligned but inside the run (not a frame
+    // header: a decoder that took it for one would read record bytes as a header).
+    REQUIRE(read_and_die(name, {"run record 1", "run record 2"}) == 0);
+    CHECK(shmchan::inspect(name).resume_word == layout::make_tagged_word(0, run_record_offset(2)));
+    resumed = run_inspect({"peek", name});
+    CHECK_MESSAGE(resumed.code == 0, resumed.err);
+    CHECK(contains(resumed.out, "resume point @0:88 is inside a run: 3 records of 12 bytes left in it\n"));
+    shown = record_lines(resumed.out);
+    REQUIRE_MESSAGE(shown.size() == 3, resumed.out);
+    for (std::uint32_t i = 0; i < 3; ++i) CHECK_MESSAGE(shown[i] == run_record_line(2 + i, "(rest of a run)"), resumed.out);
+
+    // A resume point inside the run that is no record's start: a clear problem, exit 1.
+    {
+        MappedFile file(path_of(name));
+        REQUIRE(file.ok());
+        file.poke64(offsetof(layout::ChannelHeader, consumers) + offsetof(layout::ConsumerSlot, position) +
+                        offsetof(layout::ConsumerLine, resume_point),
+                    layout::make_tagged_word(0, run_record_offset(2) + 1));
+    }
+    Run misplaced = run_inspect({"peek", name});
+    CHECK(misplaced.code == 1);
+    CHECK_MESSAGE(contains(misplaced.err, "resume offset 89 of segment 0 is neither a frame's start nor a record's start"),
+                  misplaced.err);
+    CHECK(record_lines(misplaced.out).empty());
+}
+
+TEST_CASE("peek reports a corrupt record run header, exit 1, never a crash") {
+    const std::string name = unique_name("badrun");
+    write_head_and_run_of_five(name);
+    const std::size_t payload = layout::kHeaderBytes + layout::kSegmentHeaderBytes;  // segment 0's
+    const std::uint64_t frame = kRunFrameOffset;
+    MappedFile file(path_of(name));
+    REQUIRE(file.ok());
+    REQUIRE(file.peek32(payload + frame + offsetof(layout::FrameHeader, kind)) ==
+            static_cast<std::uint32_t>(layout::FrameKind::record_run));  // kind 4, event_type 0
+    const std::size_t run_header = payload + frame + layout::kFrameHeaderBytes;
+    REQUIRE(file.peek32(run_header + offsetof(layout::RunHeader, record_size)) == 12);
+    REQUIRE(file.peek32(run_header + offsetof(layout::RunHeader, count)) == 5);
+
+    // A count enlarged so that the records no longer fit the frame (nor the segment).
+    file.poke32(run_header + offsetof(layout::RunHeader, count), 0x10000000u);
+    Run bad = run_inspect({"peek", name});
+    CHECK(bad.code == 1);
+    CHECK_MESSAGE(contains(bad.err, "record run at @0:" + std::to_string(frame)), bad.err);
+    CHECK(contains(bad.err, "268435456 records of 12 bytes) does not fit"));
+    CHECK(lines_of(bad.err).size() == 1);
+    CHECK(record_lines(bad.out) == std::vector<std::string>{kHeadLine});  // what precedes it is shown
+    CHECK_MESSAGE(contains(bad.out, "frame @0:16: record run of 100 bytes, 268435456 records of 12 bytes: not decoded\n"),
+                  bad.out);
+
+    // One record more, the frame's length grown to match: the frame now claims bytes beyond the
+    // segment's committed ones.
+    const std::size_t frame_length = payload + frame + offsetof(layout::FrameHeader, length);
+    const std::uint32_t length = file.peek32(frame_length);
+    file.poke32(run_header + offsetof(layout::RunHeader, count), 6);
+    file.poke32(frame_length, length + 12);
+    bad = run_inspect({"peek", name});
+    CHECK(bad.code == 1);
+    CHECK_MESSAGE(contains(bad.err, "of " + std::to_string(length + 12) + " bytes (6 records of 12 bytes) does not fit"),
+                  bad.err);
+    file.poke32(frame_length, length);
+
+    // A record size of 0, and one that is larger than the frame: the same.
+    file.poke32(run_header + offsetof(layout::RunHeader, count), 5);
+    file.poke32(run_header + offsetof(layout::RunHeader, record_size), 0);
+    bad = run_inspect({"peek", name});
+    CHECK(bad.code == 1);
+    CHECK_MESSAGE(contains(bad.err, "(5 records of 0 bytes) does not fit"), bad.err);
+    file.poke32(run_header + offsetof(layout::RunHeader, record_size), 13);
+    bad = run_inspect({"peek", name});
+    CHECK(bad.code == 1);
+    CHECK_MESSAGE(contains(bad.err, "(5 records of 13 bytes) does not fit"), bad.err);
+
+    // Restored, it decodes again.
+    file.poke32(run_header + offsetof(layout::RunHeader, record_size), 12);
+    Run good = run_inspect({"peek", name});
+    CHECK_MESSAGE(good.code == 0, good.err);
+    CHECK(record_lines(good.out).size() == 6);
 }
 
 }  // TEST_SUITE

@@ -100,6 +100,7 @@ using shmchan::Record;
 using shmchan::RecordKind;
 using shmchan::RecordPosition;
 using shmchan::RecordReader;
+using shmchan::RecordRun;
 using shmchan::RecordWriter;
 using shmchan::Status;
 using shmchan::WaitStrategy;
@@ -791,6 +792,26 @@ std::vector<BatchItem> batch_plan(std::uint32_t segment_size, std::size_t items,
     }
     return plan;
 }
+// A plan's stream, flattened: a record (size, index) or a barrier (checkpoint id = the index of
+// the record after it).
+struct Expected {
+    bool barrier;
+    std::size_t size;
+    std::uint64_t index;
+};
+std::vector<Expected> flatten(const std::vector<BatchItem>& plan) {
+    std::vector<Expected> expected;
+    std::uint64_t index = 0;
+    for (const BatchItem& item : plan) {
+        if (item.kind == BatchItem::barrier) {
+            expected.push_back({true, 0, index});
+        } else {
+            for (std::size_t k = 0; k < item.count; ++k) expected.push_back({false, item.size, index + k});
+            index += item.count;
+        }
+    }
+    return expected;
+}
 }  // namespace
 
 TEST_CASE("batches: write_batch and read_batch across processes, every record once, in order, intact") {
@@ -835,22 +856,7 @@ TEST_CASE("batches: write_batch and read_batch across processes, every record on
                 CHILD_EXPECT(writer.end_stream() == Status::ok);
                 return 0;
             });
-            // The expected stream, flattened: a record (size, index) or a barrier (checkpoint id).
-            struct Expected {
-                bool barrier;
-                std::size_t size;
-                std::uint64_t index;
-            };
-            std::vector<Expected> expected;
-            std::uint64_t index = 0;
-            for (const BatchItem& item : plan) {
-                if (item.kind == BatchItem::barrier) {
-                    expected.push_back({true, 0, index});
-                } else {
-                    for (std::size_t k = 0; k < item.count; ++k) expected.push_back({false, item.size, index + k});
-                    index += item.count;
-                }
-            }
+            const std::vector<Expected> expected = flatten(plan);
             auto reader = RecordReader::attach(name, options);
             std::size_t next = 0, bad = 0, calls = 0, events_not_first = 0;
             std::mt19937_64 rng(3);
@@ -982,19 +988,227 @@ TEST_CASE("write_values: an array of trivially copyable values, one record each,
     reader.remove_channel();
 }
 
+TEST_CASE("runs: write_batch and reserve_run/commit_run in, read_run and read_values out, across processes") {
+    // Runs of equal records (one run frame per segment they fill), single records, events and
+    // spanning records interleaved; the reader takes runs with random limits and checks every
+    // record once, in order, with the position of each.
+    for (bool checksums : {false, true}) {
+        CAPTURE(checksums);
+        const std::string name = test::unique_name("rec-runs");
+        auto options = records_options(kSmallSegment, 4, checksums);
+        const auto plan = batch_plan(kSmallSegment, test::kSanitized ? 150 : 500, 77 + checksums);
+        test::Child producer([&] {
+            ::alarm(120);
+            auto writer = RecordWriter::attach(name, options);
+            std::vector<std::byte> buffer;
+            std::uint64_t index = 0;
+            std::mt19937_64 rng(5);
+            for (const BatchItem& item : plan) {
+                Status status = Status::ok;
+                if (item.kind == BatchItem::barrier) {
+                    status = writer.write_barrier(index);
+                } else if (item.kind == BatchItem::batch && item.size <= 1000 && rng() % 2 == 0) {
+                    // In place: as many as each reservation gives, filled there.
+                    std::size_t done = 0;
+                    while (done < item.count && status == Status::ok) {
+                        std::span<std::byte> room;
+                        std::size_t count = 0;
+                        status = rng() % 3 == 0 ? writer.reserve_run_for(item.size, item.count - done, room, count, kDeadline)
+                                                : writer.reserve_run(item.size, item.count - done, room, count);
+                        if (status != Status::ok) break;
+                        CHILD_EXPECT(count >= 1 && count <= item.count - done && room.size() == count * item.size);
+                        // Sometimes commit fewer than reserved: the rest is not written.
+                        const std::size_t used = count > 1 && rng() % 4 == 0 ? count - 1 : count;
+                        for (std::size_t k = 0; k < used; ++k) fill_record(room.data() + k * item.size, item.size, index + done + k);
+                        status = writer.commit_run(used);
+                        done += used;
+                    }
+                    index += item.count;
+                } else {
+                    buffer.resize(item.size * item.count);
+                    for (std::size_t k = 0; k < item.count; ++k) fill_record(buffer.data() + k * item.size, item.size, index + k);
+                    std::size_t written = 0;
+                    status = item.kind == BatchItem::single ? writer.write(std::span<const std::byte>(buffer))
+                                                            : writer.write_batch(buffer, item.size, written);
+                    index += item.count;
+                }
+                if (status != Status::ok) {
+                    std::fprintf(stderr, "producer: %s %s\n", describe(status).c_str(), writer.last_error().c_str());
+                    return 3;
+                }
+                if (rng() % 8 == 0) CHILD_EXPECT(writer.flush() == Status::ok);
+            }
+            CHILD_EXPECT(writer.end_stream() == Status::ok);
+            return 0;
+        });
+        const std::vector<Expected> expected = flatten(plan);
+        auto reader = RecordReader::attach(name, options);
+        std::size_t next = 0, bad = 0, runs = 0, longest = 0;
+        RecordPosition previous{};
+        std::mt19937_64 rng(9);
+        for (;;) {
+            const std::size_t limit = rng() % 3 == 0 ? 1 + rng() % 5 : 1 + rng() % 2000;
+            RecordRun run;
+            Status status;
+            const std::uint64_t how = rng() % 4;
+            if (how == 0) {
+                const auto until = std::chrono::steady_clock::now() + kDeadline;
+                while ((status = reader.try_read_run(run, limit)) == Status::would_block) {
+                    REQUIRE(std::chrono::steady_clock::now() < until);
+                    ::sched_yield();
+                }
+            } else if (how == 1) {
+                status = reader.read_run_for(run, limit, kDeadline);
+            } else {
+                status = reader.read_run(run, limit);
+            }
+            if (status == Status::end_of_stream) break;
+            REQUIRE(next < expected.size());
+            if (status == Status::event) {
+                CHECK(run.count == 0);
+                const Expected& want = expected[next++];
+                CHECK(want.barrier);
+                CHECK(reader.last().kind == RecordKind::barrier);
+                CHECK(reader.last().checkpoint_id == want.index);
+                continue;
+            }
+            REQUIRE_MESSAGE(status == Status::ok, describe(status) << " " << reader.last_error());
+            REQUIRE(run.count >= 1);
+            CHECK(run.count <= limit);
+            CHECK(run.bytes.size() == run.count * run.record_size);
+            if (runs > 0) CHECK(previous < run.position);
+            previous = run.position;
+            ++runs;
+            longest = std::max(longest, run.count);
+            for (std::size_t k = 0; k < run.count; ++k) {
+                REQUIRE(next < expected.size());
+                const Expected& want = expected[next++];
+                CHECK_FALSE(want.barrier);
+                std::string problem = check_record(run.record(k), want.index, want.size);
+                if (!problem.empty() && ++bad <= 5) FAIL_CHECK(problem);
+            }
+        }
+        CHECK(bad == 0);
+        CHECK(next == expected.size());
+        if (!checksums) CHECK(longest > 100);  // runs did carry many records per call
+        CHECK(runs < expected.size());
+        CHECK(producer.exit_code() == 0);
+        reader.remove_channel();
+    }
+}
+
+TEST_CASE("read_values copies a run of T; decode_error for records of another size; events say so") {
+    const std::string name = test::unique_name("rec-read-values");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    auto writer = RecordWriter::attach(name, options);
+    std::vector<std::uint64_t> values(300);
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = i * 7 + 1;
+    std::size_t written = 0;
+    REQUIRE(writer.write_values(std::span<const std::uint64_t>(values), written) == Status::ok);
+    REQUIRE(writer.write_barrier(5) == Status::ok);
+    const std::uint32_t odd[3] = {1, 2, 3};
+    REQUIRE(writer.write_values(std::span<const std::uint32_t>(odd), written) == Status::ok);
+    REQUIRE(writer.write_value(std::uint64_t{99}) == Status::ok);
+    REQUIRE(writer.end_stream() == Status::ok);
+
+    auto reader = RecordReader::attach(name, options);
+    std::vector<std::uint64_t> got;
+    std::uint64_t out[64];
+    std::size_t n = 99;
+    CHECK(reader.read_values(std::span<std::uint64_t>(out, 0), n) == Status::invalid_call);
+    CHECK(n == 0);
+    Status status;
+    while ((status = reader.read_values(std::span<std::uint64_t>(out), n)) == Status::ok) {
+        CHECK(n >= 1);
+        CHECK(n <= 64);
+        got.insert(got.end(), out, out + n);
+    }
+    CHECK(got == values);
+    CHECK(n == 0);
+    REQUIRE(status == Status::event);
+    CHECK(reader.last().kind == RecordKind::barrier);
+    CHECK(reader.last().checkpoint_id == 5);
+    CHECK(reader.read_values(std::span<std::uint64_t>(out), n) == Status::decode_error);  // 4-byte records
+    CHECK(n == 0);
+    CHECK(reader.last().bytes.size() == 4);
+    CHECK(reader.read_values(std::span<std::uint64_t>(out), n) == Status::ok);  // all three were consumed
+    CHECK(n == 1);
+    CHECK(out[0] == 99);
+    CHECK(reader.read_values(std::span<std::uint64_t>(out), n) == Status::end_of_stream);
+    reader.remove_channel();
+}
+
+TEST_CASE("reserve_run/commit_run misuse is refused; a write or reserve in between drops the run") {
+    const std::string name = test::unique_name("rec-run-misuse");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    auto writer = RecordWriter::attach(name, options);
+    std::span<std::byte> room;
+    std::size_t count = 99;
+    CHECK(writer.commit_run(1) == Status::invalid_call);  // nothing reserved
+    CHECK(writer.reserve_run(0, 10, room, count) == Status::invalid_call);
+    CHECK(count == 0);
+    CHECK(writer.reserve_run(8, 0, room, count) == Status::invalid_call);
+    CHECK(writer.reserve_run(kPayload - 63, 2, room, count) == Status::too_large);  // no room for a run frame
+    CHECK(writer.last_error().find("reserve_run") != std::string::npos);
+    // A run frame of one record: headers and padding take 64 bytes of the payload.
+    CHECK(writer.reserve_run(kPayload - 64, 2, room, count) == Status::ok);
+    CHECK(count == 1);
+    CHECK(writer.commit_run(2) == Status::invalid_call);  // more than reserved
+    CHECK(writer.commit_run(1) == Status::invalid_call);  // the failed commit dropped it
+
+    // A write, a reserve or an event between reserve_run and commit_run drops the reservation.
+    REQUIRE(writer.reserve_run(16, 10, room, count) == Status::ok);
+    const std::byte one[16] = {};
+    REQUIRE(writer.write(std::span<const std::byte>(one)) == Status::ok);
+    CHECK(writer.commit_run(count) == Status::invalid_call);
+    REQUIRE(writer.reserve_run(16, 10, room, count) == Status::ok);
+    std::span<std::byte> single;
+    REQUIRE(writer.reserve(16, single) == Status::ok);
+    CHECK(writer.commit_run(count) == Status::invalid_call);
+    REQUIRE(writer.reserve_run(16, 10, room, count) == Status::ok);
+    REQUIRE(writer.write_barrier(3) == Status::ok);
+    CHECK(writer.commit_run(count) == Status::invalid_call);
+    // commit_run(0) writes nothing; a good run goes through.
+    REQUIRE(writer.reserve_run(16, 10, room, count) == Status::ok);
+    CHECK(writer.commit_run(0) == Status::ok);
+    REQUIRE(writer.reserve_run(16, 10, room, count) == Status::ok);
+    REQUIRE(count == 10);
+    for (std::size_t k = 0; k < count; ++k) fill_record(room.data() + k * 16, 16, k);
+    REQUIRE(writer.commit_run(count) == Status::ok);
+    CHECK(writer.commit_run(count) == Status::invalid_call);  // once
+    REQUIRE(writer.end_stream() == Status::ok);
+    CHECK(writer.reserve_run(16, 10, room, count) == Status::invalid_call);
+
+    auto reader = RecordReader::attach(name, options);
+    Record record;
+    REQUIRE(reader.read(record) == Status::ok);  // the plain write
+    CHECK(record.bytes.size() == 16);
+    REQUIRE(reader.read(record) == Status::ok);  // the barrier (the single reserve was never committed)
+    CHECK(record.kind == RecordKind::barrier);
+    RecordRun run;
+    REQUIRE(reader.read_run(run, 100) == Status::ok);
+    CHECK(run.count == 10);
+    CHECK(run.record_size == 16);
+    for (std::size_t k = 0; k < run.count; ++k) CHECK(check_record(run.record(k), k, 16) == "");
+    CHECK(reader.read_run(run, 100) == Status::end_of_stream);
+    reader.remove_channel();
+}
+
 TEST_CASE("try_write_batch and write_batch_for stop where they would wait, saying how many went in") {
     // No consumer reads: the ring (4 x 4 KiB) fills, and nothing of the rest is written until a
     // reader frees segments. The verdicts depend on the ring being full, not on time.
     const std::string name = test::unique_name("rec-batch-partial");
     auto options = records_options(kSmallSegment, kSmallCount);
     auto writer = RecordWriter::attach(name, options);
-    constexpr std::size_t kSize = 100, kCount = 1000;  // 112-byte frames: 36 per segment, 144 in the ring
+    constexpr std::size_t kSize = 100, kCount = 1000;  // 144 in the ring framed one by one (112 B)
     std::vector<std::byte> bytes(kSize * kCount);
     for (std::size_t k = 0; k < kCount; ++k) fill_record(bytes.data() + k * kSize, kSize, k);
     std::size_t written = 0;
     CHECK(writer.try_write_batch(bytes, kSize, written) == Status::would_block);
-    const std::size_t ring_holds = kSmallCount * (kPayload / L::frame_align(L::kFrameHeaderBytes + kSize));
-    CHECK(written == ring_holds);
+    // At least what one frame per record would fit (runs pack more), and not all of it.
+    const std::size_t framed_one_by_one = kSmallCount * (kPayload / L::frame_align(L::kFrameHeaderBytes + kSize));
+    CHECK(written >= framed_one_by_one);
+    CHECK(written < kCount);
     std::size_t more = 99;
     const auto rest = std::span<const std::byte>(bytes).subspan(written * kSize);
     CHECK(writer.write_batch_for(rest, kSize, more, 1ms) == Status::timed_out);
@@ -1172,6 +1386,7 @@ constexpr std::size_t kRestartRecords = 1500;
 struct RestartShared {
     std::atomic<std::int64_t> in_progress{-1};  // last index read() returned to the first consumer
     std::atomic<std::int64_t> finished{-1};     // last index it finished processing
+    std::atomic<std::int64_t> run_first{-1};    // read_run: the first index of the run in hand
     RecordPosition positions[kRestartRecords];  // position of each finished record (stored first)
     std::atomic<int> producer_status{0};
 };
@@ -1205,13 +1420,14 @@ int end_stream_riding_out(RecordWriter& writer, std::chrono::steady_clock::time_
 }
 
 // Runs of 20-120 records of one size (the shapes write_batch frames and read_batch walks at a
-// stride): mostly small, some up to a segment, a few spanning.
+// stride, and that runs frame): mostly small (some of sizes that are not a multiple of 8, so
+// that a resume point inside a run is not 8-aligned), some up to a segment, a few spanning.
 std::vector<std::size_t> restart_batch_sizes(std::uint64_t seed) {
     std::vector<std::size_t> sizes;
     std::mt19937_64 rng(seed);
     while (sizes.size() < kRestartRecords) {
         std::uint64_t kind = rng() % 10;
-        std::size_t size = kind < 8 ? 8 + 8 * (rng() % 40) : kind < 9 ? 8 + rng() % 4000 : 4000 + rng() % 9000;
+        std::size_t size = kind < 5 ? 8 + 8 * (rng() % 40) : kind < 8 ? 9 + rng() % 300 : kind < 9 ? 8 + rng() % 4000 : 4000 + rng() % 9000;
         std::size_t run = std::min<std::size_t>(20 + rng() % 100, kRestartRecords - sizes.size());
         sizes.insert(sizes.end(), run, size);
     }
@@ -1272,11 +1488,16 @@ int restart_producer(const std::string& name, const ChannelOptions& options, con
     return end_stream_riding_out(writer, until);
 }
 
+// How the first consumer reads: read()/read_for() one record at a time, read_batch() (the kill
+// lands in its handler), or read_run() (the kill lands while it processes a run's records).
+enum class ReadWith { record, batch, run };
+
 void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once, bool checksums,
-                           bool batches = false) {
+                           ReadWith read_with = ReadWith::record) {
+    const bool batches = read_with != ReadWith::record;
     CAPTURE(kill_at);
     CAPTURE(exactly_once);
-    CAPTURE(batches);
+    CAPTURE(static_cast<int>(read_with));
     const std::string name = test::unique_name("rec-crestart");
     auto options = records_options(kSmallSegment, 8, checksums);
     // With batches both sides use them: runs of equal sizes through write_batch, so that the
@@ -1314,7 +1535,22 @@ void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once
         };
         while (expected < sizes.size() && good) {
             Status status;
-            if (batches) {
+            if (read_with == ReadWith::run) {
+                // The records of a run are processed one by one after read_run returned them
+                // all: the kill lands inside the run, whose first record the successor resumes at.
+                RecordRun run;
+                status = expected % 3 == 2 ? reader.read_run_for(run, 1 + expected % 700, kDeadline)
+                                           : reader.read_run(run, 1000);
+                if (status == Status::ok) {
+                    shared->run_first.store(static_cast<std::int64_t>(expected));
+                    for (std::size_t k = 0; k < run.count && good; ++k) {
+                        Record record;
+                        record.bytes = run.record(k);
+                        record.position = RecordPosition{run.position.segment, run.position.offset + k * run.record_size};
+                        process(record);
+                    }
+                }
+            } else if (batches) {
                 // The handler runs inside read_batch: the kill lands mid-batch.
                 std::size_t delivered = 0;
                 status = expected % 3 == 2 ? reader.read_batch_for(process, 64, delivered, kDeadline)
@@ -1365,9 +1601,11 @@ void consumer_restart_case(KillMode mode, std::size_t kill_at, bool exactly_once
     if (exactly_once) {
         CHECK(first_seen == finished + 1);  // no duplicate at all
     } else {
-        // Duplicates only of the record in progress (read, maybe finished, next read() not called).
-        CHECK(first_seen >= in_progress);
-        if (mode != KillMode::external) CHECK(first_seen == in_progress);
+        // Duplicates only of the record in progress (read, maybe finished, next read() not
+        // called); with read_run, of the run in progress, from its first record.
+        const std::int64_t unfinished_from = read_with == ReadWith::run ? shared->run_first.load() : in_progress;
+        CHECK(first_seen >= unfinished_from);
+        if (mode != KillMode::external) CHECK(first_seen == unfinished_from);
     }
     // Then every record once, in order, to the end.
     bool contiguous = true;
@@ -1401,14 +1639,77 @@ TEST_CASE("a killed consumer's successor loses nothing: at-least-once, exactly-o
         }
         SUBCASE(exactly_once ? "exactly-once, read_batch, killed in the handler" : "at-least-once, read_batch, killed in the handler") {
             for (std::size_t k : {std::size_t{0}, std::size_t{1}, std::size_t{57}, std::size_t{700}, kRestartRecords - 1}) {
-                consumer_restart_case(KillMode::processing, k, exactly_once, false, true);
+                consumer_restart_case(KillMode::processing, k, exactly_once, false, ReadWith::batch);
             }
             for (std::size_t k : {std::size_t{0}, std::size_t{13}, std::size_t{400}, kRestartRecords - 2}) {
-                consumer_restart_case(KillMode::finished, k, exactly_once, false, true);
+                consumer_restart_case(KillMode::finished, k, exactly_once, false, ReadWith::batch);
             }
-            consumer_restart_case(KillMode::external, 500, exactly_once, false, true);
+            consumer_restart_case(KillMode::external, 500, exactly_once, false, ReadWith::batch);
+        }
+        SUBCASE(exactly_once ? "exactly-once, read_run, killed inside a run" : "at-least-once, read_run, killed inside a run") {
+            for (std::size_t k : {std::size_t{0}, std::size_t{1}, std::size_t{57}, std::size_t{700}, kRestartRecords - 1}) {
+                consumer_restart_case(KillMode::processing, k, exactly_once, false, ReadWith::run);
+            }
+            for (std::size_t k : {std::size_t{13}, std::size_t{400}, kRestartRecords - 2}) {
+                consumer_restart_case(KillMode::finished, k, exactly_once, false, ReadWith::run);
+            }
+            consumer_restart_case(KillMode::finished, 250, exactly_once, true, ReadWith::run);
+            consumer_restart_case(KillMode::external, 500, exactly_once, false, ReadWith::run);
         }
     }
+}
+
+TEST_CASE("a consumer killed inside a run of 12-byte records: its successor resumes at the record, unaligned") {
+    // One run frame of 12-byte records (data at payload offset 64): record k starts at 64 + 12 k,
+    // so the resume points of records 1 and 77 (offsets 76 and 988) are not multiples of 8.
+    const std::string name = test::unique_name("rec-run-resume");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    struct Twelve {
+        std::uint32_t index, twice, thrice;
+    };
+    static_assert(sizeof(Twelve) == 12);
+    std::vector<Twelve> values(200);
+    for (std::uint32_t i = 0; i < values.size(); ++i) values[i] = {i, 2 * i, 3 * i};
+    auto writer = RecordWriter::attach(name, options);
+    std::size_t written = 0;
+    REQUIRE(writer.write_values(std::span<const Twelve>(values), written) == Status::ok);
+    REQUIRE(writer.end_stream() == Status::ok);
+    for (std::uint32_t kill_after : {1u, 6u, 77u}) {
+        CAPTURE(kill_after);
+        test::Child first([&] {
+            ::alarm(60);
+            auto reader = RecordReader::attach(name, options);
+            Twelve value{};
+            do {
+                if (reader.read_value(value) != Status::ok) return 3;
+            } while (value.index < kill_after);
+            ::raise(SIGKILL);  // record kill_after read, not finished: it comes again
+            return 0;
+        });
+        CHECK(first.exit_code() == -(100 + SIGKILL));
+        auto reader = RecordReader::attach(name, options);
+        Twelve out[64];
+        std::size_t got = 0;
+        REQUIRE_MESSAGE(reader.read_values(std::span<Twelve>(out), got) == Status::ok, reader.last_error());
+        REQUIRE(got >= 1);
+        CHECK(out[0].index == kill_after);
+        CHECK(out[0].thrice == 3 * kill_after);
+    }
+    // Each of those readers took a run from kill_after and detached without finishing it (no
+    // further read): the next one, child or not, resumed at the run's first record. A last one
+    // reads to the end from 77.
+    auto reader = RecordReader::attach(name, options);
+    std::uint32_t next = 77;
+    Twelve value{};
+    Status status;
+    while ((status = reader.read_value(value)) == Status::ok) {
+        CHECK(value.index == next);
+        CHECK(value.twice == 2 * next);
+        ++next;
+    }
+    CHECK(status == Status::end_of_stream);
+    CHECK(next == values.size());
+    reader.remove_channel();
 }
 
 TEST_CASE("a consumer that died between storing its resume point and released: the next resumes at the tag") {
@@ -1712,7 +2013,19 @@ std::string fuzz_case(std::uint64_t seed, FuzzShared& stats) {
                 // in flight holds its segments, so the ring can be full when a lap starts).
                 if ((kind == 7 || kind == 8) && writer->producer().free_segments() == 0) return;
                 Status status;
-                if (kind < 6) {
+                if (kind == 5 && pick(2) == 0) {
+                    // A batch: run frames (or frames one by one, with checksums).
+                    const std::size_t size = 1 + pick(pick(4) == 0 ? capacity : 100);
+                    const std::size_t n = std::min<std::size_t>(1 + pick(80), buffer.size() / size);
+                    for (std::size_t k = 0; k < n; ++k) fill_record(buffer.data() + k * size, size, k);
+                    std::size_t written = 0;
+                    status = writer->try_write_batch(std::span<const std::byte>(buffer.data(), n * size), size, written);
+                } else if (kind == 6 && pick(2) == 0) {
+                    std::span<std::byte> room;
+                    std::size_t got = 0;
+                    status = writer->try_reserve_run(1 + pick(200), 1 + pick(100), room, got);
+                    if (status == Status::ok) status = writer->commit_run(pick(got + 1));
+                } else if (kind < 6) {
                     std::size_t size = pick(4) == 0 ? pick(2 * capacity) : pick(200);
                     fill_record(buffer.data(), size, i);
                     status = writer->try_write(std::span<const std::byte>(buffer.data(), size));
@@ -1800,6 +2113,12 @@ std::string fuzz_case(std::uint64_t seed, FuzzShared& stats) {
                     std::memcpy(payload + at, &length, 4);
                     std::memcpy(payload + at + 4, &kind, 2);
                     std::memcpy(payload + at + 6, &type, 2);
+                    if (kind == static_cast<std::uint16_t>(L::FrameKind::record_run) && at + 16 <= capacity && pick(2)) {
+                        // Its run header: record size and count, each odd or plausible.
+                        const std::uint32_t run[2] = {pick(2) ? interesting32() : static_cast<std::uint32_t>(1 + pick(100)),
+                                                      pick(2) ? interesting32() : static_cast<std::uint32_t>(1 + pick(100))};
+                        std::memcpy(payload + at + 8, run, sizeof run);
+                    }
                     break;
                 }
                 case 5:  // random payload bytes
@@ -1852,8 +2171,20 @@ std::string fuzz_case(std::uint64_t seed, FuzzShared& stats) {
             Status status = Status::ok;
             std::uint64_t sum = 0;
             int reads = 0;
+            const bool runs = pick(3) == 0;
             for (; reads < 100000; ++reads) {
                 Record record;
+                if (runs) {
+                    // read_run: a view of a run's records (an event comes back as Status::event).
+                    shmchan::RecordRun run;
+                    status = timed ? reader->read_run_for(run, 1 + pick(300), 1ms) : reader->try_read_run(run, 1 + pick(300));
+                    if (status == Status::event) status = Status::ok;
+                    if (status != Status::ok) break;
+                    ++stats.ok_reads;
+                    if (run.bytes.size() != run.count * run.record_size) return "a run whose bytes are not count x size";
+                    for (std::byte b : run.bytes) sum += static_cast<unsigned>(b);  // touch every byte
+                    continue;
+                }
                 status = timed ? reader->read_for(record, 1ms) : reader->try_read(record);
                 if (status != Status::ok) break;
                 ++stats.ok_reads;

@@ -834,8 +834,10 @@ void print_payload(const std::string& head, std::span<const std::byte> shown, st
 
 // Decodes the unread frames of a records channel (layout.hpp, FrameHeader): from the consumer's
 // resume point (segment `released`, payload offset `resume_offset`) through the published
-// segments and the committed prefix of the one being filled. Returns a problem (corrupt data)
-// or empty.
+// segments and the committed prefix of the one being filled. The records of a record_run frame
+// are shown one by one, each at its own offset, and count one each against `count`; the resume
+// point may be a record inside a run (a consumer that stopped in the middle of one). Returns a
+// problem (corrupt data) or empty.
 std::string peek_records(const std::string& name, const RingCopier& ring, std::uint64_t released,
                          std::uint64_t resume_offset, std::uint64_t max_record, bool ended, std::uint64_t count,
                          std::uint64_t max_bytes) {
@@ -875,6 +877,35 @@ std::string peek_records(const std::string& name, const RingCopier& ring, std::u
         return "resume offset " + std::to_string(offset) + " is beyond segment " + std::to_string(position) + "'s " +
                std::to_string(segment.committed) + " bytes";
     }
+    // Inside a record_run frame: its records from `offset` up to `run_end` (0: not in a run), each
+    // `run_record_size` bytes, all within the segment's copy (checked when the run was entered).
+    std::uint64_t run_end = 0;
+    std::uint64_t run_record_size = 0;
+    std::string run_label;  // after each record's size: " (run of K)", or " (rest of a run)" when resumed inside
+    if (offset != 0) {
+        // A resume offset other than the segment's start must be a frame's start or a record's
+        // start inside a run frame (then not 8-aligned, maybe): walk the segment's frames to it.
+        // Its frames start after any continuation bytes of a record from an earlier segment.
+        const std::uint64_t first_frame =
+            (segment.flags & L::kSegmentContinuesRecord) ? std::uint64_t{segment.first_record_offset} : 0;
+        const L::FramePlace place =
+            L::locate_frame(segment.bytes.data(), segment.bytes.size(), first_frame, offset, max_record);
+        if (!place.found) {
+            return "resume offset " + std::to_string(offset) + " of segment " + std::to_string(position) +
+                   " is neither a frame's start nor a record's start in a record run";
+        }
+        if (place.run_end != 0) {
+            // locate_frame checked the run against these bytes: run_end <= size, and the resume
+            // offset is one of its record starts.
+            run_end = place.run_end;
+            run_record_size = place.record_size;
+            run_label = " (rest of a run)";
+            const std::uint64_t left = (run_end - offset) / run_record_size;
+            std::printf("resume point %s is inside a run: %llu record%s of %llu bytes left in it\n",
+                        where(position, offset).c_str(), static_cast<unsigned long long>(left), left == 1 ? "" : "s",
+                        static_cast<unsigned long long>(run_record_size));
+        }
+    }
     bool at_segment_start = true;
     while (shown < count) {
         const std::uint64_t size = segment.bytes.size();
@@ -895,10 +926,51 @@ std::string peek_records(const std::string& name, const RingCopier& ring, std::u
             at_segment_start = true;
             continue;
         }
+        if (run_end > offset) {
+            // The next record of a run frame: no header of its own; it lies in the segment's copy
+            // (run_end <= size) and a whole record is left before run_end (the run's size is a
+            // multiple of run_record_size from every record start).
+            const std::string start = where(position, offset);
+            std::span<const std::byte> bytes(segment.bytes.data() + offset, run_record_size);
+            offset += run_record_size;
+            if (offset >= run_end) {
+                offset = std::min<std::uint64_t>(L::frame_align(run_end), size);
+                run_end = 0;
+            }
+            ++shown;
+            auto kept = max_bytes == 0 ? bytes : bytes.first(std::min<std::uint64_t>(bytes.size(), max_bytes));
+            print_payload("record " + start + ", " + std::to_string(run_record_size) + " bytes" + run_label, kept,
+                          run_record_size);
+            continue;
+        }
         if (size - offset < L::kFrameHeaderBytes) return "truncated frame header at " + where(position, offset);
         L::FrameHeader frame;
         std::memcpy(&frame, segment.bytes.data() + offset, sizeof frame);  // once; use the local
         const std::uint64_t length = frame.length;
+        if (frame.kind == static_cast<std::uint16_t>(L::FrameKind::record_run)) {
+            // A run frame (layout.hpp, RunHeader): its header, padding to run_data_offset(), then
+            // count records of record_size bytes; never spans, so all of it is in this copy. The
+            // run header is read only if the frame and the copy hold it; a zeroed one is invalid.
+            const std::uint64_t room = size - offset - L::kFrameHeaderBytes;
+            L::RunHeader run{};
+            if (length >= L::kRunHeaderBytes && room >= L::kRunHeaderBytes) {
+                std::memcpy(&run, segment.bytes.data() + offset + L::kFrameHeaderBytes, sizeof run);  // once
+            }
+            const std::string start = where(position, offset);
+            if (!L::valid_run(run, offset, length, room, max_record)) {
+                std::printf("frame %s: record run of %llu bytes, %u records of %u bytes: not decoded\n", start.c_str(),
+                            static_cast<unsigned long long>(length), run.count, run.record_size);
+                return "record run at " + start + " of " + std::to_string(length) + " bytes (" +
+                       std::to_string(run.count) + " records of " + std::to_string(run.record_size) +
+                       " bytes) does not fit its frame or the segment's " + std::to_string(size) + " committed bytes";
+            }
+            const std::uint64_t data = L::run_data_offset(offset);
+            run_end = data + std::uint64_t{run.record_size} * run.count;  // <= size: valid_run
+            run_record_size = run.record_size;
+            run_label = " (run of " + std::to_string(run.count) + ")";
+            offset = data;
+            continue;  // the loop shows its records
+        }
         if (frame.kind > static_cast<std::uint16_t>(L::FrameKind::user_event)) {
             std::printf("frame %s: unknown kind %u: not decoded\n", where(position, offset).c_str(), frame.kind);
             return "unknown frame kind " + std::to_string(frame.kind) + " at " + where(position, offset);
@@ -1352,8 +1424,8 @@ int main(int argc, char** argv) {
     peek->add_option("NAME", name, "channel name")->required();
     count = 16;
     peek->add_option("--count", count,
-                     "at most this many unread segments (raw bytes) or records and events (records framing); "
-                     "default 16")
+                     "at most this many unread segments (raw bytes) or records and events (records framing: "
+                     "each record of a run counts as one); default 16")
         ->check(CLI::Range(1ull, 1ull << 40));
     peek->add_option("--max-bytes", max_bytes, "at most this many bytes per segment (default 4096; 0: all)");
 
