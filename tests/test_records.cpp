@@ -1138,6 +1138,35 @@ TEST_CASE("read_values copies a run of T; decode_error for records of another si
     reader.remove_channel();
 }
 
+TEST_CASE("a record of 1 KiB or more written alone starts on a cache line, wherever the last one ended") {
+    const std::string name = test::unique_name("rec-aligned");
+    auto options = records_options();  // 32 KiB segments
+    const std::size_t largest = L::kDefaultSegmentSize - L::kSegmentHeaderBytes - L::run_data_offset(0);  // 32640
+    const std::vector<std::size_t> sizes = {100, shmchan::detail::kAlignedRecordMin, 3000, 24, largest, 5000, largest + 8};
+    test::Child producer([&] {
+        auto writer = RecordWriter::attach(name, options);
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+            const auto bytes = make_record(sizes[i], i);
+            CHILD_EXPECT((i % 2 == 0 ? writer.write(bytes) : writer.write_for(bytes, kDeadline)) == Status::ok);
+        }
+        CHILD_EXPECT(writer.end_stream() == Status::ok);
+        return 0;
+    });
+    auto reader = RecordReader::attach(name, options);
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+        CAPTURE(sizes[i]);
+        Record record;
+        REQUIRE(reader.read_for(record, kDeadline) == Status::ok);
+        CHECK(check_record(record.bytes, i, sizes[i]) == "");
+        const auto address = reinterpret_cast<std::uintptr_t>(record.bytes.data());
+        if (sizes[i] >= shmchan::detail::kAlignedRecordMin && sizes[i] <= largest) CHECK(address % 64 == 0);
+    }
+    Record record;
+    CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
+    CHECK(producer.exit_code() == 0);
+    reader.remove_channel();
+}
+
 TEST_CASE("reserve_run/commit_run misuse is refused; a write or reserve in between drops the run") {
     const std::string name = test::unique_name("rec-run-misuse");
     auto options = records_options(kSmallSegment, kSmallCount);
