@@ -359,7 +359,11 @@ void shmchan_records(Ctx& ctx) {
         if (ctx.is_a) {
             auto w = shmchan::RecordWriter::attach(s.name, o);
             Filler f(s.record_bytes);
-            std::vector<std::byte> records(batch * s.record_bytes);
+            // The records' buffer on a cache line, as the cross-core limit's and the ring's are
+            // (a vector's 16-byte alignment made the copy out of it ~10 % slower, one core, L2).
+            std::unique_ptr<std::byte[], decltype(&std::free)> buffer(
+                static_cast<std::byte*>(std::aligned_alloc(64, (batch * s.record_bytes + 63) / 64 * 64)), &std::free);
+            const std::span<std::byte> records(buffer.get(), batch * s.record_bytes);
             const std::int64_t deadline = ctx.ready_and_wait() + s.stream_ns;
             for (;;) {
                 if (copy) {

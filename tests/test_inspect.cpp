@@ -1063,7 +1063,9 @@ TEST_CASE("watch runs until SIGINT or SIGTERM and exits 0") {
         REQUIRE(pid > 0);
         REQUIRE(eventually([&] { return contains(read_file(base + ".out"), name); }));
         ::kill(pid, signal_number);
-        CHECK(wait_exit(pid, 10s) == 0);
+        // The default deadline (120 s): the verdict is the exit status, not how long it took
+        // (one CI run under ASan, with the machine loaded, took over 10 s here).
+        CHECK(wait_exit(pid) == 0);
         bool row = false;
         for (const auto& line : lines_of(read_file(base + ".out"))) {
             if (line.rfind(name + " ", 0) == 0 && contains(line, " ended ")) row = true;
