@@ -320,7 +320,7 @@ struct RecordWriter::State {
     Status write_batch(std::span<const std::byte> records, std::size_t record_size, std::size_t& written,
                        const Deadline& deadline) {
         written = 0;
-        if (ended) return fail(Status::invalid_call, "write_batch after end of stream");
+        if (ended) return fail(Status::invalid_call, "write after end of stream");
         if (record_size == 0 || records.size() % record_size != 0) {
             return fail(Status::invalid_call, "write_batch of " + std::to_string(records.size()) +
                                                   " bytes in records of " + std::to_string(record_size) +
@@ -360,9 +360,10 @@ struct RecordWriter::State {
                 source += data_bytes;
                 written += run;
                 offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(data_at + data_bytes), capacity));
-                count_fast_frames();
-                ++frames;
-                pending_records += run;
+                // One frame, `run` records: counted as the inline path counts its frames, so
+                // that a flush or commit brings the header's record_count up to date.
+                ++cur.fast_frames;
+                pending_records += run - 1;
                 reserved = false;
                 if (offset > cur.fast_limit) {
                     // Past where the inline path may go: the slow commit, which hands a full
@@ -465,7 +466,15 @@ struct RecordWriter::State {
         status = room_for(static_cast<std::uint32_t>(frame_bytes), deadline.mode == Mode::blocking ? deadline : blocking);
         if (status != Status::ok) return status;
         if (L::run_data_offset(offset) + record_size > capacity) {
-            return fail(Status::corrupt, "no room for a run at offset " + std::to_string(offset) + " of a fresh segment");
+            // The segment taken continues a dead producer's (offset > 0), and the run's padding
+            // there leaves too little room: hand it over and take a fresh one (offset 0), where
+            // fresh_need fits.
+            status = publish();
+            if (status == Status::ok) status = acquire(deadline.mode == Mode::blocking ? deadline : blocking);
+            if (status != Status::ok) return status;
+            if (L::run_data_offset(offset) + record_size > capacity) {
+                return fail(Status::corrupt, "no room for a run at offset " + std::to_string(offset) + " of a fresh segment");
+            }
         }
         count_fast_frames();
         const std::uint64_t data_at = L::run_data_offset(offset);  // data_at + record_size <= capacity

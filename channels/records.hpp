@@ -242,7 +242,8 @@ public:
     // when not even one does), to fill in place; commit_run(used) frames the first `used` of
     // them (<= count; 0 drops the reservation) as one run frame (layout.hpp: record_run), which
     // a reader takes whole with read_run(). Nothing is visible before commit_run; a write, an
-    // event or a reserve() in between drops the reservation (commit_run: invalid_call).
+    // event, a reserve() or a flush() that hands the segment over (with checksums) in between
+    // drops the reservation (commit_run: invalid_call).
     // too_large: a record that does not fit a run frame in one segment (use reserve/write).
     Status reserve_run(std::size_t record_size, std::size_t max_records, std::span<std::byte>& out, std::size_t& count);
     Status try_reserve_run(std::size_t record_size, std::size_t max_records, std::span<std::byte>& out, std::size_t& count);
@@ -352,7 +353,7 @@ public:
     // written alone is a run of one): no copy, one call for the lot. An event: Status::event, it
     // is consumed and last() holds it. Otherwise the statuses of read() (record_lost: see last()).
     // The run is finished at the next read: a consumer that dies before resumes at its first
-    // record (at-least-once, as read()).
+    // record (at-least-once, as read()). A limit of 0 is taken as 1.
     Status read_run(RecordRun& out, std::size_t limit);
     Status try_read_run(RecordRun& out, std::size_t limit);
     Status read_run_for(RecordRun& out, std::size_t limit, std::chrono::nanoseconds timeout);
@@ -626,7 +627,7 @@ Status RecordReader::deliver_batch(Status first, Record& record, Handler& handle
         c.progress.records = given_records;
         c.progress.bytes = given_bytes;
         c.fast_limit = fast_limit;
-        c.run_end = given_run_end;
+        c.run_end = given_run_end > given_end ? given_run_end : 0;  // a run handed out whole is done
         c.in_batch = false;
     };
     c.fast_limit = 0;

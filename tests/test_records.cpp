@@ -1167,6 +1167,37 @@ TEST_CASE("a record of 1 KiB or more written alone starts on a cache line, where
     reader.remove_channel();
 }
 
+TEST_CASE("reserve_run after a producer restart, where the continued segment has too little room for a run") {
+    // The first producer leaves 56 committed bytes (one 48-byte record) in a segment it never
+    // published; the second continues it. A run there starts at payload offset 128 (72 bytes of
+    // headers and padding), so a record of 3908 bytes fits a fresh segment (64 + 3908 <= 4032)
+    // but not this one: the segment is handed over and the run goes into a fresh one.
+    const std::string name = test::unique_name("rec-run-continued");
+    auto options = records_options(kSmallSegment, kSmallCount);
+    options.buffer_timeout = std::chrono::hours(1);
+    {
+        auto first = RecordWriter::attach(name, options);
+        REQUIRE(first.write(make_record(48, 0)) == Status::ok);
+    }  // detached holding the segment: its 56 committed bytes stay, unpublished
+    auto second = RecordWriter::attach(name, options);
+    const std::size_t record_size = kPayload - 56 - 68;  // 3908
+    std::span<std::byte> room;
+    std::size_t count = 0;
+    REQUIRE_MESSAGE(second.reserve_run(record_size, 1, room, count) == Status::ok, second.last_error());
+    REQUIRE(count == 1);
+    fill_record(room.data(), record_size, 1);
+    REQUIRE(second.commit_run(count) == Status::ok);
+    REQUIRE(second.end_stream() == Status::ok);
+    auto reader = RecordReader::attach(name, options);
+    Record record;
+    REQUIRE(reader.read(record) == Status::ok);
+    CHECK(check_record(record.bytes, 0, 48) == "");
+    REQUIRE(reader.read(record) == Status::ok);
+    CHECK(check_record(record.bytes, 1, record_size) == "");
+    CHECK(reader.read(record) == Status::end_of_stream);
+    reader.remove_channel();
+}
+
 TEST_CASE("reserve_run/commit_run misuse is refused; a write or reserve in between drops the run") {
     const std::string name = test::unique_name("rec-run-misuse");
     auto options = records_options(kSmallSegment, kSmallCount);
