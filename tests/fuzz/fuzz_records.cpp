@@ -1,6 +1,6 @@
 // libFuzzer target for the records reader (channels/records.cpp): the fuzz input becomes the
-// shared memory of a records channel, and a RecordReader reads it with try_read until the first
-// status that is not ok. It must never crash, read out of bounds (ASan), hit undefined behaviour
+// shared memory of a records channel, and a RecordReader reads it with try_read (try_read_run
+// when the base position is odd) until the first status that is not ok. It must never crash, read out of bounds (ASan), hit undefined behaviour
 // (UBSan) or loop; every non-ok status must be a documented one, and corrupt must come with a
 // message. Build and run: tests/fuzz/README.md.
 //
@@ -10,8 +10,8 @@
 //               to at most the capacity, bits 4-5 the number of segments - 1 (1..4)
 //   byte 1      segments published beyond the consumer's position (mod count + 1)
 //   byte 2      the base position (laps already run) of the consumer
-//   bytes 3-10  the consumer's resume offset (little endian; masked to 12 bits unless bit 6 of
-//               byte 0 is set)
+//   bytes 3-10  the consumer's resume offset (little endian; masked to 12 bits and tagged with
+//               the base position, unless bit 6 of byte 0 is set: then the raw resume word)
 //   bytes 11-14 the in-flight record size (0 unless bit 7 of byte 0)
 //   bytes 15..  the segments, 4096 bytes each (header and payload), in ring order from the
 //               consumer's position
@@ -125,7 +125,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     L::store_relaxed(header.producer.end_of_stream, end_of_stream ? 1u : 0u);
     L::ConsumerLine& line = header.consumers[0].position;
     L::store_relaxed(line.released, base);
-    L::store_relaxed(line.resume_offset, resume_offset);
+    // The resume point: tagged with the released position (layout.hpp, make_tagged_word), or
+    // with flag 0x40 the input's raw 64-bit word.
+    L::store_relaxed(line.resume_point, (flags & 0x40) ? resume_offset : L::make_tagged_word(base, resume_offset));
     L::store_relaxed(line.in_flight_record_bytes, in_flight);
     for (std::uint32_t i = 0; i < count; ++i) {
         const std::uint64_t position = base + i;
@@ -156,7 +158,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             shmchan::Status status = shmchan::Status::ok;
             std::uint64_t sum = 0;
             int reads = 0;
+            // Odd base positions read with try_read_run (runs as one view; an event is
+            // Status::event), even ones with try_read.
+            const bool runs = (base & 1) != 0;
             for (; reads < 100000; ++reads) {
+                if (runs) {
+                    shmchan::RecordRun run;
+                    status = reader->try_read_run(run, 1 + static_cast<std::size_t>(reads % 600));
+                    if (status == shmchan::Status::event) continue;
+                    if (status != shmchan::Status::ok) break;
+                    if (run.bytes.size() != run.count * run.record_size) std::abort();
+                    for (std::byte b : run.bytes) sum += static_cast<unsigned>(b);  // touch every byte
+                    continue;
+                }
                 shmchan::Record record;
                 status = reader->try_read(record);
                 if (status != shmchan::Status::ok) break;
