@@ -812,6 +812,36 @@ std::vector<Expected> flatten(const std::vector<BatchItem>& plan) {
     }
     return expected;
 }
+// Producer body for a plan: barriers (checkpoint id = the next record's index), records filled
+// with their indices into `records`, each item written by write_item(writer, item, records, rng);
+// now and then a flush; then end of stream. 0 on success.
+template <class WriteItem>
+int write_plan(const std::string& name, const ChannelOptions& options, const std::vector<BatchItem>& plan,
+               std::uint64_t seed, WriteItem write_item) {
+    ::alarm(120);
+    auto writer = RecordWriter::attach(name, options);
+    std::vector<std::byte> records;
+    std::uint64_t index = 0;
+    std::mt19937_64 rng(seed);
+    for (const BatchItem& item : plan) {
+        Status status;
+        if (item.kind == BatchItem::barrier) {
+            status = writer.write_barrier(index);
+        } else {
+            records.resize(item.size * item.count);
+            for (std::size_t k = 0; k < item.count; ++k) fill_record(records.data() + k * item.size, item.size, index + k);
+            status = write_item(writer, item, std::span<const std::byte>(records), rng);
+            index += item.count;
+        }
+        if (status != Status::ok) {
+            std::fprintf(stderr, "producer: %s %s\n", describe(status).c_str(), writer.last_error().c_str());
+            return 3;
+        }
+        if (rng() % 8 == 0) CHILD_EXPECT(writer.flush() == Status::ok);
+    }
+    CHILD_EXPECT(writer.end_stream() == Status::ok);
+    return 0;
+}
 }  // namespace
 
 TEST_CASE("batches: write_batch and read_batch across processes, every record once, in order, intact") {
@@ -824,37 +854,18 @@ TEST_CASE("batches: write_batch and read_batch across processes, every record on
             auto options = records_options(segment_size, 4, checksums);
             const auto plan = batch_plan(segment_size, items, segment_size + checksums);
             test::Child producer([&] {
-                ::alarm(120);
-                auto writer = RecordWriter::attach(name, options);
-                std::vector<std::byte> buffer;
-                std::uint64_t index = 0;
-                std::mt19937_64 rng(7);
-                for (const BatchItem& item : plan) {
-                    Status status = Status::ok;
-                    if (item.kind == BatchItem::barrier) {
-                        status = writer.write_barrier(index);
-                    } else {
-                        buffer.resize(item.size * item.count);
-                        for (std::size_t k = 0; k < item.count; ++k) fill_record(buffer.data() + k * item.size, item.size, index + k);
-                        if (item.kind == BatchItem::single) {
-                            status = writer.write(std::span<const std::byte>(buffer));
-                        } else {
-                            std::size_t written = ~std::size_t{0};
-                            const bool timed = rng() % 4 == 0;
-                            status = timed ? writer.write_batch_for(buffer, item.size, written, kDeadline)
-                                           : writer.write_batch(buffer, item.size, written);
-                            CHILD_EXPECT(status != Status::ok || written == item.count);
-                        }
-                        index += item.count;
-                    }
-                    if (status != Status::ok) {
-                        std::fprintf(stderr, "producer: %s %s\n", describe(status).c_str(), writer.last_error().c_str());
-                        return 3;
-                    }
-                    if (rng() % 8 == 0) CHILD_EXPECT(writer.flush() == Status::ok);
-                }
-                CHILD_EXPECT(writer.end_stream() == Status::ok);
-                return 0;
+                return write_plan(name, options, plan, 7,
+                                  [](RecordWriter& writer, const BatchItem& item, std::span<const std::byte> records,
+                                     std::mt19937_64& rng) {
+                                      if (item.kind == BatchItem::single) return writer.write(records);
+                                      std::size_t written = ~std::size_t{0};
+                                      const Status status = rng() % 4 == 0
+                                                                ? writer.write_batch_for(records, item.size, written, kDeadline)
+                                                                : writer.write_batch(records, item.size, written);
+                                      // A wrong count fails the producer (write_plan prints it).
+                                      if (status == Status::ok && written != item.count) return Status::invalid_call;
+                                      return status;
+                                  });
             });
             const std::vector<Expected> expected = flatten(plan);
             auto reader = RecordReader::attach(name, options);
@@ -998,48 +1009,35 @@ TEST_CASE("runs: write_batch and reserve_run/commit_run in, read_run and read_va
         auto options = records_options(kSmallSegment, 4, checksums);
         const auto plan = batch_plan(kSmallSegment, test::kSanitized ? 150 : 500, 77 + checksums);
         test::Child producer([&] {
-            ::alarm(120);
-            auto writer = RecordWriter::attach(name, options);
-            std::vector<std::byte> buffer;
-            std::uint64_t index = 0;
-            std::mt19937_64 rng(5);
-            for (const BatchItem& item : plan) {
-                Status status = Status::ok;
-                if (item.kind == BatchItem::barrier) {
-                    status = writer.write_barrier(index);
-                } else if (item.kind == BatchItem::batch && item.size <= 1000 && rng() % 2 == 0) {
-                    // In place: as many as each reservation gives, filled there.
-                    std::size_t done = 0;
-                    while (done < item.count && status == Status::ok) {
-                        std::span<std::byte> room;
-                        std::size_t count = 0;
-                        status = rng() % 3 == 0 ? writer.reserve_run_for(item.size, item.count - done, room, count, kDeadline)
-                                                : writer.reserve_run(item.size, item.count - done, room, count);
-                        if (status != Status::ok) break;
-                        CHILD_EXPECT(count >= 1 && count <= item.count - done && room.size() == count * item.size);
-                        // Sometimes commit fewer than reserved: the rest is not written.
-                        const std::size_t used = count > 1 && rng() % 4 == 0 ? count - 1 : count;
-                        for (std::size_t k = 0; k < used; ++k) fill_record(room.data() + k * item.size, item.size, index + done + k);
-                        status = writer.commit_run(used);
-                        done += used;
-                    }
-                    index += item.count;
-                } else {
-                    buffer.resize(item.size * item.count);
-                    for (std::size_t k = 0; k < item.count; ++k) fill_record(buffer.data() + k * item.size, item.size, index + k);
-                    std::size_t written = 0;
-                    status = item.kind == BatchItem::single ? writer.write(std::span<const std::byte>(buffer))
-                                                            : writer.write_batch(buffer, item.size, written);
-                    index += item.count;
-                }
-                if (status != Status::ok) {
-                    std::fprintf(stderr, "producer: %s %s\n", describe(status).c_str(), writer.last_error().c_str());
-                    return 3;
-                }
-                if (rng() % 8 == 0) CHILD_EXPECT(writer.flush() == Status::ok);
-            }
-            CHILD_EXPECT(writer.end_stream() == Status::ok);
-            return 0;
+            return write_plan(name, options, plan, 5,
+                              [](RecordWriter& writer, const BatchItem& item, std::span<const std::byte> records,
+                                 std::mt19937_64& rng) {
+                                  if (item.kind == BatchItem::batch && item.size <= 1000 && rng() % 2 == 0) {
+                                      // In place: as many as each reservation gives, copied there.
+                                      Status status = Status::ok;
+                                      std::size_t done = 0;
+                                      while (done < item.count && status == Status::ok) {
+                                          std::span<std::byte> room;
+                                          std::size_t count = 0;
+                                          status = rng() % 3 == 0
+                                                       ? writer.reserve_run_for(item.size, item.count - done, room, count, kDeadline)
+                                                       : writer.reserve_run(item.size, item.count - done, room, count);
+                                          if (status != Status::ok) break;
+                                          if (count < 1 || count > item.count - done || room.size() != count * item.size) {
+                                              return Status::invalid_call;  // fails the producer
+                                          }
+                                          // Sometimes commit fewer than reserved: the rest is not written.
+                                          const std::size_t used = count > 1 && rng() % 4 == 0 ? count - 1 : count;
+                                          std::memcpy(room.data(), records.data() + done * item.size, used * item.size);
+                                          status = writer.commit_run(used);
+                                          done += used;
+                                      }
+                                      return status;
+                                  }
+                                  std::size_t written = 0;
+                                  return item.kind == BatchItem::single ? writer.write(records)
+                                                                        : writer.write_batch(records, item.size, written);
+                              });
         });
         const std::vector<Expected> expected = flatten(plan);
         auto reader = RecordReader::attach(name, options);
