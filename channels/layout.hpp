@@ -394,6 +394,36 @@ inline constexpr bool valid_run(const RunHeader& run, std::uint64_t frame_offset
            frame_length == before_data + std::uint64_t{run.record_size} * run.count && frame_length <= room;
 }
 
+// A record_run frame at payload offset `frame_offset`, decoded: its run header (read once from
+// `payload`, only if the frame and the `room` of bytes after the frame header hold it; zeroed
+// otherwise, which valid_run refuses), where its records start and end. decode_run() says
+// whether it is valid; the header is kept either way for an error message.
+struct RunExtent {
+    RunHeader header{};
+    std::uint64_t data = 0, end = 0;
+};
+inline bool decode_run(const std::byte* payload, std::uint64_t frame_offset, std::uint64_t frame_length,
+                       std::uint64_t room, std::uint64_t max_record, RunExtent& out) {
+    out = RunExtent{};
+    if (frame_length >= kRunHeaderBytes && room >= kRunHeaderBytes) {
+        std::memcpy(&out.header, payload + frame_offset + kFrameHeaderBytes, sizeof out.header);
+    }
+    if (!valid_run(out.header, frame_offset, frame_length, room, max_record)) return false;
+    out.data = run_data_offset(frame_offset);
+    out.end = out.data + std::uint64_t{out.header.record_size} * out.header.count;
+    return true;
+}
+// Where the frame after a run that ends at `run_end` starts, within `limit` bytes.
+inline constexpr std::uint64_t past_run(std::uint64_t run_end, std::uint64_t limit) {
+    const std::uint64_t next = frame_align(run_end);
+    return next < limit ? next : limit;
+}
+// Where a segment's first frame starts: after the continuation bytes of a record from an earlier
+// segment (kSegmentContinuesRecord), else at 0.
+inline constexpr std::uint64_t first_frame_offset(std::uint32_t segment_flags, std::uint32_t first_record_offset) {
+    return (segment_flags & kSegmentContinuesRecord) ? first_record_offset : 0;
+}
+
 // Where payload offset `target` lies among the frames of a segment: walks them from
 // `first_frame` (the first frame after any continuation bytes) through the `size` bytes viewed.
 // `found`: `target` is a frame's start (run_end 0) or a record's start inside a record_run frame
@@ -414,18 +444,13 @@ inline FramePlace locate_frame(const std::byte* payload, std::uint64_t size, std
         std::memcpy(&header, payload + at, sizeof header);
         const std::uint64_t room = size - at - kFrameHeaderBytes;
         if (header.kind == static_cast<std::uint16_t>(FrameKind::record_run)) {
-            RunHeader run{};
-            if (header.length >= kRunHeaderBytes && room >= kRunHeaderBytes) {
-                std::memcpy(&run, payload + at + kFrameHeaderBytes, sizeof run);
+            RunExtent run;
+            if (!decode_run(payload, at, header.length, room, max_record, run)) return {};
+            if (target < run.end) {
+                if (target < run.data || (target - run.data) % run.header.record_size != 0) return {};
+                return {true, run.end, run.header.record_size};
             }
-            if (!valid_run(run, at, header.length, room, max_record)) return {};
-            const std::uint64_t data = run_data_offset(at);
-            const std::uint64_t end = data + std::uint64_t{run.record_size} * run.count;
-            if (target < end) {
-                if (target < data || (target - data) % run.record_size != 0) return {};
-                return {true, end, run.record_size};
-            }
-            at = frame_align(end);
+            at = frame_align(run.end);
             continue;
         }
         if (header.kind > static_cast<std::uint16_t>(FrameKind::record_run) || header.length > room) return {};

@@ -47,27 +47,6 @@ L::FrameHeader frame_header(std::uint32_t length, L::FrameKind kind, std::uint16
     return header;
 }
 
-// `run` frames of `record_size` bytes each from `source`, every frame_bytes from `at`. The
-// common small sizes copy with fixed-size moves; the rest through memcpy.
-void copy_frames(std::byte* at, const std::byte* source, std::size_t run, std::size_t record_size,
-                        std::uint64_t frame_bytes) {
-    const L::FrameHeader header = frame_header(static_cast<std::uint32_t>(record_size), L::FrameKind::record, 0);
-    auto frames = [&](auto copy) {
-        for (std::size_t i = 0; i < run; ++i, at += frame_bytes, source += record_size) {
-            std::memcpy(at, &header, sizeof header);
-            copy(at + L::kFrameHeaderBytes, source);
-        }
-    };
-    switch (record_size) {
-        case 8: frames([](std::byte* to, const std::byte* from) { std::memcpy(to, from, 8); }); break;
-        case 16: frames([](std::byte* to, const std::byte* from) { std::memcpy(to, from, 16); }); break;
-        case 32: frames([](std::byte* to, const std::byte* from) { std::memcpy(to, from, 32); }); break;
-        case 64: frames([](std::byte* to, const std::byte* from) { std::memcpy(to, from, 64); }); break;
-        case 128: frames([](std::byte* to, const std::byte* from) { std::memcpy(to, from, 128); }); break;
-        default: frames([&](std::byte* to, const std::byte* from) { std::memcpy(to, from, record_size); }); break;
-    }
-}
-
 }  // namespace
 
 // ---- Writer --------------------------------------------------------------------------------------
@@ -314,6 +293,52 @@ struct RecordWriter::State {
         return commit_frames();
     }
 
+    // The headers of a run frame of `count` records of `record_size` bytes at `offset` of the held
+    // segment (the records are, or will be, at run_data_offset(offset)); returns where the next
+    // frame starts. The caller checked that the run fits the segment.
+    std::uint32_t frame_run(std::uint64_t record_size, std::uint64_t count) {
+        const std::uint64_t data_at = L::run_data_offset(offset);
+        const std::uint64_t data_bytes = record_size * count;
+        const L::FrameHeader header = frame_header(
+            static_cast<std::uint32_t>(data_at - offset - L::kFrameHeaderBytes + data_bytes), L::FrameKind::record_run, 0);
+        const L::RunHeader run_header{static_cast<std::uint32_t>(record_size), static_cast<std::uint32_t>(count)};
+        std::byte* at = segment.payload.data() + offset;
+        std::memcpy(at, &header, sizeof header);
+        std::memcpy(at + L::kFrameHeaderBytes, &run_header, sizeof run_header);
+        return static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(data_at + data_bytes), capacity));
+    }
+
+    // Makes the held segment one whose run frame at `offset` can hold `run_bytes` of records
+    // ending by `limit` (capacity, or the inline path's capacity - 8). The caller checked that a
+    // fresh segment can (run_data_offset(0) + run_bytes <= limit). Where the held one cannot (its
+    // padding included), it is handed over and a fresh one taken: the size asked of room_for()
+    // is then more than the room left. A segment taken that continues a dead producer's, with
+    // too little room after its committed bytes, is handed over too.
+    Status room_for_run(std::uint64_t run_bytes, std::uint64_t limit, const Deadline& deadline) {
+        auto fits = [&] { return holding && L::run_data_offset(offset) + run_bytes <= limit; };
+        if (fits()) return Status::ok;
+        const std::uint64_t need = std::max<std::uint64_t>(L::run_data_offset(0) + run_bytes, holding ? capacity - offset + 1 : 0);
+        Status status = wait_for_room(need, deadline);
+        if (status != Status::ok) return status;
+        const Deadline blocking{Mode::blocking, 0};
+        const Deadline& wait = deadline.mode == Mode::blocking ? deadline : blocking;
+        status = room_for(static_cast<std::uint32_t>(need), wait);
+        if (status != Status::ok || fits()) return status;
+        status = publish();
+        if (status == Status::ok) status = acquire(wait);
+        if (status != Status::ok) return status;
+        if (!fits()) return fail(Status::corrupt, "no room for a run at offset " + std::to_string(offset) + " of a fresh segment");
+        return Status::ok;
+    }
+
+    // One record through the slow path: from detail::kAlignedRecordMin bytes on, through
+    // write_batch(), which writes it as a run of one (its bytes on a cache line) where one fits.
+    Status write_record(std::span<const std::byte> record, const Deadline& deadline) {
+        std::size_t written = 0;
+        if (record.size() >= detail::kAlignedRecordMin) return write_batch(record, record.size(), written, deadline);
+        return write_frame(L::FrameKind::record, 0, record, deadline);
+    }
+
     // Batches: runs of whole frames straight into the held segment (one committed_bytes store
     // per run), and the general path for one record where a run cannot go on (segment full,
     // checksums, latency mode, a record that spans segments).
@@ -349,17 +374,11 @@ struct RecordWriter::State {
                 const std::size_t run = static_cast<std::size_t>(
                     std::min<std::uint64_t>({count - written, (run_limit - data_at) / record_size,
                                              std::numeric_limits<std::uint32_t>::max()}));
-                std::byte* at = segment.payload.data() + offset;
                 const std::uint64_t data_bytes = std::uint64_t{run} * record_size;
-                const L::FrameHeader header = frame_header(
-                    static_cast<std::uint32_t>(data_at - offset - L::kFrameHeaderBytes + data_bytes), L::FrameKind::record_run, 0);
-                const L::RunHeader run_header{static_cast<std::uint32_t>(record_size), static_cast<std::uint32_t>(run)};
-                std::memcpy(at, &header, sizeof header);
-                std::memcpy(at + L::kFrameHeaderBytes, &run_header, sizeof run_header);
                 std::memcpy(segment.payload.data() + data_at, source, data_bytes);
                 source += data_bytes;
                 written += run;
-                offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(data_at + data_bytes), capacity));
+                offset = frame_run(record_size, run);
                 // One frame, `run` records: counted as the inline path counts its frames, so
                 // that a flush or commit brings the header's record_count up to date.
                 ++cur.fast_frames;
@@ -376,27 +395,22 @@ struct RecordWriter::State {
                 continue;
             }
             if (cur.fast_limit != 0 && record_size <= cur.max_fast_record && offset + frame_bytes <= cur.fast_limit) {
-                copy_frames(segment.payload.data() + offset, source, 1, record_size, frame_bytes);
+                // One plain frame, as the inline write() frames it.
+                std::memcpy(segment.payload.data() + offset + L::kFrameHeaderBytes, source, record_size);
                 source += record_size;
                 written += 1;
-                offset = static_cast<std::uint32_t>(offset + frame_bytes);
-                cur.fast_frames += 1;
                 reserved = false;
-                L::store_release(*cur.committed_bytes, offset);
+                detail::commit_fast_frame(cur, record_size, offset + frame_bytes);
                 continue;
             }
-            const std::uint64_t fresh_run = L::run_data_offset(0) + least * record_size;
+            const std::uint64_t run_end_limit = large ? capacity : capacity - L::kFrameHeaderBytes;
             if (count - written >= least && !checksums && !latency_mode &&
-                fresh_run <= (large ? capacity : capacity - L::kFrameHeaderBytes)) {
-                // No room here for what is left: hand the held segment over (or take the first)
-                // and go on with a run in a fresh one, rather than start it with a lone frame.
-                // The size asked for is more than the room left, so room_for() takes a new one.
-                const std::uint64_t need = std::max<std::uint64_t>(fresh_run, holding ? capacity - offset + 1 : 0);
-                Status status = wait_for_room(need, deadline);
-                if (status != Status::ok) return status;
-                const Deadline blocking{Mode::blocking, 0};
-                status = room_for(static_cast<std::uint32_t>(need), deadline.mode == Mode::blocking ? deadline : blocking);
-                if (status != Status::ok) return status;
+                L::run_data_offset(0) + least * record_size <= run_end_limit) {
+                // No room here for what is left: go on with a run in a fresh segment, rather than
+                // start it with a lone frame.
+                if (Status status = room_for_run(least * record_size, run_end_limit, deadline); status != Status::ok) {
+                    return status;
+                }
                 continue;
             }
             Status status = write_frame(L::FrameKind::record, 0, std::span<const std::byte>(source, record_size), deadline);
@@ -454,28 +468,7 @@ struct RecordWriter::State {
                                                " fit a run frame; use reserve() or write()");
         }
         reserved = false;
-        // Where the held segment has no room for one record of a run (its padding included),
-        // the frame size asked for is more than the room left: the segment is handed over and a
-        // fresh one taken, as for a frame that does not fit.
-        const bool fits_here = holding && L::run_data_offset(offset) + record_size <= capacity;
-        const std::uint64_t frame_bytes = fits_here ? L::run_data_offset(offset) - offset + record_size
-                                                    : std::max<std::uint64_t>(fresh_need, holding ? capacity - offset + 1 : 0);
-        Status status = wait_for_room(frame_bytes, deadline);
-        if (status != Status::ok) return status;
-        const Deadline blocking{Mode::blocking, 0};
-        status = room_for(static_cast<std::uint32_t>(frame_bytes), deadline.mode == Mode::blocking ? deadline : blocking);
-        if (status != Status::ok) return status;
-        if (L::run_data_offset(offset) + record_size > capacity) {
-            // The segment taken continues a dead producer's (offset > 0), and the run's padding
-            // there leaves too little room: hand it over and take a fresh one (offset 0), where
-            // fresh_need fits.
-            status = publish();
-            if (status == Status::ok) status = acquire(deadline.mode == Mode::blocking ? deadline : blocking);
-            if (status != Status::ok) return status;
-            if (L::run_data_offset(offset) + record_size > capacity) {
-                return fail(Status::corrupt, "no room for a run at offset " + std::to_string(offset) + " of a fresh segment");
-            }
-        }
+        if (Status status = room_for_run(record_size, capacity, deadline); status != Status::ok) return status;
         count_fast_frames();
         const std::uint64_t data_at = L::run_data_offset(offset);  // data_at + record_size <= capacity
         count = static_cast<std::size_t>(std::min<std::uint64_t>(
@@ -499,15 +492,7 @@ struct RecordWriter::State {
                                                   std::to_string(run.count) + " reserved");
         }
         if (used == 0) return Status::ok;  // nothing written: the reservation is dropped
-        const std::uint64_t data_at = L::run_data_offset(run.at);
-        const std::uint64_t data_bytes = std::uint64_t{used} * run.record_size;
-        const L::FrameHeader header = frame_header(
-            static_cast<std::uint32_t>(data_at - run.at - L::kFrameHeaderBytes + data_bytes), L::FrameKind::record_run, 0);
-        const L::RunHeader run_header{run.record_size, static_cast<std::uint32_t>(used)};
-        std::byte* at = segment.payload.data() + run.at;
-        std::memcpy(at, &header, sizeof header);
-        std::memcpy(at + L::kFrameHeaderBytes, &run_header, sizeof run_header);
-        offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(data_at + data_bytes), capacity));
+        offset = frame_run(run.record_size, used);
         ++frames;
         pending_records += used;
         return commit_frames();
@@ -553,25 +538,14 @@ RecordWriter& RecordWriter::operator=(RecordWriter&& other) noexcept {
 }
 RecordWriter::~RecordWriter() = default;
 
-// A record of detail::kAlignedRecordMin bytes or more goes through write_batch(), which writes
-// it as a run of one, its bytes on a cache line, where one fits (else as write_frame() would).
 Status RecordWriter::write_slow(std::span<const std::byte> record) {
-    const Deadline deadline = Deadline::make(Mode::blocking, {});
-    std::size_t written = 0;
-    if (record.size() >= detail::kAlignedRecordMin) return state_->write_batch(record, record.size(), written, deadline);
-    return state_->write_frame(L::FrameKind::record, 0, record, deadline);
+    return state_->write_record(record, Deadline::make(Mode::blocking, {}));
 }
 Status RecordWriter::try_write(std::span<const std::byte> record) {
-    const Deadline deadline = Deadline::make(Mode::try_once, {});
-    std::size_t written = 0;
-    if (record.size() >= detail::kAlignedRecordMin) return state_->write_batch(record, record.size(), written, deadline);
-    return state_->write_frame(L::FrameKind::record, 0, record, deadline);
+    return state_->write_record(record, Deadline::make(Mode::try_once, {}));
 }
 Status RecordWriter::write_for(std::span<const std::byte> record, std::chrono::nanoseconds timeout) {
-    const Deadline deadline = Deadline::make(Mode::timed, timeout);
-    std::size_t written = 0;
-    if (record.size() >= detail::kAlignedRecordMin) return state_->write_batch(record, record.size(), written, deadline);
-    return state_->write_frame(L::FrameKind::record, 0, record, deadline);
+    return state_->write_record(record, Deadline::make(Mode::timed, timeout));
 }
 Status RecordWriter::write_batch(std::span<const std::byte> records, std::size_t record_size, std::size_t& written) {
     return state_->write_batch(records, record_size, written, Deadline::make(Mode::blocking, {}));
@@ -859,8 +833,9 @@ struct RecordReader::State {
     // boundary, or a record's start inside a run frame (then the run's state is set up).
     Status locate_resume_point() {
         locate_resume = false;
-        const L::FramePlace place = L::locate_frame(view.payload.data(), view.payload.size(), view.first_record_offset,
-                                                    offset, max_record);
+        const L::FramePlace place = L::locate_frame(view.payload.data(), view.payload.size(),
+                                                    L::first_frame_offset(view.flags, view.first_record_offset), offset,
+                                                    max_record);
         if (!place.found) {
             return fail(Status::corrupt, "resume offset " + std::to_string(offset) + " of segment " + std::to_string(position) +
                                              " is neither a frame nor a record of a run");
@@ -940,7 +915,7 @@ struct RecordReader::State {
                 auto bytes = payload.subspan(offset, run_size);
                 offset += run_size;
                 if (offset >= run_end) {
-                    offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(run_end), size));
+                    offset = static_cast<std::uint32_t>(L::past_run(run_end, size));
                     run_end = 0;
                 }
                 bool skip = false;
@@ -1010,20 +985,16 @@ struct RecordReader::State {
             if (header.kind == static_cast<std::uint16_t>(L::FrameKind::record_run)) {
                 // Runs never span and are committed whole: all of it is in these bytes.
                 const std::uint64_t room = size - offset - L::kFrameHeaderBytes;
-                L::RunHeader run{};
-                if (length >= L::kRunHeaderBytes && room >= L::kRunHeaderBytes) {
-                    std::memcpy(&run, payload.data() + offset + L::kFrameHeaderBytes, sizeof run);  // once
-                }
-                if (!L::valid_run(run, offset, length, room, max_record)) {
+                L::RunExtent run;
+                if (!L::decode_run(payload.data(), offset, length, room, max_record, run)) {
                     return fail(Status::corrupt, "record run at offset " + std::to_string(offset) + " of " +
                                                      std::to_string(length) + " bytes (records of " +
-                                                     std::to_string(run.record_size) + " x " + std::to_string(run.count) +
-                                                     ") does not fit its frame or the segment");
+                                                     std::to_string(run.header.record_size) + " x " +
+                                                     std::to_string(run.header.count) + ") does not fit its frame or the segment");
                 }
-                const std::uint64_t data = L::run_data_offset(offset);
-                run_end = static_cast<std::uint32_t>(data + std::uint64_t{run.record_size} * run.count);
-                run_size = run.record_size;
-                offset = static_cast<std::uint32_t>(data);
+                run_end = static_cast<std::uint32_t>(run.end);
+                run_size = run.header.record_size;
+                offset = static_cast<std::uint32_t>(run.data);
                 continue;  // the loop hands over its first record
             }
             if (header.kind > static_cast<std::uint16_t>(L::FrameKind::user_event)) {

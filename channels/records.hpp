@@ -456,7 +456,7 @@ inline bool RecordReader::read_fast(Record& out) {
         out.in_flight_of = 0;
         std::uint32_t next = at + c.run_size;
         if (next >= c.run_end) {
-            next = static_cast<std::uint32_t>(std::min<std::uint64_t>(layout::frame_align(c.run_end), c.fast_limit));
+            next = static_cast<std::uint32_t>(layout::past_run(c.run_end, c.fast_limit));
             c.run_end = 0;
         }
         c.offset = next;
@@ -505,34 +505,28 @@ inline Status RecordReader::try_read_run(RecordRun& out, std::size_t limit) {
 // them. A restarted consumer resumes at the frame (its first record).
 inline bool RecordReader::read_run_fast(RecordRun& out, std::size_t limit) {
     detail::ReadCursor& c = *cursor_;
-    if (c.run_end != 0 || c.fast_limit <= c.offset ||
-        c.fast_limit - c.offset < layout::kFrameHeaderBytes + layout::kRunHeaderBytes) {
-        return false;
-    }
+    if (c.run_end != 0 || c.fast_limit <= c.offset || c.fast_limit - c.offset < layout::kFrameHeaderBytes) return false;
     layout::FrameHeader header;
     std::memcpy(&header, c.payload + c.offset, sizeof header);  // once; use the local
     if (header.kind != static_cast<std::uint16_t>(layout::FrameKind::record_run)) return false;
-    layout::RunHeader run;
-    std::memcpy(&run, c.payload + c.offset + layout::kFrameHeaderBytes, sizeof run);  // once
+    layout::RunExtent run;
     const std::uint64_t room = c.fast_limit - c.offset - layout::kFrameHeaderBytes;
-    if (!layout::valid_run(run, c.offset, header.length, room, c.max_record)) return false;  // read() reports it
+    if (!layout::decode_run(c.payload, c.offset, header.length, room, c.max_record, run)) return false;  // read() reports it
     // Relaxed: read only by the next consumer of this slot, after our lock is gone.
     layout::store_relaxed(*c.resume_point, layout::make_tagged_word(c.position, c.offset));
-    const std::uint64_t data = layout::run_data_offset(c.offset);
-    const std::uint64_t end = data + std::uint64_t{run.record_size} * run.count;
-    const std::uint64_t count = std::min<std::uint64_t>(run.count, limit > 1 ? limit : 1);
-    const std::uint64_t bytes = count * run.record_size;
-    out.bytes = std::span<const std::byte>(c.payload + data, bytes);
-    out.record_size = run.record_size;
+    const std::uint32_t size = run.header.record_size;
+    const std::uint64_t count = std::min<std::uint64_t>(run.header.count, limit > 1 ? limit : 1);
+    const std::uint64_t bytes = count * size;
+    out.bytes = std::span<const std::byte>(c.payload + run.data, bytes);
+    out.record_size = size;
     out.count = count;
-    out.position = RecordPosition{c.position, data};
-    if (count < run.count) {
-        c.run_end = static_cast<std::uint32_t>(end);  // the rest: read() or take_run go on
-        c.run_size = run.record_size;
-        c.offset = static_cast<std::uint32_t>(data + bytes);
+    out.position = RecordPosition{c.position, run.data};
+    if (count < run.header.count) {
+        c.run_end = static_cast<std::uint32_t>(run.end);  // the rest: read() or take_run go on
+        c.run_size = size;
+        c.offset = static_cast<std::uint32_t>(run.data + bytes);
     } else {
-        const std::uint64_t next = layout::frame_align(end);
-        c.offset = static_cast<std::uint32_t>(next < c.fast_limit ? next : c.fast_limit);
+        c.offset = static_cast<std::uint32_t>(layout::past_run(run.end, c.fast_limit));
     }
     c.progress.records += count;
     c.progress.bytes += bytes;
@@ -566,7 +560,7 @@ inline Status RecordReader::take_run(Status first, const Record& record, RecordR
         const std::uint64_t taken = std::uint64_t{count - 1} * size;
         std::uint64_t next = c.offset + taken;
         if (next >= c.run_end) {
-            next = std::min<std::uint64_t>(layout::frame_align(c.run_end), c.fast_limit);
+            next = layout::past_run(c.run_end, c.fast_limit);
             c.run_end = 0;
         }
         c.offset = static_cast<std::uint32_t>(next);
@@ -675,7 +669,7 @@ void RecordReader::deliver_more(Record& record, Handler& handler, std::size_t li
     while (delivered < limit) {
         if (run_end > offset) {
             // The records of a run: a store of the resume point and the handler per record.
-            const std::uint64_t frame_end = std::min(layout::frame_align(run_end), fast_limit);
+            const std::uint64_t frame_end = layout::past_run(run_end, fast_limit);
             given_run_end = static_cast<std::uint32_t>(run_end);
             while (delivered < limit && offset < run_end) {
                 const std::uint64_t next = offset + run_size;
@@ -696,15 +690,12 @@ void RecordReader::deliver_more(Record& record, Handler& handler, std::size_t li
         std::memcpy(&header, &word, sizeof header);
         const std::uint64_t room = fast_limit - offset - layout::kFrameHeaderBytes;
         if (header.kind == static_cast<std::uint16_t>(layout::FrameKind::record_run)) {
-            layout::RunHeader run{};
-            if (header.length >= layout::kRunHeaderBytes && room >= layout::kRunHeaderBytes) {
-                std::memcpy(&run, payload + offset + layout::kFrameHeaderBytes, sizeof run);  // once
-            }
-            if (!layout::valid_run(run, offset, header.length, room, max_record)) break;  // read() reports it
-            run_size = run.record_size;
+            layout::RunExtent run;
+            if (!layout::decode_run(payload, offset, header.length, room, max_record, run)) break;  // read() reports it
+            run_size = run.header.record_size;
             cursor_->run_size = run_size;
-            offset = layout::run_data_offset(offset);
-            run_end = offset + std::uint64_t{run.record_size} * run.count;
+            offset = run.data;
+            run_end = run.end;
             continue;
         }
         if (!detail::record_frame_fits(header, room, max_record)) {

@@ -886,10 +886,9 @@ std::string peek_records(const std::string& name, const RingCopier& ring, std::u
         // A resume offset other than the segment's start must be a frame's start or a record's
         // start inside a run frame (then not 8-aligned, maybe): walk the segment's frames to it.
         // Its frames start after any continuation bytes of a record from an earlier segment.
-        const std::uint64_t first_frame =
-            (segment.flags & L::kSegmentContinuesRecord) ? std::uint64_t{segment.first_record_offset} : 0;
         const L::FramePlace place =
-            L::locate_frame(segment.bytes.data(), segment.bytes.size(), first_frame, offset, max_record);
+            L::locate_frame(segment.bytes.data(), segment.bytes.size(),
+                            L::first_frame_offset(segment.flags, segment.first_record_offset), offset, max_record);
         if (!place.found) {
             return "resume offset " + std::to_string(offset) + " of segment " + std::to_string(position) +
                    " is neither a frame's start nor a record's start in a record run";
@@ -934,7 +933,7 @@ std::string peek_records(const std::string& name, const RingCopier& ring, std::u
             std::span<const std::byte> bytes(segment.bytes.data() + offset, run_record_size);
             offset += run_record_size;
             if (offset >= run_end) {
-                offset = std::min<std::uint64_t>(L::frame_align(run_end), size);
+                offset = L::past_run(run_end, size);
                 run_end = 0;
             }
             ++shown;
@@ -952,23 +951,19 @@ std::string peek_records(const std::string& name, const RingCopier& ring, std::u
             // count records of record_size bytes; never spans, so all of it is in this copy. The
             // run header is read only if the frame and the copy hold it; a zeroed one is invalid.
             const std::uint64_t room = size - offset - L::kFrameHeaderBytes;
-            L::RunHeader run{};
-            if (length >= L::kRunHeaderBytes && room >= L::kRunHeaderBytes) {
-                std::memcpy(&run, segment.bytes.data() + offset + L::kFrameHeaderBytes, sizeof run);  // once
-            }
+            L::RunExtent run;
             const std::string start = where(position, offset);
-            if (!L::valid_run(run, offset, length, room, max_record)) {
+            if (!L::decode_run(segment.bytes.data(), offset, length, room, max_record, run)) {
                 std::printf("frame %s: record run of %llu bytes, %u records of %u bytes: not decoded\n", start.c_str(),
-                            static_cast<unsigned long long>(length), run.count, run.record_size);
+                            static_cast<unsigned long long>(length), run.header.count, run.header.record_size);
                 return "record run at " + start + " of " + std::to_string(length) + " bytes (" +
-                       std::to_string(run.count) + " records of " + std::to_string(run.record_size) +
+                       std::to_string(run.header.count) + " records of " + std::to_string(run.header.record_size) +
                        " bytes) does not fit its frame or the segment's " + std::to_string(size) + " committed bytes";
             }
-            const std::uint64_t data = L::run_data_offset(offset);
-            run_end = data + std::uint64_t{run.record_size} * run.count;  // <= size: valid_run
-            run_record_size = run.record_size;
-            run_label = " (run of " + std::to_string(run.count) + ")";
-            offset = data;
+            run_end = run.end;  // <= size: decode_run checked it
+            run_record_size = run.header.record_size;
+            run_label = " (run of " + std::to_string(run.header.count) + ")";
+            offset = run.data;
             continue;  // the loop shows its records
         }
         if (frame.kind > static_cast<std::uint16_t>(L::FrameKind::user_event)) {
