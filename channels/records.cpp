@@ -913,11 +913,7 @@ struct RecordReader::State {
                 }
                 const RecordPosition start{position, offset};
                 auto bytes = payload.subspan(offset, run_size);
-                offset += run_size;
-                if (offset >= run_end) {
-                    offset = static_cast<std::uint32_t>(L::past_run(run_end, size));
-                    run_end = 0;
-                }
+                detail::step_in_run(offset, run_end, std::uint64_t{offset} + run_size, size);
                 bool skip = false;
                 status = deliver(out, L::FrameKind::record, 0, bytes, start, skip);
                 if (skip) {

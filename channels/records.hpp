@@ -97,6 +97,17 @@ inline bool record_frame_fits(const layout::FrameHeader& header, std::uint64_t r
     return header.kind == static_cast<std::uint16_t>(layout::FrameKind::record) && header.length <= room &&
            header.length <= max_record;
 }
+// A reader's step inside a run frame: the cursor moves to `next`, a record boundary of the run
+// that ends at `run_end`; at the run's end it goes past the frame (layout::past_run, within the
+// `viewed` bytes) and leaves the run (run_end 0). The one step of read_fast, read_run_fast,
+// take_run and the slow path.
+inline void step_in_run(std::uint32_t& offset, std::uint32_t& run_end, std::uint64_t next, std::uint64_t viewed) noexcept {
+    if (next >= run_end) {
+        next = layout::past_run(run_end, viewed);
+        run_end = 0;
+    }
+    offset = static_cast<std::uint32_t>(next);
+}
 // From this size on, write() and write_batch() put a record that goes alone into a run frame of
 // one (layout.hpp: record_run), so that its bytes start on a cache line: a long copy to an
 // aligned destination writes whole lines (an unaligned one was ~12 % slower even within one
@@ -454,12 +465,7 @@ inline bool RecordReader::read_fast(Record& out) {
         out.position = RecordPosition{c.position, at};
         out.lost_bytes = 0;
         out.in_flight_of = 0;
-        std::uint32_t next = at + c.run_size;
-        if (next >= c.run_end) {
-            next = static_cast<std::uint32_t>(layout::past_run(c.run_end, c.fast_limit));
-            c.run_end = 0;
-        }
-        c.offset = next;
+        detail::step_in_run(c.offset, c.run_end, std::uint64_t{at} + c.run_size, c.fast_limit);
         ++c.progress.records;
         c.progress.bytes += c.run_size;
         return true;
@@ -521,18 +527,15 @@ inline bool RecordReader::read_run_fast(RecordRun& out, std::size_t limit) {
     out.record_size = size;
     out.count = count;
     out.position = RecordPosition{c.position, run.data};
-    if (count < run.header.count) {
-        c.run_end = static_cast<std::uint32_t>(run.end);  // the rest: read() or take_run go on
-        c.run_size = size;
-        c.offset = static_cast<std::uint32_t>(run.data + bytes);
-    } else {
-        c.offset = static_cast<std::uint32_t>(layout::past_run(run.end, c.fast_limit));
-    }
+    c.run_end = static_cast<std::uint32_t>(run.end);  // records left: read() or take_run go on
+    c.run_size = size;
+    detail::step_in_run(c.offset, c.run_end, run.data + bytes, c.fast_limit);
     c.progress.records += count;
     c.progress.bytes += bytes;
     return true;
 }
 inline Status RecordReader::read_run_for(RecordRun& out, std::size_t limit, std::chrono::nanoseconds timeout) {
+    if (read_run_fast(out, limit)) return Status::ok;
     Record record;
     return take_run(read_for(record, timeout), record, out, limit);
 }
@@ -558,12 +561,7 @@ inline Status RecordReader::take_run(Status first, const Record& record, RecordR
         record.bytes.data() + size == c.payload + c.offset) {
         count += std::min<std::size_t>(limit - 1, (c.run_end - c.offset) / size);
         const std::uint64_t taken = std::uint64_t{count - 1} * size;
-        std::uint64_t next = c.offset + taken;
-        if (next >= c.run_end) {
-            next = layout::past_run(c.run_end, c.fast_limit);
-            c.run_end = 0;
-        }
-        c.offset = static_cast<std::uint32_t>(next);
+        detail::step_in_run(c.offset, c.run_end, c.offset + taken, c.fast_limit);
         c.progress.records += count - 1;
         c.progress.bytes += taken;
     }
