@@ -423,12 +423,20 @@ struct RecordWriter::State {
 
     Status reserve(std::size_t size, std::span<std::byte>& out, const Deadline& deadline) {
         if (ended) return fail(Status::invalid_call, "reserve after end of stream");
+        if (size >= detail::kAlignedRecordMin && size <= max_record && L::run_data_offset(0) + size <= capacity) {
+            // As write() places it: a run of one, its bytes on a cache line; commit() frames it.
+            std::size_t count = 0;
+            Status status = reserve_run(size, 1, out, count, deadline);
+            run_reservation.single = status == Status::ok;
+            return status;
+        }
         if (size > capacity - L::kFrameHeaderBytes || size > max_record) {
             return fail(Status::too_large, "reserve of " + std::to_string(size) + " bytes: at most " +
                                                std::to_string(std::min<std::uint64_t>(capacity - L::kFrameHeaderBytes, max_record)) +
                                                " fit one segment; use write()");
         }
         reserved = false;
+        run_reservation = {};
         std::uint32_t frame_bytes = static_cast<std::uint32_t>(L::kFrameHeaderBytes + size);
         Status status = wait_for_room(frame_bytes, deadline);
         if (status != Status::ok) return status;
@@ -447,13 +455,14 @@ struct RecordWriter::State {
         bool active = false;
         std::uint64_t segment = 0;
         std::uint32_t at = 0, record_size = 0, count = 0, frames_then = 0;
+        bool single = false;  // made by reserve() for one large record: commit() takes it
     } run_reservation;
 
     Status reserve_run(std::size_t record_size, std::size_t max_records, std::span<std::byte>& out, std::size_t& count,
                        const Deadline& deadline) {
         count = 0;
         out = {};
-        run_reservation.active = false;
+        run_reservation = {};
         if (ended) return fail(Status::invalid_call, "reserve_run after end of stream");
         if (record_size == 0 || max_records == 0) {
             return fail(Status::invalid_call, "reserve_run of " + std::to_string(max_records) + " records of " +
@@ -475,16 +484,20 @@ struct RecordWriter::State {
             {max_records, (capacity - data_at) / record_size, std::numeric_limits<std::uint32_t>::max()}));
         out = segment.payload.subspan(data_at, count * record_size);
         run_reservation = {true, segment.sequence, offset, static_cast<std::uint32_t>(record_size),
-                           static_cast<std::uint32_t>(count), frames};
+                           static_cast<std::uint32_t>(count), frames, false};
         return Status::ok;
     }
 
-    Status commit_run(std::size_t used) {
+    // Whether the run reserved is still where it was made, and nothing was framed since.
+    bool run_reservation_holds(const RunReservation& run) {
         count_fast_frames();
-        const RunReservation run = run_reservation;
-        run_reservation.active = false;
-        if (!run.active || !holding || reserved || segment.sequence != run.segment || offset != run.at ||
-            frames != run.frames_then) {
+        return run.active && holding && !reserved && segment.sequence == run.segment && offset == run.at &&
+               frames == run.frames_then;
+    }
+
+    Status commit_run(std::size_t used) {
+        const RunReservation run = std::exchange(run_reservation, {});
+        if (!run_reservation_holds(run) || run.single) {
             return fail(Status::invalid_call, "commit_run without reserve_run (or a write, event or reserve since)");
         }
         if (used > run.count) {
@@ -499,6 +512,24 @@ struct RecordWriter::State {
     }
 
     Status commit(std::size_t used) {
+        if (!reserved && run_reservation.single) {
+            // A large record reserved as a run of one: framed as one of `used` bytes (an empty
+            // record as a plain frame: a run holds records of one byte or more).
+            const RunReservation run = std::exchange(run_reservation, {});
+            if (!run_reservation_holds(run)) return fail(Status::invalid_call, "commit without reserve (or a write, event or reserve since)");
+            if (used > run.record_size) {
+                return fail(Status::invalid_call, "commit of " + std::to_string(used) + " bytes, " +
+                                                      std::to_string(run.record_size) + " reserved");
+            }
+            if (used > 0) {
+                offset = frame_run(used, 1);
+                ++frames;
+                ++pending_records;
+                return commit_frames();
+            }
+            reserved = true;  // the plain frame below
+            reserved_size = 0;
+        }
         if (!reserved || !holding) return fail(Status::invalid_call, "commit without reserve");
         if (used > reserved_size) {
             return fail(Status::invalid_call, "commit of " + std::to_string(used) + " bytes, " +

@@ -242,7 +242,9 @@ public:
 
     // Zero-copy: `out` gets `size` writable bytes inside a segment (size <= max_inline_record());
     // commit(used) frames the first `used` of them as one record. Nothing is visible before
-    // commit; a second reserve before commit drops the first.
+    // commit; a second reserve (or a write, an event) before commit drops the first. From
+    // detail::kAlignedRecordMin bytes on, `out` starts on a cache line where that fits a segment
+    // (a run of one, as write() places such a record).
     Status reserve(std::size_t size, std::span<std::byte>& out);  // inline fast path below
     Status try_reserve(std::size_t size, std::span<std::byte>& out);
     Status reserve_for(std::size_t size, std::span<std::byte>& out, std::chrono::nanoseconds timeout);
@@ -429,7 +431,7 @@ inline Status RecordWriter::write(std::span<const std::byte> record) {
 inline Status RecordWriter::reserve(std::size_t size, std::span<std::byte>& out) {
     detail::WriteCursor& c = *cursor_;
     const std::uint64_t end = layout::frame_align(std::uint64_t{c.offset} + layout::kFrameHeaderBytes + size);
-    if (size <= c.max_fast_record && end <= c.fast_limit) [[likely]] {
+    if (size < detail::kAlignedRecordMin && size <= c.max_fast_record && end <= c.fast_limit) [[likely]] {
         out = std::span<std::byte>(c.payload + c.offset + layout::kFrameHeaderBytes, size);
         c.reserved = true;
         c.reserved_size = static_cast<std::uint32_t>(size);

@@ -1137,29 +1137,76 @@ TEST_CASE("read_values copies a run of T; decode_error for records of another si
 }
 
 TEST_CASE("a record of 1 KiB or more written alone starts on a cache line, wherever the last one ended") {
+    // Every way of writing one record: write, write_for, reserve/commit (whole, or fewer bytes
+    // than reserved), write_value. From kAlignedRecordMin bytes on, the record's bytes start on a
+    // cache line wherever that fits one segment; a larger one is a plain frame.
     const std::string name = test::unique_name("rec-aligned");
     auto options = records_options();  // 32 KiB segments
     const std::size_t largest = L::kDefaultSegmentSize - L::kSegmentHeaderBytes - L::run_data_offset(0);  // 32640
-    const std::vector<std::size_t> sizes = {100, shmchan::detail::kAlignedRecordMin, 3000, 24, largest, 5000, largest + 8};
+    enum class Way { write, write_for, reserve, reserve_more, write_value };
+    struct Case {
+        std::size_t size;
+        Way way;
+    };
+    const std::vector<Case> cases = {
+        {100, Way::write},          {shmchan::detail::kAlignedRecordMin, Way::write_for}, {3000, Way::reserve},
+        {24, Way::write},           {largest, Way::reserve},                            {5000, Way::reserve_more},
+        {largest + 8, Way::reserve}, {2000, Way::write_value},                           {1500, Way::reserve_more},
+        {0, Way::reserve_more},     {largest, Way::write},                              {largest + 8, Way::write}};
     test::Child producer([&] {
         auto writer = RecordWriter::attach(name, options);
-        for (std::size_t i = 0; i < sizes.size(); ++i) {
-            const auto bytes = make_record(sizes[i], i);
-            CHILD_EXPECT((i % 2 == 0 ? writer.write(bytes) : writer.write_for(bytes, kDeadline)) == Status::ok);
+        for (std::size_t i = 0; i < cases.size(); ++i) {
+            const std::size_t size = cases[i].size;
+            const auto bytes = make_record(size, i);
+            std::span<std::byte> room;
+            switch (cases[i].way) {
+            case Way::write: CHILD_EXPECT(writer.write(bytes) == Status::ok); break;
+            case Way::write_for: CHILD_EXPECT(writer.write_for(bytes, kDeadline) == Status::ok); break;
+            case Way::reserve:
+            case Way::reserve_more: {
+                const std::size_t reserve = cases[i].way == Way::reserve ? size : size + 2048;
+                CHILD_EXPECT(writer.reserve(reserve, room) == Status::ok);
+                CHILD_EXPECT(room.size() == reserve);
+                if (size) std::memcpy(room.data(), bytes.data(), size);
+                CHILD_EXPECT(writer.commit(size) == Status::ok);
+                break;
+            }
+            case Way::write_value:
+                CHILD_EXPECT(writer.write_value(std::string(reinterpret_cast<const char*>(bytes.data()), size)) == Status::ok);
+                break;
+            }
         }
+        // A write between a large reserve and its commit drops the reservation, as for a small one.
+        std::span<std::byte> room;
+        CHILD_EXPECT(writer.reserve(4096, room) == Status::ok);
+        CHILD_EXPECT(writer.write(make_record(10, cases.size())) == Status::ok);
+        CHILD_EXPECT(writer.commit(4096) == Status::invalid_call);
+        CHILD_EXPECT(writer.commit(10) == Status::invalid_call);
+        // So does a second reserve; its commit frames the second.
+        CHILD_EXPECT(writer.reserve(4096, room) == Status::ok);
+        CHILD_EXPECT(writer.reserve(12, room) == Status::ok);
+        fill_record(room.data(), 12, cases.size() + 1);
+        CHILD_EXPECT(writer.commit(12) == Status::ok);
+        CHILD_EXPECT(writer.commit(12) == Status::invalid_call);
         CHILD_EXPECT(writer.end_stream() == Status::ok);
         return 0;
     });
     auto reader = RecordReader::attach(name, options);
-    for (std::size_t i = 0; i < sizes.size(); ++i) {
-        CAPTURE(sizes[i]);
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+        const std::size_t size = cases[i].size;
+        CAPTURE(i);
+        CAPTURE(size);
         Record record;
         REQUIRE(reader.read_for(record, kDeadline) == Status::ok);
-        CHECK(check_record(record.bytes, i, sizes[i]) == "");
+        CHECK(check_record(record.bytes, i, size) == "");
         const auto address = reinterpret_cast<std::uintptr_t>(record.bytes.data());
-        if (sizes[i] >= shmchan::detail::kAlignedRecordMin && sizes[i] <= largest) CHECK(address % 64 == 0);
+        if (size >= shmchan::detail::kAlignedRecordMin && size <= largest) CHECK(address % 64 == 0);
     }
     Record record;
+    REQUIRE(reader.read_for(record, kDeadline) == Status::ok);
+    CHECK(check_record(record.bytes, cases.size(), 10) == "");
+    REQUIRE(reader.read_for(record, kDeadline) == Status::ok);
+    CHECK(check_record(record.bytes, cases.size() + 1, 12) == "");
     CHECK(reader.read_for(record, kDeadline) == Status::end_of_stream);
     CHECK(producer.exit_code() == 0);
     reader.remove_channel();
