@@ -1509,7 +1509,9 @@ std::vector<Check> checks(const std::vector<Row>& rows, const Idle& idle) {
     }
     {
         Check c;
-        c.figure = "memory: channel file = header + segments (4096 + 16 x 32768 = 528384 bytes); no allocation per record";
+        c.figure = "memory: channel file = header + segments (" + std::to_string(shmchan::layout::kHeaderBytes) + " + 16 x " +
+                   std::to_string(kSegment) + " = " + std::to_string(shmchan::layout::region_bytes(kSegment, 16)) +
+                   " bytes); no allocation per record";
         std::optional<std::uint64_t> file;
         std::uint64_t worst_alloc = 0;
         std::uint64_t records = 0;

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <limits>
 #include <thread>
@@ -141,7 +142,7 @@ void validate_options(const std::string& name, const ChannelOptions& options) {
 // against the limits and the mapped size. Returns an error message, or empty when valid.
 std::string check_identity(const L::ChannelHeader& header, std::size_t mapped_bytes, Geometry& out) {
     if (mapped_bytes < L::kHeaderBytes) {
-        return "file is " + std::to_string(mapped_bytes) + " bytes, smaller than a header (4096)";
+        return "file is " + std::to_string(mapped_bytes) + " bytes, smaller than a header (" + std::to_string(L::kHeaderBytes) + ")";
     }
     // Rule 1: the acquire of the ready mark makes the creator's identity stores visible.
     std::uint32_t version = L::load_acquire(header.identity.abi_version);
@@ -153,7 +154,7 @@ std::string check_identity(const L::ChannelHeader& header, std::size_t mapped_by
                std::to_string(L::kAbiVersion);
     }
     if (identity.header_bytes != L::kHeaderBytes) {
-        return "header size " + std::to_string(identity.header_bytes) + " is not 4096";
+        return "header size " + std::to_string(identity.header_bytes) + " is not " + std::to_string(L::kHeaderBytes);
     }
     std::uint32_t size = identity.segment_size, count = identity.segment_count;
     if (size < L::kMinSegmentSize || size > L::kMaxSegmentSize || size % L::kSegmentSizeUnit != 0) {
@@ -278,7 +279,7 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
                     // A creator reserves the whole size in one step: a short file is damaged.
                     throw Error(Errc::corrupt, describe_channel(name) + " at " + path + ": file of " +
                                                    std::to_string(region.size()) +
-                                                   " bytes is smaller than a header (4096)");
+                                                   " bytes is smaller than a header (" + std::to_string(L::kHeaderBytes) + ")");
                 }
                 if (region.size() >= L::kHeaderBytes) {
                     auto* header = static_cast<const L::ChannelHeader*>(region.data());
@@ -341,6 +342,14 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
     throw Error(Errc::not_ready, describe_channel(name) + ": removed again on every one of " +
                                      std::to_string(kMaxRestarts) + " attempts to open it");
 }
+
+// Producer: a gate file mapped because a consumer slot's link names it (notify_consumer).
+struct MappedGate {
+    std::unique_ptr<shm::Region> region;
+    L::GateHeader* gate = nullptr;  // null: not mapped (no link, or it failed validation)
+    std::uint32_t index = 0;        // the channel's bit in the gate
+    std::uint64_t generation = 0;   // of the link it was mapped for
+};
 
 }  // namespace
 
@@ -513,46 +522,50 @@ public:
         return true;
     }
 
-    // After a publish (or a flush): wake the consumer if it sleeps. A channel that a gate
-    // consumes sets its bit in the gate and wakes the gate's consumer instead.
+    // After a publish (or a flush): wake each slot's consumer if it sleeps. A slot that a gate
+    // consumes gets its bit set in that gate, and the gate's consumer is woken instead.
     void notify_consumer() {
-        const L::GateLink& link = header_->gate_link;
-        if (L::load_acquire(link.linked) != 0) {
-            std::uint64_t generation = L::load_acquire(link.generation);
-            if (generation != gate_generation_) map_gate(generation);
-            if (gate_) {
-                // Release: a gate consumer that takes the bit (acquire exchange) sees our publish.
-                L::atomic(gate_->ready[gate_index_ / 64]).fetch_or(std::uint64_t{1} << (gate_index_ % 64),
-                                                                   std::memory_order_seq_cst);
-                if (priority_pending_) {
-                    L::atomic(gate_->priority[gate_index_ / 64]).fetch_or(std::uint64_t{1} << (gate_index_ % 64),
-                                                                          std::memory_order_seq_cst);
-                }
-                std::atomic_thread_fence(std::memory_order_seq_cst);  // rule 5 with the gate's word
-                if (L::atomic(gate_->sleeping).load(std::memory_order_relaxed) != 0 &&
-                    L::atomic(gate_->sleeping).exchange(0u, std::memory_order_seq_cst) != 0) {
-                    shm::futex_wake(gate_->sleeping, 1);
-                    L::atomic(gate_->wake_syscalls).fetch_add(1, std::memory_order_relaxed);
-                    L::counter_add(header_->producer_counters.wake_syscalls, std::uint64_t{1});
-                }
-                if (geometry_.consumer_slots == 1) return;
-                // Broadcast: the other slots' consumers sleep on their own words.
-            }
-        }
         for (std::uint32_t i = 0; i < geometry_.consumer_slots; ++i) {
+            const L::GateLink& link = header_->gate_links[i];
+            if (L::load_acquire(link.linked) != 0) {
+                MappedGate& mapped = gates_[i];
+                std::uint64_t generation = L::load_acquire(link.generation);
+                if (generation != mapped.generation) map_gate(i, generation);
+                if (mapped.gate) {
+                    notify_gate(mapped);
+                    continue;
+                }
+            }
             wake_if_sleeping(header_->consumers[i].wake.sleeping, header_->producer_counters.wake_syscalls);
         }
     }
 
-    // Maps the gate a link names (once per link generation). Every field comes from shared
-    // memory: the name is copied and validated, the gate file checked like a channel's; on any
-    // problem we notify the channel's own word instead (the gate then sees the data at its
-    // periodic rescan).
-    void map_gate(std::uint64_t generation) {
-        gate_generation_ = generation;
-        gate_ = nullptr;
-        gate_region_.reset();
-        const L::GateLink& link = header_->gate_link;
+    // Rule 5 with a gate's futex word: our bit, then the sleeping word.
+    void notify_gate(const MappedGate& mapped) {
+        L::GateHeader& gate = *mapped.gate;
+        const std::uint64_t bit = std::uint64_t{1} << (mapped.index % 64);
+        // Release: a gate consumer that takes the bit (acquire exchange) sees our publish.
+        L::atomic(gate.ready[mapped.index / 64]).fetch_or(bit, std::memory_order_seq_cst);
+        if (priority_pending_) L::atomic(gate.priority[mapped.index / 64]).fetch_or(bit, std::memory_order_seq_cst);
+        std::atomic_thread_fence(std::memory_order_seq_cst);  // rule 5 with the gate's word
+        if (L::atomic(gate.sleeping).load(std::memory_order_relaxed) != 0 &&
+            L::atomic(gate.sleeping).exchange(0u, std::memory_order_seq_cst) != 0) {
+            shm::futex_wake(gate.sleeping, 1);
+            L::atomic(gate.wake_syscalls).fetch_add(1, std::memory_order_relaxed);
+            L::counter_add(header_->producer_counters.wake_syscalls, std::uint64_t{1});
+        }
+    }
+
+    // Maps the gate that slot `slot`'s link names (once per link generation). Every field comes
+    // from shared memory: the name is copied and validated, the gate file checked like a
+    // channel's; on any problem we notify the slot's own word instead (the gate then sees the data
+    // at its periodic rescan).
+    void map_gate(std::uint32_t slot, std::uint64_t generation) {
+        MappedGate& mapped = gates_[slot];
+        mapped.generation = generation;
+        mapped.gate = nullptr;
+        mapped.region.reset();
+        const L::GateLink& link = header_->gate_links[slot];
         char name[sizeof link.gate_name];
         std::memcpy(name, link.gate_name, sizeof name);
         name[sizeof name - 1] = '\0';
@@ -567,9 +580,9 @@ public:
             if (L::load_acquire(gate->abi_version) != L::kAbiVersion || L::load_relaxed(gate->magic) != L::kGateMagic) return;
             std::uint32_t count = L::load_relaxed(gate->channel_count);
             if (count > L::kMaxGateChannels || index >= count) return;
-            gate_index_ = index;
-            gate_ = gate;
-            gate_region_ = std::move(region);
+            mapped.index = index;
+            mapped.gate = gate;
+            mapped.region = std::move(region);
         } catch (const Error&) {
         }
     }
@@ -833,9 +846,9 @@ public:
         return Status::ok;
     }
 
-    // Gates: the consumer side writes the link (we hold the consumer lock: one writer).
+    // Gates: the consumer side writes its slot's link (we hold the slot's lock: one writer).
     void set_gate_link(std::string_view gate_name, std::uint32_t index) {
-        L::GateLink& link = header_->gate_link;
+        L::GateLink& link = header_->gate_links[slot_];
         L::store_release(link.linked, 0u);
         std::memset(link.gate_name, 0, sizeof link.gate_name);
         std::memcpy(link.gate_name, gate_name.data(), std::min(gate_name.size(), sizeof link.gate_name - 1));
@@ -844,7 +857,7 @@ public:
         // The name, index and generation are published by this release (acquired by producers).
         L::store_release(link.linked, 1u);
     }
-    void clear_gate_link() { L::store_release(header_->gate_link.linked, 0u); }
+    void clear_gate_link() { L::store_release(header_->gate_links[slot_].linked, 0u); }
 
     // Park limit of a records reader: the producer's buffer timeout, within [1 ms, liveness].
     std::uint64_t buffer_timeout_park_limit() const {
@@ -1218,12 +1231,9 @@ private:
     bool attached_ = false;
     bool peer_known_dead_ = false;
     std::string last_error_;
-    // Producer: the gate that consumes this channel, if any (see notify_consumer).
-    std::unique_ptr<shm::Region> gate_region_;
-    L::GateHeader* gate_ = nullptr;
-    std::uint32_t gate_index_ = 0;
+    // Producer: per consumer slot, the gate that consumes it, if any (see notify_consumer).
+    std::array<MappedGate, L::kMaxConsumers> gates_;
     bool priority_pending_ = false;  // notify_consumer() is announcing a priority event
-    std::uint64_t gate_generation_ = 0;
 };
 
 }  // namespace detail
@@ -1412,7 +1422,7 @@ ChannelInfo inspect(std::string_view name, const ChannelOptions& options) {
     if (region.size() > 0 && region.size() < layout::kHeaderBytes) {
         // A creator reserves the whole size in one step: a short, non-empty file is damaged.
         throw Error(Errc::corrupt, "channel '" + channel + "' at " + region.path() + ": file of " +
-                                       std::to_string(region.size()) + " bytes is smaller than a header (4096)");
+                                       std::to_string(region.size()) + " bytes is smaller than a header (" + std::to_string(L::kHeaderBytes) + ")");
     }
     if (region.size() >= layout::kHeaderBytes) {
         const auto& header = *static_cast<const layout::ChannelHeader*>(region.data());

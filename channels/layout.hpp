@@ -2,7 +2,7 @@
 //
 // A channel is one file (shm/region.hpp) laid out as
 //
-//     [ ChannelHeader: 4096 bytes ][ segment 0 ][ segment 1 ] ... [ segment N-1 ]
+//     [ ChannelHeader: 8192 bytes ][ segment 0 ][ segment 1 ] ... [ segment N-1 ]
 //
 // and every segment is [ SegmentHeader: 64 bytes ][ payload: segment_size - 64 bytes ].
 //
@@ -65,9 +65,10 @@
 namespace shmchan::layout {
 
 inline constexpr std::uint64_t kMagic = 0x314E414843'4D4853ull;  // "SHMCHAN1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 3;  // 2: flush word, consumer wake line, resume tag; 3: record runs
+inline constexpr std::uint32_t kAbiVersion = 4;  // 2: flush word, consumer wake line, resume tag; 3: record runs;
+                                                 // 4: a gate link per consumer slot (header 8 KiB)
 inline constexpr std::size_t kCacheLine = 64;
-inline constexpr std::uint32_t kHeaderBytes = 4096;
+inline constexpr std::uint32_t kHeaderBytes = 8192;
 inline constexpr std::uint32_t kSegmentHeaderBytes = 64;
 inline constexpr std::uint32_t kMaxConsumers = 8;  // consumer slots (broadcast uses > 1)
 
@@ -260,11 +261,12 @@ struct alignas(kCacheLine) PriorityLane {
 };
 
 // Gates: one consumer reading many channels and sleeping on one futex word (GateHeader below).
-// While a gate consumes a channel, the channel's GateLink names the gate and the channel's bit
-// in it; the producer then notifies the gate instead of the channel's own `sleeping` word.
+// While a gate consumes a channel's consumer slot, the slot's GateLink names the gate and the
+// channel's bit in it; the producer then notifies that gate instead of the slot's own `sleeping`
+// word. One link per slot: each consumer of a broadcast channel may be a different gate.
 inline constexpr std::size_t kMaxGateNameLength = 100;
 struct alignas(kCacheLine) GateLink {
-    SharedU32 linked;       // 1 while a gate consumes the channel; written by the gate's process
+    SharedU32 linked;       // 1 while a gate consumes the slot; written by the gate's process
                             // (release, after the fields below), read by the producer (acquire)
     std::uint32_t index;    // the channel's bit in the gate (checked < GateHeader::channel_count)
     SharedU64 generation;   // bumped at every link, so a producer re-maps a new gate file
@@ -296,9 +298,11 @@ struct alignas(kCacheLine) ChannelHeader {
     Attachment producer_attachment;            // 192
     ProducerCounters producer_counters;        // 256
     PriorityLane priority_lane;                // 384: events that overtake queued data
-    GateLink gate_link;                        // 640: set while a gate consumes this channel
+    std::uint8_t reserved_640[128];            // 640: ABI 3's one gate link, now gate_links
     ConsumerSlot consumers[kMaxConsumers];     // 768
-    std::uint8_t reserved_tail[kHeaderBytes - 768 - kMaxConsumers * sizeof(ConsumerSlot)];
+    std::uint8_t reserved_locks[4096 - 768 - kMaxConsumers * sizeof(ConsumerSlot)];  // lock bytes at 4000
+    GateLink gate_links[kMaxConsumers];        // 4096: slot i's link, set while a gate consumes slot i
+    std::uint8_t reserved_tail[kHeaderBytes - 4096 - kMaxConsumers * sizeof(GateLink)];
 };
 
 struct alignas(kCacheLine) SegmentHeader {
@@ -497,7 +501,7 @@ static_assert(offsetof(ChannelHeader, producer) == 128);
 static_assert(offsetof(ChannelHeader, producer_attachment) == 192);
 static_assert(offsetof(ChannelHeader, producer_counters) == 256);
 static_assert(offsetof(ChannelHeader, priority_lane) == 384);
-static_assert(offsetof(ChannelHeader, gate_link) == 640);
+static_assert(offsetof(ChannelHeader, gate_links) == 4096);
 static_assert(offsetof(PriorityEvent, sequence) == 0);
 static_assert(offsetof(PriorityEvent, checkpoint_id) == 16);
 static_assert(offsetof(PriorityEvent, segment) == 24);
@@ -536,7 +540,7 @@ static_assert(offsetof(FrameHeader, kind) == 4);
 static_assert(offsetof(FrameHeader, event_type) == 6);
 static_assert((kMinSegmentSize - kSegmentHeaderBytes) % kFrameAlignment == 0,
               "payload capacity must be a multiple of the frame alignment");
-static_assert(kConsumerLockByte + kMaxConsumers <= kHeaderBytes);
+static_assert(kConsumerLockByte + kMaxConsumers <= offsetof(ChannelHeader, gate_links));
 static_assert(kCreatingLockByte >= 768 + kMaxConsumers * sizeof(ConsumerSlot),
               "lock bytes must not overlap fields (they would not conflict, but keep them apart)");
 

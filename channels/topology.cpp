@@ -2,8 +2,8 @@
 //
 // Shared-memory protocol of a gate (channels/layout.hpp: GateHeader, GateLink):
 //  - The gate's process creates `shmgate-NAME`, stores its ready mark last (release), holds byte 1
-//    of the file locked for its life, and links each channel (GateLink: fields, then `linked`
-//    with release).
+//    of the file locked for its life, and links each channel through the link of the consumer
+//    slot it holds there (ChannelHeader::gate_links[slot]: fields, then `linked` with release).
 //  - A producer of a linked channel, after its release of `published` (or of committed bytes),
 //    sets its bit with a seq_cst fetch_or, fences, and wakes the gate if its `sleeping` word is 1
 //    (exchange to 0 first: one wake per sleep).

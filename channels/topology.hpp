@@ -41,8 +41,8 @@
 // Priority barriers (write_barrier(id, true)) also travel in each channel's priority lane: an
 // unaligned gate delivers the barrier as soon as one lane has it, and every channel's queued
 // records ahead of its in-band copy come flagged in_flight_of, its own included.
-//
-// Not yet: a gate over a broadcast channel's slot other than the first (one gate link).
+// Each slot has its own gate link, so each consumer of a broadcast channel may be a different
+// gate.
 #pragma once
 
 #include <cstdint>

@@ -120,7 +120,7 @@ TEST_CASE("identity fields that disagree with the file are corrupt") {
         {"segment_size enlarged", test::offsets::segment_size, 32, 2 * kSize},
         {"segment_size not a multiple of 4096", test::offsets::segment_size, 32, kSize + 8},
         {"segment_size smaller than a segment header", test::offsets::segment_size, 32, 32},
-        {"header_bytes wrong", test::offsets::header_bytes, 32, 8192},
+        {"header_bytes wrong", test::offsets::header_bytes, 32, shmchan::layout::kHeaderBytes + 4096},
         {"header_bytes zero", test::offsets::header_bytes, 32, 0},
         {"total_bytes wrong", test::offsets::total_bytes, 64, shmchan::layout::region_bytes(kSize, kCount) + 4096},
         {"total_bytes huge", test::offsets::total_bytes, 64, ~0ull},

@@ -427,6 +427,62 @@ TEST_CASE("broadcast over one ring: every consumer reads every record, the slowe
     CHECK(info.consumer_slots == consumers);
 }
 
+TEST_CASE("broadcast: each consumer slot may be a different gate, and the producer wakes each one") {
+    // Two gates, each over its own slot of one broadcast channel, parked between records (`park`:
+    // every wait is a futex sleep) and with their timed backstop (the liveness interval, 10 s, the
+    // longest allowed) beyond the reads' deadline (8 s): a gate the producer does not notify
+    // does not wake in time. Each slot has its own gate link (layout.hpp: gate_links).
+    const std::uint32_t gates = 2;
+    const std::uint64_t bursts = 200 / kScale + 5, per_burst = 7;
+    const std::string name = test::unique_name("bc-gates");
+    ChannelOptions channel = small_ring();
+    channel.consumers = gates;
+    channel.buffer_timeout = 1h;
+    channel.liveness_interval = 10s;
+    test::SharedBlock<test::Barrier> start;
+    test::SharedBlock<std::array<std::atomic<std::uint64_t>, gates>> received;
+    std::vector<test::Child> readers;
+    for (std::uint32_t g = 0; g < gates; ++g) {
+        readers.emplace_back([&, g] {
+            GateOptions options;
+            options.channel = channel;
+            options.channel.wait = WaitStrategy::park;
+            auto gate = InputGate::attach(name + "-gate" + std::to_string(g), {name}, options);
+            start->arrive_and_wait(gates + 1);
+            Record record;
+            std::uint32_t index = 0;
+            std::uint64_t expected = 0;
+            Status status;
+            while ((status = gate.read_for(record, index, 8s)) == Status::ok) {
+                std::uint64_t value;
+                if (record.kind != RecordKind::record || record.bytes.size() != 8) return 1;
+                std::memcpy(&value, record.bytes.data(), 8);
+                if (value != expected++) return 2;
+                (*received)[g].store(expected);
+            }
+            return status == Status::end_of_stream ? 0 : 10 + static_cast<int>(status);
+        });
+    }
+    test::Child writer_process([&] {
+        auto writer = RecordWriter::attach(name, channel);
+        start->arrive_and_wait(gates + 1);
+        std::uint64_t value = 0;
+        for (std::uint64_t burst = 0; burst < bursts; ++burst) {
+            for (std::uint64_t i = 0; i < per_burst; ++i, ++value) {
+                if (writer.write(std::as_bytes(std::span(&value, 1))) != Status::ok) return 1;
+            }
+            if (writer.flush() != Status::ok) return 2;
+        }
+        return writer.end_stream() == Status::ok ? 0 : 3;
+    });
+    CHECK(writer_process.exit_code() == 0);
+    for (std::uint32_t g = 0; g < gates; ++g) {
+        CAPTURE(g);
+        CHECK(readers[g].exit_code() == 0);
+        CHECK((*received)[g].load() == bursts * per_burst);
+    }
+}
+
 TEST_CASE("broadcast: a slot no consumer has taken holds the producer; a dead slowest consumer is reported") {
     const std::string name = test::unique_name("broadcast-hold");
     ChannelOptions options;
