@@ -348,8 +348,10 @@ struct MappedGate {
     std::unique_ptr<shm::Region> region;
     L::GateHeader* gate = nullptr;  // null: not mapped (no link, or it failed validation)
     std::uint32_t index = 0;        // the channel's bit in the gate
-    std::uint64_t generation = 0;   // of the link it was mapped for
+    std::uint64_t generation = 0;   // of the link it was mapped for (links start at 2)
 };
+// A generation no writer leaves behind (odd and past any count of links): map again next time.
+constexpr std::uint64_t kRetryMap = ~std::uint64_t{0};
 
 }  // namespace
 
@@ -527,14 +529,17 @@ public:
     void notify_consumer() {
         for (std::uint32_t i = 0; i < geometry_.consumer_slots; ++i) {
             const L::GateLink& link = header_->gate_links[i];
+            MappedGate& mapped = gates_[i];
             if (L::load_acquire(link.linked) != 0) {
-                MappedGate& mapped = gates_[i];
+                // Acquire: pairs with the link writer's release of an even generation (set_gate_link).
                 std::uint64_t generation = L::load_acquire(link.generation);
                 if (generation != mapped.generation) map_gate(i, generation);
                 if (mapped.gate) {
                     notify_gate(mapped);
                     continue;
                 }
+            } else if (mapped.gate) {
+                mapped = MappedGate{};  // unlinked: drop the gate's mapping (once per unlink)
             }
             wake_if_sleeping(header_->consumers[i].wake.sleeping, header_->producer_counters.wake_syscalls);
         }
@@ -560,17 +565,29 @@ public:
     // from shared memory: the name is copied and validated, the gate file checked like a
     // channel's; on any problem we notify the slot's own word instead (the gate then sees the data
     // at its periodic rescan).
+    // The link is a seqlock (set_gate_link): an odd generation is a link being written (or its
+    // writer died mid-write): nothing to map; a generation that changed while we copied the name
+    // is retried at the next notify.
     void map_gate(std::uint32_t slot, std::uint64_t generation) {
         MappedGate& mapped = gates_[slot];
+        mapped = MappedGate{};
         mapped.generation = generation;
-        mapped.gate = nullptr;
-        mapped.region.reset();
+        if (generation % 2 != 0) return;
         const L::GateLink& link = header_->gate_links[slot];
-        char name[sizeof link.gate_name];
-        std::memcpy(name, link.gate_name, sizeof name);
+        std::uint64_t words[L::kGateNameWords];
+        for (std::size_t w = 0; w < std::size(words); ++w) words[w] = L::load_relaxed(link.gate_name[w]);
+        std::uint32_t index = L::load_relaxed(link.index);
+        // Acquire fence: if the copy above read any byte of a newer link, the load below sees
+        // that link's odd generation (its writer's release fence precedes those bytes).
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (L::load_relaxed(link.generation) != generation) {
+            mapped.generation = kRetryMap;
+            return;
+        }
+        char name[sizeof words];
+        std::memcpy(name, words, sizeof name);
         name[sizeof name - 1] = '\0';
         std::string_view gate_name(name);
-        std::uint32_t index = L::load_relaxed(link.index);
         if (gate_name.size() > L::kMaxGateNameLength || !shm::is_valid_name(gate_name)) return;
         try {
             auto region = std::make_unique<shm::Region>(shm::Region::open(
@@ -583,7 +600,7 @@ public:
             mapped.index = index;
             mapped.gate = gate;
             mapped.region = std::move(region);
-        } catch (const Error&) {
+        } catch (...) {  // no exception leaves the hot path: the slot's own word is woken instead
         }
     }
 
@@ -847,14 +864,24 @@ public:
     }
 
     // Gates: the consumer side writes its slot's link (we hold the slot's lock: one writer).
+    // A seqlock over the name and index: the generation is odd while they change, even (and new)
+    // once they are complete; producers map a gate only for an even generation that did not
+    // change while they copied (map_gate).
     void set_gate_link(std::string_view gate_name, std::uint32_t index) {
         L::GateLink& link = header_->gate_links[slot_];
-        L::store_release(link.linked, 0u);
-        std::memset(link.gate_name, 0, sizeof link.gate_name);
-        std::memcpy(link.gate_name, gate_name.data(), std::min(gate_name.size(), sizeof link.gate_name - 1));
-        link.index = index;
-        L::store_relaxed(link.generation, L::load_relaxed(link.generation) + 1);
-        // The name, index and generation are published by this release (acquired by producers).
+        std::uint64_t generation = L::load_relaxed(link.generation);  // our own field
+        generation += generation % 2 == 0 ? 1 : 2;                    // odd: being written
+        L::store_relaxed(link.generation, generation);
+        // Release fence: a producer that reads any byte stored below sees the odd generation
+        // after its acquire fence.
+        std::atomic_thread_fence(std::memory_order_release);
+        std::uint64_t words[L::kGateNameWords] = {};
+        std::memcpy(words, gate_name.data(), std::min(gate_name.size(), sizeof words - 1));
+        for (std::size_t w = 0; w < std::size(words); ++w) L::store_relaxed(link.gate_name[w], words[w]);
+        L::store_relaxed(link.index, index);
+        // Release: the name and index above are complete for a producer that acquires the even
+        // generation.
+        L::store_release(link.generation, generation + 1);
         L::store_release(link.linked, 1u);
     }
     void clear_gate_link() { L::store_release(header_->gate_links[slot_].linked, 0u); }
@@ -1135,6 +1162,9 @@ private:
             position_ = released;
             cached_peer_ = released;  // forces a load of `published` at the first read
             L::store_relaxed(consumer_slot().wake.sleeping, 0u);
+            // A gate that held this slot and died left its link behind: producers would wake that
+            // gate instead of us. We hold the slot's lock, so its previous holder is gone.
+            L::store_release(header_->gate_links[slot_].linked, 0u);
             // The records layer's resume point (layout.hpp, make_tagged_word): in segment
             // `released`, or one release ahead if our predecessor died between its two stores.
             const L::ConsumerLine& line = consumer_line();

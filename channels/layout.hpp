@@ -265,12 +265,15 @@ struct alignas(kCacheLine) PriorityLane {
 // channel's bit in it; the producer then notifies that gate instead of the slot's own `sleeping`
 // word. One link per slot: each consumer of a broadcast channel may be a different gate.
 inline constexpr std::size_t kMaxGateNameLength = 100;
+inline constexpr std::size_t kGateNameWords = 13;  // GateLink::gate_name: 104 bytes
 struct alignas(kCacheLine) GateLink {
     SharedU32 linked;       // 1 while a gate consumes the slot; written by the gate's process
                             // (release, after the fields below), read by the producer (acquire)
-    std::uint32_t index;    // the channel's bit in the gate (checked < GateHeader::channel_count)
-    SharedU64 generation;   // bumped at every link, so a producer re-maps a new gate file
-    char gate_name[104];    // NUL-terminated gate name (validated before use)
+    SharedU32 index;        // the channel's bit in the gate (checked < GateHeader::channel_count)
+    SharedU64 generation;   // a seqlock: odd while the gate's process writes the name and index,
+                            // a new even value once they are complete (release); starts at 0
+    SharedU64 gate_name[kGateNameWords];  // the gate's name, NUL-terminated in these 104 bytes
+                                          // (validated before use), a word at a time (relaxed)
     std::uint8_t reserved[8];
 };
 

@@ -5,13 +5,16 @@
 #include <poll.h>
 
 #include <array>
+#include <csignal>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 #include <vector>
 
 #include "channels/topology.hpp"
+#include "channel_support.hpp"
 #include "support.hpp"
 
 using namespace shmchan;
@@ -480,6 +483,204 @@ TEST_CASE("broadcast: each consumer slot may be a different gate, and the produc
         CAPTURE(g);
         CHECK(readers[g].exit_code() == 0);
         CHECK((*received)[g].load() == bursts * per_burst);
+    }
+}
+
+namespace {
+// A reader of 8-byte counting records that fails on a gap, a wrong size or a wait past 8 s; on
+// failure it sets `received` to kReaderFailed, so that a writer in lockstep does not wait for it.
+constexpr std::uint64_t kReaderFailed = ~std::uint64_t{0};
+int read_counting(const std::function<Status(Record&)>& read, std::atomic<std::uint64_t>& received) {
+    Record record;
+    std::uint64_t expected = 0;
+    Status status;
+    int code = 0;
+    while ((status = read(record)) == Status::ok) {
+        std::uint64_t value;
+        std::memcpy(&value, record.bytes.data(), std::min<std::size_t>(8, record.bytes.size()));
+        if (record.kind != RecordKind::record || record.bytes.size() != 8) {
+            code = 1;
+            break;
+        }
+        if (value != expected++) {
+            code = 2;
+            break;
+        }
+        received.store(expected);
+    }
+    if (code == 0 && status != Status::end_of_stream) code = 10 + static_cast<int>(status);
+    if (code != 0) received.store(kReaderFailed);
+    return code;
+}
+
+// Writes `bursts` bursts of `per_burst` counting records, flushing each, and waits until every
+// reader has read a burst before the next: the readers (park) are asleep when a burst comes, so
+// each burst needs the producer's wake.
+template <std::size_t N>
+int write_in_lockstep(RecordWriter& writer, std::uint64_t bursts, std::uint64_t per_burst,
+                      const std::array<std::atomic<std::uint64_t>, N>& received) {
+    std::uint64_t value = 0;
+    // A hang guard: with the readers' wakes lost, each burst waits for a reader's 8 s deadline
+    // (which it may pass with data); this stops such a run after 30 s (it takes milliseconds).
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    for (std::uint64_t burst = 0; burst < bursts; ++burst) {
+        for (std::uint64_t i = 0; i < per_burst; ++i, ++value) {
+            if (writer.write(std::as_bytes(std::span(&value, 1))) != Status::ok) return 1;
+        }
+        if (writer.flush() != Status::ok) return 2;
+        for (const auto& r : received) {
+            while (r.load() < value) {
+                if (std::chrono::steady_clock::now() > deadline) return 3;
+                ::sched_yield();
+            }
+        }
+    }
+    return writer.end_stream() == Status::ok ? 0 : 4;
+}
+}  // namespace
+
+TEST_CASE("broadcast: a gate on one slot and a plain consumer on the other are each woken") {
+    // Both park between bursts (the writer waits for both before the next), with their timed
+    // backstop (10 s) beyond their reads' deadline (8 s): each read in time needs the producer's
+    // wake, the gate's through its link, the plain consumer's through its slot's own word.
+    const std::uint64_t bursts = 20, per_burst = 5;
+    const std::string name = test::unique_name("bc-mixed");
+    ChannelOptions channel = small_ring();
+    channel.consumers = 2;
+    channel.buffer_timeout = 1h;
+    channel.liveness_interval = 10s;
+    channel.wait = WaitStrategy::park;
+    test::SharedBlock<test::Barrier> start;
+    test::SharedBlock<std::array<std::atomic<std::uint64_t>, 2>> received;
+    test::Child gate_process([&] {
+        GateOptions options;
+        options.channel = channel;
+        options.channel.consumer_slot = 0;
+        auto gate = InputGate::attach(name + "-gate", {name}, options);
+        start->arrive_and_wait(3);
+        std::uint32_t index = 0;
+        return read_counting([&](Record& r) { return gate.read_for(r, index, 8s); }, (*received)[0]);
+    });
+    test::Child plain_process([&] {
+        ChannelOptions options = channel;
+        options.consumer_slot = 1;
+        auto reader = RecordReader::attach(name, options);
+        start->arrive_and_wait(3);
+        return read_counting([&](Record& r) { return reader.read_for(r, 8s); }, (*received)[1]);
+    });
+    test::Child writer_process([&] {
+        auto writer = RecordWriter::attach(name, channel);
+        start->arrive_and_wait(3);
+        return write_in_lockstep(writer, bursts, per_burst, *received);
+    });
+    CHECK(writer_process.exit_code() == 0);
+    CHECK(gate_process.exit_code() == 0);
+    CHECK(plain_process.exit_code() == 0);
+    CHECK((*received)[0].load() == bursts * per_burst);
+    CHECK((*received)[1].load() == bursts * per_burst);
+}
+
+TEST_CASE("a gate that died leaves its link behind: the next plain consumer of its slot is still woken") {
+    // The gate is killed while linked (its link and its file stay). A plain consumer then takes
+    // the slot and parks between bursts, its backstop (10 s) beyond its reads' deadline (8 s): it
+    // reads in time only if the producer wakes its word, not the dead gate's.
+    const std::uint64_t bursts = 20, per_burst = 5;
+    const std::string name = test::unique_name("dead-gate");
+    ChannelOptions channel = small_ring();
+    channel.buffer_timeout = 1h;
+    channel.liveness_interval = 10s;
+    channel.wait = WaitStrategy::park;
+    {
+        test::SharedBlock<test::Barrier> linked;
+        test::Child gate_process([&] {
+            GateOptions options;
+            options.channel = channel;
+            auto gate = InputGate::attach(name + "-gate", {name}, options);
+            linked->arrive_and_wait(2);
+            ::pause();  // killed by the test
+            return 0;
+        });
+        linked->arrive_and_wait(2);
+        gate_process.kill();
+        REQUIRE(gate_process.exit_code() == -(100 + SIGKILL));
+    }
+    test::SharedBlock<test::Barrier> start;
+    test::SharedBlock<std::array<std::atomic<std::uint64_t>, 1>> received;
+    test::Child reader_process([&] {
+        auto reader = RecordReader::attach(name, channel);
+        start->arrive_and_wait(2);
+        return read_counting([&](Record& r) { return reader.read_for(r, 8s); }, (*received)[0]);
+    });
+    test::Child writer_process([&] {
+        auto writer = RecordWriter::attach(name, channel);
+        start->arrive_and_wait(2);
+        return write_in_lockstep(writer, bursts, per_burst, *received);
+    });
+    CHECK(writer_process.exit_code() == 0);
+    CHECK(reader_process.exit_code() == 0);
+    CHECK((*received)[0].load() == bursts * per_burst);
+}
+
+TEST_CASE("garbage in a gate link: the producer maps no gate, never crashes, and the gate still reads") {
+    // The link is the gate's process's to write; here another writer puts garbage in it. The
+    // producer validates what it copies (an even generation unchanged across the copy, a
+    // NUL-terminated valid name, an index inside the gate) and otherwise wakes the slot's own word;
+    // the gate finds the records at its periodic rescan.
+    const std::string name = test::unique_name("bad-link");
+    ChannelOptions channel = small_ring();
+    GateOptions options;
+    options.channel = channel;
+    auto gate = InputGate::attach(name + "-gate", {name}, options);
+    auto writer = RecordWriter::attach(name, channel);
+    test::MappedFile file(test::path_of(name));
+    REQUIRE(file.ok());
+    const std::size_t link = offsetof(layout::ChannelHeader, gate_links);
+    const std::size_t generation = link + offsetof(layout::GateLink, generation);
+    const std::size_t words = link + offsetof(layout::GateLink, gate_name);
+    auto set_name = [&](std::string_view text, char fill) {
+        char bytes[layout::kGateNameWords * 8];
+        std::memset(bytes, fill, sizeof bytes);
+        std::memcpy(bytes, text.data(), std::min(text.size(), sizeof bytes));
+        for (std::size_t w = 0; w < layout::kGateNameWords; ++w) {
+            std::uint64_t word;
+            std::memcpy(&word, bytes + 8 * w, 8);
+            file.poke64(words + 8 * w, word);
+        }
+    };
+    const std::string gate_name = name + "-gate";
+    struct Case {
+        const char* what;
+        std::function<void()> poke;
+    };
+    const Case cases[] = {
+        {"a name with no NUL in its 104 bytes", [&] { set_name("", 'a'); }},
+        {"a name that is a path", [&] { set_name("../../etc/passwd", '\0'); }},
+        {"a valid name of no gate", [&] { set_name("no-such-gate", '\0'); }},
+        {"an index beyond the gate's channels",
+         [&] {
+             set_name(gate_name, '\0');
+             file.poke32(link + offsetof(layout::GateLink, index), 4095);
+         }},
+        {"an odd generation (a writer that died mid-write)", [&] { file.poke64(generation, file.peek64(generation) + 1); }},
+    };
+    std::uint64_t value = 0;
+    for (const Case& c : cases) {
+        CAPTURE(c.what);
+        c.poke();
+        if (file.peek64(generation) % 2 == 0 || std::string_view(c.what).starts_with("an odd")) {
+            file.poke64(generation, file.peek64(generation) + 2);  // a new link for the producer to map
+        }
+        REQUIRE(writer.write(std::as_bytes(std::span(&value, 1))) == Status::ok);
+        REQUIRE(writer.flush() == Status::ok);
+        Record record;
+        std::uint32_t index = 99;
+        REQUIRE(gate.read_for(record, index, 8s) == Status::ok);
+        CHECK(index == 0);
+        REQUIRE(record.bytes.size() == 8);
+        std::uint64_t got;
+        std::memcpy(&got, record.bytes.data(), 8);
+        CHECK(got == value);
+        ++value;
     }
 }
 
