@@ -1,9 +1,15 @@
-// shm-records-rate: records per second through the records layer (copying write, in-place read;
-// one call per record, and write_batch/read_batch) next to raw segment streaming of the same
-// records packed back to back, in the same run.
-// Producer and consumer are separate processes pinned to two cores, default options; the
-// producer writes every byte, the consumer reads every byte into a checksum that is verified.
-// Each (size, api) runs --rounds times interleaved; the median is printed.
+// shm-records-rate: records per second through each way of using the records layer, next to raw
+// segments carrying the same records packed back to back, in the same run:
+//   write/read             one copying call per record on each side (write(), read());
+//   reserve/read           one zero-copy call per record (reserve()/commit(), read());
+//   write_batch/read_run   a copying call per batch of up to 32 KiB of records, a view per run;
+//   reserve_run/read_run   runs filled in place (reserve_run()/commit_run()), a view per run;
+//   raw segments           acquire(), records packed in place, publish(); read(), release().
+// Producer and consumer are separate processes pinned to two cores, default options (hybrid
+// wait, counters and liveness on). The producer writes every word of every record and the
+// consumer reads every word into a checksum that is verified (bench_common.hpp: the same
+// vectorized fill and sum as shm-bench, so that the bench's own work stays a few ns per record).
+// Each (size, api) runs --rounds times, interleaved; the median is printed.
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -19,11 +25,14 @@
 #include <thread>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "channels/records.hpp"
 
 namespace {
 
 using namespace shmchan;
+using bench::Filler;
+using bench::Summer;
 
 void pin(int core) {
     if (std::thread::hardware_concurrency() < 2) return;
@@ -33,172 +42,213 @@ void pin(int core) {
     sched_setaffinity(0, sizeof set, &set);
 }
 
-std::uint64_t fold(std::uint64_t sum, const std::byte* data, std::size_t size) {
-    for (std::size_t i = 0; i < size; ++i) sum = sum * 31 + static_cast<std::uint8_t>(data[i]);
-    return sum;
-}
+struct Shared {
+    std::atomic<std::uint64_t> checksum{0}, records{0};
+};
 
-void fill(std::byte* data, std::size_t size, std::uint64_t index) {
-    for (std::size_t i = 0; i < size; ++i) data[i] = std::byte(static_cast<std::uint8_t>(index + i));
-}
-
-// Runs consumer `consume` in a child process and producer `produce` here; returns records/s.
+// Runs `consume` in a child process and `produce` here; returns records/s (or exits on a
+// checksum mismatch or a failed call).
 template <class Produce, class Consume>
-double run(std::uint64_t count, Produce&& produce, Consume&& consume) {
-    auto* checksum = static_cast<std::atomic<std::uint64_t>*>(
-        ::mmap(nullptr, sizeof(std::atomic<std::uint64_t>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
-    new (checksum) std::atomic<std::uint64_t>(0);
+double run(std::uint64_t record_bytes, std::uint64_t count, Produce&& produce, Consume&& consume) {
+    auto* shared = static_cast<Shared*>(
+        ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    if (shared == MAP_FAILED) std::abort();
+    new (shared) Shared{};
     const std::string name = "records-rate-" + std::to_string(::getpid());
+    ChannelOptions options;
+    options.framing = Framing::records;
     pid_t child = ::fork();
     if (child == 0) {
         pin(1);
-        checksum->store(consume(name));
+        Summer sum(record_bytes);
+        consume(name, options, sum);
+        shared->checksum.store(sum.checksum);
+        shared->records.store(sum.index);
         ::_exit(0);
     }
     pin(0);
+    Filler fill(record_bytes);
     auto start = std::chrono::steady_clock::now();
-    std::uint64_t expected = produce(name, count);
-    ::waitpid(child, nullptr, 0);
+    produce(name, options, fill, count);
+    int status = 0;
+    ::waitpid(child, &status, 0);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    bool ok = checksum->load() == expected;
-    ::munmap(checksum, sizeof(std::atomic<std::uint64_t>));
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && shared->checksum.load() == fill.checksum &&
+                    shared->records.load() == count;
+    ::munmap(shared, sizeof(Shared));
     remove_channel(name, true);
     if (!ok) {
-        std::fprintf(stderr, "checksum mismatch\n");
+        std::fprintf(stderr, "shm-records-rate: a row failed (checksum or record count differs)\n");
         std::exit(1);
     }
     return static_cast<double>(count) / seconds;
 }
 
-double records_layer(std::size_t size, std::uint64_t count) {
-    ChannelOptions options;
-    options.framing = Framing::records;
-    return run(
-        count,
-        [&](const std::string& name, std::uint64_t n) {
-            auto writer = RecordWriter::attach(name, options);
-            std::vector<std::byte> record(size);
-            std::uint64_t sum = 0;
-            for (std::uint64_t i = 0; i < n; ++i) {
-                fill(record.data(), size, i);
-                sum = fold(sum, record.data(), size);
-                if (writer.write(std::span<const std::byte>(record)) != Status::ok) std::abort();
-            }
-            writer.end_stream();
-            return sum;
-        },
-        [&](const std::string& name) {
-            auto reader = RecordReader::attach(name, options);
-            Record record;
-            std::uint64_t sum = 0;
-            while (reader.read(record) == Status::ok) sum = fold(sum, record.bytes.data(), record.bytes.size());
-            reader.remove_channel();
-            return sum;
-        });
+[[noreturn]] void failed(const char* call, Status status) {
+    std::fprintf(stderr, "shm-records-rate: %s returned status %d\n", call, static_cast<int>(status));
+    std::_Exit(1);
 }
 
-// The same records through write_batch (up to 32 KiB of records per call, filled in the
-// producer's buffer) and read_batch.
-double records_batched(std::size_t size, std::uint64_t count) {
-    ChannelOptions options;
-    options.framing = Framing::records;
-    const std::uint64_t kBatch = std::max<std::uint64_t>(1, 32768 / size);
+void read_records(const std::string& name, const ChannelOptions& options, Summer& sum) {
+    auto reader = RecordReader::attach(name, options);
+    Record record;
+    Status status;
+    while ((status = reader.read(record)) == Status::ok) sum.feed(record.bytes.data(), record.bytes.size());
+    if (status != Status::end_of_stream) failed("read", status);
+    reader.remove_channel();
+}
+
+void read_runs(const std::string& name, const ChannelOptions& options, Summer& sum) {
+    auto reader = RecordReader::attach(name, options);
+    RecordRun run;
+    Status status;
+    while ((status = reader.read_run(run, 32768)) == Status::ok) sum.feed_pieces(run.bytes.data(), run.bytes.size());
+    if (status != Status::end_of_stream) failed("read_run", status);
+    reader.remove_channel();
+}
+
+double write_read(std::size_t size, std::uint64_t count) {
     return run(
-        count,
-        [&](const std::string& name, std::uint64_t n) {
+        size, count,
+        [&](const std::string& name, const ChannelOptions& options, Filler& fill, std::uint64_t n) {
             auto writer = RecordWriter::attach(name, options);
-            std::vector<std::byte> records(kBatch * size);
-            std::uint64_t sum = 0;
+            alignas(64) std::byte record[4096];
+            for (std::uint64_t i = 0; i < n; ++i) {
+                fill.fill(record, size);
+                if (Status s = writer.write(std::span<const std::byte>(record, size)); s != Status::ok) failed("write", s);
+            }
+            writer.end_stream();
+        },
+        read_records);
+}
+
+double reserve_read(std::size_t size, std::uint64_t count) {
+    return run(
+        size, count,
+        [&](const std::string& name, const ChannelOptions& options, Filler& fill, std::uint64_t n) {
+            auto writer = RecordWriter::attach(name, options);
+            std::span<std::byte> room;
+            for (std::uint64_t i = 0; i < n; ++i) {
+                if (Status s = writer.reserve(size, room); s != Status::ok) failed("reserve", s);
+                fill.fill(room.data(), size);
+                if (Status s = writer.commit(size); s != Status::ok) failed("commit", s);
+            }
+            writer.end_stream();
+        },
+        read_records);
+}
+
+double batch_run(std::size_t size, std::uint64_t count) {
+    const std::uint64_t batch = std::max<std::uint64_t>(1, 32768 / size);
+    return run(
+        size, count,
+        [&](const std::string& name, const ChannelOptions& options, Filler& fill, std::uint64_t n) {
+            auto writer = RecordWriter::attach(name, options);
+            std::vector<std::byte> records(batch * size);
             for (std::uint64_t i = 0; i < n;) {
-                const std::uint64_t k = std::min(kBatch, n - i);
-                for (std::uint64_t j = 0; j < k; ++j) {
-                    std::byte* at = records.data() + j * size;
-                    fill(at, size, i + j);
-                    sum = fold(sum, at, size);
-                }
+                const std::uint64_t k = std::min(batch, n - i);
+                fill.fill_pieces(records.data(), k * size);
                 std::size_t written = 0;
-                if (writer.write_batch(std::span<const std::byte>(records.data(), k * size), size, written) != Status::ok) {
-                    std::abort();
+                if (Status s = writer.write_batch(std::span<const std::byte>(records.data(), k * size), size, written);
+                    s != Status::ok) {
+                    failed("write_batch", s);
                 }
                 i += k;
             }
             writer.end_stream();
-            return sum;
         },
-        [&](const std::string& name) {
-            auto reader = RecordReader::attach(name, options);
-            std::uint64_t sum = 0;
-            std::size_t delivered = 0;
-            auto take = [&](const Record& record) { sum = fold(sum, record.bytes.data(), record.bytes.size()); };
-            while (reader.read_batch(take, kBatch, delivered) == Status::ok) {
+        read_runs);
+}
+
+double reserve_run_read_run(std::size_t size, std::uint64_t count) {
+    return run(
+        size, count,
+        [&](const std::string& name, const ChannelOptions& options, Filler& fill, std::uint64_t n) {
+            auto writer = RecordWriter::attach(name, options);
+            std::span<std::byte> room;
+            for (std::uint64_t i = 0; i < n;) {
+                std::size_t k = 0;
+                if (Status s = writer.reserve_run(size, static_cast<std::size_t>(n - i), room, k); s != Status::ok) {
+                    failed("reserve_run", s);
+                }
+                fill.fill_pieces(room.data(), k * size);
+                if (Status s = writer.commit_run(k); s != Status::ok) failed("commit_run", s);
+                i += k;
             }
-            reader.remove_channel();
-            return sum;
-        });
+            writer.end_stream();
+        },
+        read_runs);
 }
 
 double raw_segments(std::size_t size, std::uint64_t count) {
-    ChannelOptions options;
     return run(
-        count,
-        [&](const std::string& name, std::uint64_t n) {
-            auto producer = Producer::attach(name, options);
+        size, count,
+        [&](const std::string& name, const ChannelOptions&, Filler& fill, std::uint64_t n) {
+            auto producer = Producer::attach(name, ChannelOptions{});
             const std::size_t per_segment = producer.payload_capacity() / size;
             WritableSegment segment;
-            std::uint64_t sum = 0;
             for (std::uint64_t i = 0; i < n;) {
-                if (producer.acquire(segment) != Status::ok) std::abort();
-                std::size_t k = 0;
-                for (; k < per_segment && i < n; ++k, ++i) {
-                    std::byte* at = segment.payload.data() + k * size;
-                    fill(at, size, i);
-                    sum = fold(sum, at, size);
-                }
-                producer.publish(static_cast<std::uint32_t>(k * size));
+                if (Status s = producer.acquire(segment); s != Status::ok) failed("acquire", s);
+                const std::uint64_t k = std::min<std::uint64_t>(per_segment, n - i);
+                fill.fill_pieces(segment.payload.data(), k * size);
+                i += k;
+                if (Status s = producer.publish(static_cast<std::uint32_t>(k * size)); s != Status::ok) failed("publish", s);
             }
             producer.end_stream();
-            return sum;
         },
-        [&](const std::string& name) {
-            auto consumer = Consumer::attach(name, options);
+        [&](const std::string& name, const ChannelOptions&, Summer& sum) {
+            auto consumer = Consumer::attach(name, ChannelOptions{});
             ReadableSegment segment;
-            std::uint64_t sum = 0;
-            while (consumer.read(segment) == Status::ok) {
-                for (std::size_t at = 0; at + size <= segment.payload.size(); at += size) {
-                    sum = fold(sum, segment.payload.data() + at, size);
-                }
+            Status status;
+            while ((status = consumer.read(segment)) == Status::ok) {
+                sum.feed_pieces(segment.payload.data(), segment.payload.size());
+                consumer.release();
             }
+            if (status != Status::end_of_stream) failed("read", status);
             consumer.remove_channel();
-            return sum;
         });
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"shm-records-rate: the records layer next to raw segments, records per second"};
+    CLI::App app{"shm-records-rate: each way of using the records layer next to raw segments, records per second"};
     int rounds = 5;
-    double seconds = 0.5;
+    double seconds = 0.3;
     app.add_option("--rounds", rounds, "interleaved rounds per row (median)")->check(CLI::Range(1, 99));
-    app.add_option("--seconds", seconds, "about how long a run lasts");
+    app.add_option("--seconds", seconds, "about how long a row's run lasts")->check(CLI::Range(0.01, 60.0));
     CLI11_PARSE(app, argc, argv);
-    std::printf("%8s %22s %22s %22s %12s %12s\n", "bytes", "records layer (rec/s)", "batched (rec/s)",
-                "raw segments (rec/s)", "records/raw", "batched/raw");
-    for (std::size_t size : {16, 64, 4096}) {
-        // Size the runs from a first short measurement of raw segments.
-        double probe = raw_segments(size, 200'000);
-        auto count = static_cast<std::uint64_t>(std::max(100'000.0, probe * seconds));
-        std::vector<double> layer, batched, raw;
+    struct Api {
+        const char* name;
+        double (*measure)(std::size_t, std::uint64_t);
+    };
+    const Api apis[] = {{"write/read", write_read},
+                        {"reserve/read", reserve_read},
+                        {"write_batch/read_run", batch_run},
+                        {"reserve_run/read_run", reserve_run_read_run},
+                        {"raw segments", raw_segments}};
+    std::printf("records per second (median of %d interleaved rounds), and the ratio to raw segments\n", rounds);
+    std::printf("%6s", "bytes");
+    for (const Api& api : apis) std::printf(" %22s", api.name);
+    std::printf("\n");
+    for (std::size_t size : {8, 64, 4096}) {
+        // Size the runs from a short measurement of raw segments.
+        const double probe = raw_segments(size, 200'000);
+        const auto count = static_cast<std::uint64_t>(std::max(100'000.0, probe * seconds));
+        std::vector<std::vector<double>> rates(std::size(apis));
         for (int round = 0; round < rounds; ++round) {
-            layer.push_back(records_layer(size, count));
-            batched.push_back(records_batched(size, count));
-            raw.push_back(raw_segments(size, count));
+            for (std::size_t a = 0; a < std::size(apis); ++a) rates[a].push_back(apis[a].measure(size, count));
         }
-        std::sort(layer.begin(), layer.end());
-        std::sort(batched.begin(), batched.end());
-        std::sort(raw.begin(), raw.end());
-        double l = layer[layer.size() / 2], b = batched[batched.size() / 2], r = raw[raw.size() / 2];
-        std::printf("%8zu %20.2f M %20.2f M %20.2f M %11.2fx %11.2fx\n", size, l / 1e6, b / 1e6, r / 1e6, l / r, b / r);
+        std::vector<double> median;
+        for (auto& r : rates) {
+            std::sort(r.begin(), r.end());
+            median.push_back(r[r.size() / 2]);
+        }
+        std::printf("%6zu", size);
+        for (double m : median) std::printf(" %20.1f M", m / 1e6);
+        std::printf("\n%6s", "");
+        for (double m : median) std::printf(" %21.2fx", m / median.back());
+        std::printf("\n");
         std::fflush(stdout);
     }
     return 0;
