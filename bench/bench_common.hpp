@@ -10,6 +10,7 @@
 // changes the consumer's checksum. Record sizes are multiples of 8 bytes.
 #pragma once
 
+#include <sched.h>
 #include <time.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace bench {
 
@@ -28,6 +30,21 @@ inline std::int64_t now_ns() {
 }
 
 inline void cpu_relax() { __builtin_ia32_pause(); }
+
+// The median of a row's rounds (the upper one of an even count; 0 for none).
+inline double median(std::vector<double> values) {
+    if (values.empty()) return 0;
+    std::sort(values.begin(), values.end());
+    return values[values.size() / 2];
+}
+
+// Pins the calling process to one CPU; false (errno set) if the kernel refuses.
+inline bool pin_to(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return ::sched_setaffinity(0, sizeof set, &set) == 0;
+}
 
 // ---- The pattern and the checksum --------------------------------------------------------------
 

@@ -35,11 +35,7 @@ using bench::Filler;
 using bench::Summer;
 
 void pin(int core) {
-    if (std::thread::hardware_concurrency() < 2) return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(core, &set);
-    sched_setaffinity(0, sizeof set, &set);
+    if (std::thread::hardware_concurrency() >= 2) bench::pin_to(core);
 }
 
 struct Shared {

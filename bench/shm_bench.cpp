@@ -73,15 +73,6 @@ constexpr std::uint64_t kMiB = 1024 * 1024;
     std::exit(1);
 }
 
-void pin_to(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (::sched_setaffinity(0, sizeof set, &set) != 0) {
-        std::fprintf(stderr, "shm-bench: sched_setaffinity(%d): %s\n", cpu, std::strerror(errno));
-    }
-}
-
 std::string status_text(Status s, const std::string& detail) {
     return std::string(shmchan::to_string(s)) + (detail.empty() ? "" : ": " + detail);
 }
@@ -830,7 +821,7 @@ pid_t spawn(const Spec& spec, bool is_a, const Config& cfg, const SideFn& fn) {
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        pin_to(core);
+        if (!pin_to(core)) std::fprintf(stderr, "shm-bench: sched_setaffinity(%d): %s\n", core, std::strerror(errno));
         Ctx ctx{g_shared, is_a ? &g_shared->a : &g_shared->b, &spec, is_a, cfg.core_a, cfg.core_b};
         try {
             fn(ctx);

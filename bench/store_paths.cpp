@@ -15,15 +15,15 @@
 // while the ring does not; this program shows the store path is the cause (see bench/README.md).
 #include <CLI/CLI.hpp>
 
+#include "bench_common.hpp"
+
 #include <immintrin.h>
-#include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -47,16 +47,11 @@ struct alignas(64) Ring {
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
-std::int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-}
+using bench::median;
+using bench::now_ns;
 
 void pin(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) != 0) {
+    if (!bench::pin_to(cpu)) {
         std::perror("sched_setaffinity");
         std::exit(1);
     }
@@ -142,12 +137,6 @@ void consumer(Ring* ring, int rounds, Round* out, std::uint64_t* bad_blocks) {
         }
     }
     *bad_blocks = bad;
-}
-
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
 }
 
 }  // namespace

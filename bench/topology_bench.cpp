@@ -26,11 +26,14 @@
 #include <thread>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "channels/topology.hpp"
 #include "shm/process.hpp"
 #include "shm/region.hpp"
 
 namespace {
+
+using bench::median;
 
 using namespace shmchan;
 
@@ -230,11 +233,6 @@ double broadcast(std::uint32_t consumers, std::uint64_t count) {
         std::exit(1);
     }
     return static_cast<double>(count) / seconds;
-}
-
-double median(std::vector<double> values) {
-    std::sort(values.begin(), values.end());
-    return values[values.size() / 2];
 }
 
 }  // namespace

@@ -562,12 +562,11 @@ public:
     }
 
     // Maps the gate that slot `slot`'s link names (once per link generation). Every field comes
-    // from shared memory: the name is copied and validated, the gate file checked like a
-    // channel's; on any problem we notify the slot's own word instead (the gate then sees the data
-    // at its periodic rescan).
-    // The link is a seqlock (set_gate_link): an odd generation is a link being written (or its
-    // writer died mid-write): nothing to map; a generation that changed while we copied the name
-    // is retried at the next notify.
+    // from shared memory: the link is a seqlock (set_gate_link), so an odd generation (a link
+    // being written, or its writer died mid-write) maps nothing and one that changed while we
+    // copied is retried at the next notify; the name is validated, the gate file checked like a
+    // channel's. On any problem we notify the slot's own word instead (the gate then sees the
+    // data at its periodic rescan).
     void map_gate(std::uint32_t slot, std::uint64_t generation) {
         MappedGate& mapped = gates_[slot];
         mapped = MappedGate{};

@@ -537,6 +537,38 @@ int write_in_lockstep(RecordWriter& writer, std::uint64_t bursts, std::uint64_t 
     }
     return writer.end_stream() == Status::ok ? 0 : 4;
 }
+
+// A channel whose readers park at once (no spinning) and whose timed backstop (the liveness
+// interval, 10 s, the longest allowed) lies beyond the reads' deadline (8 s): a reader the
+// producer does not wake does not read in time.
+ChannelOptions parked_channel() {
+    ChannelOptions channel = small_ring();
+    channel.buffer_timeout = 1h;
+    channel.liveness_interval = 10s;
+    channel.wait = WaitStrategy::park;
+    return channel;
+}
+
+// A plain reader counting into `received`, and the writer in lockstep with all the readers, each
+// in its own process; they start on `start` with `parties` processes in all.
+test::Child plain_reader(const std::string& name, const ChannelOptions& options, test::Barrier& start,
+                         std::uint32_t parties, std::atomic<std::uint64_t>& received) {
+    return test::Child([&, parties] {
+        auto reader = RecordReader::attach(name, options);
+        start.arrive_and_wait(parties);
+        return read_counting([&](Record& r) { return reader.read_for(r, 8s); }, received);
+    });
+}
+template <std::size_t N>
+test::Child lockstep_writer(const std::string& name, const ChannelOptions& options, test::Barrier& start,
+                            std::uint32_t parties, std::uint64_t bursts, std::uint64_t per_burst,
+                            const std::array<std::atomic<std::uint64_t>, N>& received) {
+    return test::Child([&, parties, bursts, per_burst] {
+        auto writer = RecordWriter::attach(name, options);
+        start.arrive_and_wait(parties);
+        return write_in_lockstep(writer, bursts, per_burst, received);
+    });
+}
 }  // namespace
 
 TEST_CASE("broadcast: a gate on one slot and a plain consumer on the other are each woken") {
@@ -545,11 +577,8 @@ TEST_CASE("broadcast: a gate on one slot and a plain consumer on the other are e
     // wake, the gate's through its link, the plain consumer's through its slot's own word.
     const std::uint64_t bursts = 20, per_burst = 5;
     const std::string name = test::unique_name("bc-mixed");
-    ChannelOptions channel = small_ring();
+    ChannelOptions channel = parked_channel();
     channel.consumers = 2;
-    channel.buffer_timeout = 1h;
-    channel.liveness_interval = 10s;
-    channel.wait = WaitStrategy::park;
     test::SharedBlock<test::Barrier> start;
     test::SharedBlock<std::array<std::atomic<std::uint64_t>, 2>> received;
     test::Child gate_process([&] {
@@ -561,18 +590,10 @@ TEST_CASE("broadcast: a gate on one slot and a plain consumer on the other are e
         std::uint32_t index = 0;
         return read_counting([&](Record& r) { return gate.read_for(r, index, 8s); }, (*received)[0]);
     });
-    test::Child plain_process([&] {
-        ChannelOptions options = channel;
-        options.consumer_slot = 1;
-        auto reader = RecordReader::attach(name, options);
-        start->arrive_and_wait(3);
-        return read_counting([&](Record& r) { return reader.read_for(r, 8s); }, (*received)[1]);
-    });
-    test::Child writer_process([&] {
-        auto writer = RecordWriter::attach(name, channel);
-        start->arrive_and_wait(3);
-        return write_in_lockstep(writer, bursts, per_burst, *received);
-    });
+    ChannelOptions slot1 = channel;
+    slot1.consumer_slot = 1;
+    test::Child plain_process = plain_reader(name, slot1, *start, 3, (*received)[1]);
+    test::Child writer_process = lockstep_writer(name, channel, *start, 3, bursts, per_burst, *received);
     CHECK(writer_process.exit_code() == 0);
     CHECK(gate_process.exit_code() == 0);
     CHECK(plain_process.exit_code() == 0);
@@ -586,10 +607,7 @@ TEST_CASE("a gate that died leaves its link behind: the next plain consumer of i
     // reads in time only if the producer wakes its word, not the dead gate's.
     const std::uint64_t bursts = 20, per_burst = 5;
     const std::string name = test::unique_name("dead-gate");
-    ChannelOptions channel = small_ring();
-    channel.buffer_timeout = 1h;
-    channel.liveness_interval = 10s;
-    channel.wait = WaitStrategy::park;
+    const ChannelOptions channel = parked_channel();
     {
         test::SharedBlock<test::Barrier> linked;
         test::Child gate_process([&] {
@@ -606,16 +624,8 @@ TEST_CASE("a gate that died leaves its link behind: the next plain consumer of i
     }
     test::SharedBlock<test::Barrier> start;
     test::SharedBlock<std::array<std::atomic<std::uint64_t>, 1>> received;
-    test::Child reader_process([&] {
-        auto reader = RecordReader::attach(name, channel);
-        start->arrive_and_wait(2);
-        return read_counting([&](Record& r) { return reader.read_for(r, 8s); }, (*received)[0]);
-    });
-    test::Child writer_process([&] {
-        auto writer = RecordWriter::attach(name, channel);
-        start->arrive_and_wait(2);
-        return write_in_lockstep(writer, bursts, per_burst, *received);
-    });
+    test::Child reader_process = plain_reader(name, channel, *start, 2, (*received)[0]);
+    test::Child writer_process = lockstep_writer(name, channel, *start, 2, bursts, per_burst, *received);
     CHECK(writer_process.exit_code() == 0);
     CHECK(reader_process.exit_code() == 0);
     CHECK((*received)[0].load() == bursts * per_burst);
