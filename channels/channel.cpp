@@ -97,6 +97,12 @@ inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
 
 std::string describe_channel(const std::string& name) { return "channel '" + name + "'"; }
 
+std::string hex32(std::uint32_t value) {
+    char text[16];
+    std::snprintf(text, sizeof text, "0x%08x", value);
+    return text;
+}
+
 void validate_options(const std::string& name, const ChannelOptions& options) {
     auto fail = [&](const std::string& why) {
         throw Error(Errc::bad_options, describe_channel(name) + ": " + why);
@@ -168,6 +174,10 @@ std::string check_identity(const L::ChannelHeader& header, std::size_t mapped_by
         return "unknown framing " + std::to_string(identity.framing);
     }
     if (identity.flags & ~L::kFlagChecksums) return "unknown flags " + std::to_string(identity.flags);
+    const std::uint32_t removed = L::load_relaxed(header.control.removed);
+    if (removed != 0 && removed != L::kRemovedMark) {
+        return "removal mark holds " + hex32(removed) + " (neither 0 nor the mark)";
+    }
     if (identity.consumer_slots < 1 || identity.consumer_slots > L::kMaxConsumers) {
         return "consumer slots " + std::to_string(identity.consumer_slots) + " out of range";
     }
@@ -254,22 +264,19 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
             region = shm::Region::open(path, policy, /*writable=*/true);
         } catch (const Error& error) {
             if (error.code() != std::errc::no_such_file_or_directory) throw;
-            try {
-                region = shm::Region::create(path, size, policy, L::kCreatingLockByte);
-                created = true;
-            } catch (const Error& create_error) {
-                if (create_error.code() == std::errc::file_exists) continue;  // lost the race: open it
-                throw;
+            // A complete channel, then its name: nobody ever opens a half-made one.
+            region = shm::Region::create_unnamed(path, size, policy);
+            initialize_header(*static_cast<L::ChannelHeader*>(region.data()), options);
+            if (!region.try_lock(L::kInUseLockByte, shm::LockKind::shared)) {
+                throw Error::from_errno(EAGAIN, "lock the in-use mark of a new " + describe_channel(name));
             }
+            if (!region.link_name()) continue;  // another creator named it first: open theirs
+            created = true;
         }
 
-        if (created) {
-            // Holding kInUseLockByte before the ready mark keeps removers away from a file in
-            // creation; a remover that got in before us made us see the unlink below.
-            lock_in_use(region, name, options.ready_timeout);
-            initialize_header(*static_cast<L::ChannelHeader*>(region.data()), options);
-            region.unlock(L::kCreatingLockByte);
-        } else {
+        if (!created) {
+            // A channel made by create_unnamed() is ready before it has a name; a file made
+            // under its name by other means (an older build, a tool) may not be yet.
             // Wait, bounded, for the creator's ready mark (rule 1). Until the creator has reserved
             // the size the file may be shorter than a header: re-map as it grows.
             auto deadline = std::chrono::steady_clock::now() + options.ready_timeout;
@@ -308,9 +315,10 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
                         describe_channel(name) + " at " + path + ": " + problem);
         }
         // Removed while we opened it? Start over on a fresh file (see the file comment). A
-        // `removed` mark on a file still linked is a remover that died before its unlink:
-        // finish its job, then start over.
-        if (L::load_relaxed(header->control.removed) != 0) {
+        // removal mark on a file still linked is a remover that died before its unlink: finish
+        // its job, then start over. Any other value is damage, never a reason to drop the data.
+        // (check_identity refused any other non-zero value.)
+        if (L::load_relaxed(header->control.removed) == L::kRemovedMark) {
             region.unlink_if_same_file();
             continue;
         }
@@ -466,6 +474,12 @@ public:
                                                  ", " + std::to_string(position_) + "]");
             }
             slowest = std::min(slowest, released);
+        }
+        // Every slot's release only grows, so the slowest does too: a smaller one is damage, and
+        // trusting it would have us wait for credits that were already given.
+        if (slowest < cached_peer_) {
+            return fail(Status::corrupt, "consumer release went back from " + std::to_string(cached_peer_) + " to " +
+                                             std::to_string(slowest));
         }
         cached_peer_ = slowest;
         return Status::ok;
@@ -760,7 +774,16 @@ public:
         if (!sealed) {
             // The segment being filled (rule 2, partial reads): trust committed_bytes only
             // after acquiring this lap's sequence.
-            if (L::load_acquire(segment.sequence) != position) {
+            const std::uint64_t lap = L::load_acquire(segment.sequence);
+            if (lap != position) {
+                // Not taken for this lap yet: the slot still holds the last lap's sequence (or 0,
+                // never used). Anything else is damage that would have us wait forever.
+                const std::uint64_t count = geometry_.segment_count;
+                const bool last_lap = position >= count ? lap == position - count : lap == 0;
+                if (!last_lap) {
+                    return fail(Status::corrupt, "segment " + std::to_string(position) + " being filled carries sequence " +
+                                                     std::to_string(lap));
+                }
                 if (L::load_acquire(header_->producer.end_of_stream) != 0) {
                     Status status = refresh_published();
                     if (status != Status::ok) return status;
@@ -1073,6 +1096,18 @@ public:
             problem = "geometry changed under us";
         }
         if (!problem.empty()) return fail(Status::corrupt, "header: " + problem);
+        // The positions we wait on: damage there must end the wait, not prolong it.
+        if (side_ == Side::consumer) {
+            const std::uint64_t published = L::load_acquire(header_->producer.published);
+            if (published < cached_peer_ || published - position_ > geometry_.segment_count) {
+                return fail(Status::corrupt, "producer position " + std::to_string(published) + " is outside [" +
+                                                 std::to_string(cached_peer_) + ", " +
+                                                 std::to_string(position_ + geometry_.segment_count) + "]");
+            }
+        } else if (!ended_) {
+            std::uint64_t released = 0;
+            if (Status status = load_slowest_release(released); status != Status::ok) return status;
+        }
         return check_peer();
     }
 
@@ -1086,7 +1121,7 @@ public:
     const std::string& last_error() const noexcept { return last_error_; }
     const shm::Region& region() const noexcept { return region_; }
     void remove_file() {
-        L::store_relaxed(header_->control.removed, 1u);
+        L::store_relaxed(header_->control.removed, L::kRemovedMark);
         region_.unlink_if_same_file();
     }
 
@@ -1469,25 +1504,39 @@ ChannelInfo inspect(std::string_view name, const ChannelOptions& options) {
 
 RemoveResult remove_channel(std::string_view name, bool force) {
     std::string channel(name);
+    const std::string path = shm::region_path(channel);
+    auto unlink_failed = [&](int error) {
+        return Error::from_errno(error, "remove channel '" + channel + "' at " + path);
+    };
     shm::Region region;
     try {
-        region = shm::Region::open(shm::region_path(channel), {}, /*writable=*/true);
+        region = shm::Region::open(path, {}, /*writable=*/true);
     } catch (const Error& error) {
         if (error.code() == std::errc::no_such_file_or_directory) return RemoveResult::not_found;
         if (!force) throw;
-        // An unsafe or unreadable file: with force, unlink the name anyway.
-        return shm::unlink_path(shm::region_path(channel)) ? RemoveResult::removed : RemoveResult::not_found;
+        // An unsafe or unreadable file: with force, unlink the name anyway (never its bytes).
+        if (shm::unlink_path(path)) return RemoveResult::removed;
+        if (errno == ENOENT) return RemoveResult::not_found;
+        throw unlink_failed(errno);
     }
     // Exclusive on kInUseLockByte: only possible when no handle (and no creator) holds it.
     bool exclusive = region.try_lock(layout::kInUseLockByte, shm::LockKind::exclusive) &&
                      !region.lock_held_by_other(layout::kCreatingLockByte, shm::LockKind::shared);
     if (!exclusive && !force) return RemoveResult::in_use;
+    // The removal mark goes only into a file that validates as a channel (Region::open checked
+    // that it is a regular file of ours with one link): never a byte into anything else.
     if (region.size() >= layout::kHeaderBytes) {
         auto& header = *static_cast<layout::ChannelHeader*>(region.data());
-        layout::store_relaxed(header.control.removed, 1u);
+        detail::Geometry geometry;
+        if (layout::load_acquire(header.identity.abi_version) != 0 &&
+            detail::check_identity(header, region.size(), geometry).empty()) {
+            layout::store_relaxed(header.control.removed, layout::kRemovedMark);
+        }
     }
-    bool removed = region.unlink_if_same_file();
-    return removed ? RemoveResult::removed : RemoveResult::not_found;
+    if (region.unlink_if_same_file()) return RemoveResult::removed;
+    int error = errno;
+    if (region.unlinked_or_replaced()) return RemoveResult::not_found;  // somebody else removed it
+    throw unlink_failed(error);
 }
 
 }  // namespace shmchan

@@ -65,8 +65,9 @@
 namespace shmchan::layout {
 
 inline constexpr std::uint64_t kMagic = 0x314E414843'4D4853ull;  // "SHMCHAN1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 4;  // 2: flush word, consumer wake line, resume tag; 3: record runs;
-                                                 // 4: a gate link per consumer slot (header 8 KiB)
+inline constexpr std::uint32_t kAbiVersion = 5;  // 2: flush word, consumer wake line, resume tag; 3: record runs;
+                                                 // 4: a gate link per consumer slot (header 8 KiB);
+                                                 // 5: Control::removed holds kRemovedMark, not 1
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kHeaderBytes = 8192;
 inline constexpr std::uint32_t kSegmentHeaderBytes = 64;
@@ -162,11 +163,16 @@ struct alignas(kCacheLine) Identity {
     std::uint32_t reserved0;
 };
 
+// The value a remover stores in Control::removed. A word that is neither 0 nor this is damage
+// (a stray byte), reported as corrupt: never a reason to unlink a channel and its data.
+inline constexpr std::uint32_t kRemovedMark = 0x444D4552u;  // "REMD" little-endian
+
 // Line 1. Whole-channel control.
 struct alignas(kCacheLine) Control {
-    SharedU32 removed;              // set to 1 by a remover before it unlinks the file; openers
-                                    // that see it start over on a fresh file (relaxed: the
-                                    // remover's lock on kInUseLockByte orders it, see channel.cpp)
+    SharedU32 removed;              // kRemovedMark, stored by a remover before it unlinks the
+                                    // file; openers that see it start over on a fresh file
+                                    // (relaxed: the remover's lock on kInUseLockByte orders it,
+                                    // see channel.cpp); 0 otherwise
     std::uint32_t creator_pid;      // display only
     std::uint64_t creator_start_time;
     std::uint8_t reserved[48];

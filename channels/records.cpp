@@ -972,6 +972,12 @@ struct RecordReader::State {
                         if (Status released = release_passed(); released != Status::ok) return released;
                         continue;
                     }
+                    // A continuation is at least one byte (the writer frames the rest of a record
+                    // there): a first record at 0 would report the same loss here forever.
+                    if (view.first_record_offset == 0) {
+                        return fail(Status::corrupt, "segment continues a record but holds none of its bytes "
+                                                     "(first record offset 0)");
+                    }
                     offset = view.first_record_offset;
                     skip_continuation = false;
                     if (report_lost) {
@@ -1153,6 +1159,11 @@ RecordReader RecordReader::attach(std::string_view name, ChannelOptions options)
     s.stored_in_flight = resume.in_flight_record_bytes;
     s.cur.max_record = s.max_record;
     s.cur.resume_point = s.consumer.resume_point_field();
+    if (resume.in_flight_record_bytes > s.max_record) {
+        throw Error(Errc::corrupt, "channel '" + std::string(name) + "': in-flight record size " +
+                                       std::to_string(resume.in_flight_record_bytes) + " exceeds the maximum record size " +
+                                       std::to_string(s.max_record));
+    }
     if (resume.in_flight_record_bytes != 0) {
         s.report_lost = true;
         s.lost_bytes = resume.in_flight_record_bytes;

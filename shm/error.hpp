@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 namespace shmchan {
@@ -27,6 +28,11 @@ enum class Errc : int {
 };
 
 const std::error_category& shmchan_category() noexcept;
+
+// `text` safe to print on a terminal, for messages that echo a name the user gave: every byte
+// outside printable ASCII (control characters, escape sequences) becomes \xNN, and a backslash
+// becomes \\.
+std::string escaped(std::string_view text);
 
 inline std::error_code make_error_code(Errc e) noexcept {
     return {static_cast<int>(e), shmchan_category()};

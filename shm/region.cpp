@@ -1,12 +1,14 @@
 #include "shm/region.hpp"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <utility>
 
 #include "shm/error.hpp"
@@ -41,6 +43,24 @@ const std::error_category& shmchan_category() noexcept {
     return category;
 }
 
+std::string escaped(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        auto byte = static_cast<unsigned char>(c);
+        if (byte == '\\') {
+            out += "\\\\";
+        } else if (byte >= 0x20 && byte < 0x7f) {
+            out += c;
+        } else {
+            char hex[8];
+            std::snprintf(hex, sizeof hex, "\\x%02x", byte);
+            out += hex;
+        }
+    }
+    return out;
+}
+
 Error Error::from_errno(int errno_value, const std::string& what) {
     return Error(std::error_code(errno_value, std::generic_category()),
                  what + ": " + std::strerror(errno_value));
@@ -69,7 +89,7 @@ bool is_valid_name(std::string_view name) noexcept {
 
 void validate_name(std::string_view name) {
     if (!is_valid_name(name)) {
-        throw Error(Errc::bad_name, "invalid channel name '" + std::string(name) +
+        throw Error(Errc::bad_name, "invalid channel name '" + escaped(name) +
                                         "': use 1 to 200 of the characters A-Z a-z 0-9 . _ - "
                                         "(not '.' or '..')");
     }
@@ -90,17 +110,21 @@ Region& Region::operator=(Region&& other) noexcept {
     if (this != &other) {
         unmap();
         if (fd_ >= 0) ::close(fd_);
+        if (!temporary_path_.empty()) ::unlink(temporary_path_.c_str());
         fd_ = std::exchange(other.fd_, -1);
         data_ = std::exchange(other.data_, nullptr);
         size_ = std::exchange(other.size_, 0);
         writable_ = other.writable_;
         path_ = std::move(other.path_);
+        temporary_path_ = std::exchange(other.temporary_path_, std::string());
     }
     return *this;
 }
 
 Region::~Region() {
     unmap();
+    // A create_unnamed() file that never got its name: remove the temporary one.
+    if (!temporary_path_.empty()) ::unlink(temporary_path_.c_str());
     if (fd_ >= 0) ::close(fd_);  // drops every lock of this open file description
 }
 
@@ -139,6 +163,56 @@ std::size_t Region::file_size() const {
 
 void Region::remap_whole_file() { map(file_size()); }
 
+namespace {
+
+// Moves a descriptor above the standard ones. A process that runs with descriptor 0, 1 or 2
+// closed would otherwise get the channel file there, and its next read of standard input or
+// write to standard output would go to the channel's bytes. Returns the new descriptor (the old
+// one is closed), or -1 with errno set.
+int above_standard_descriptors(int fd) {
+    if (fd < 0 || fd > STDERR_FILENO) return fd;
+    int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+    int error = errno;
+    ::close(fd);
+    errno = error;
+    return moved;
+}
+
+std::string directory_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    if (slash == std::string::npos) return ".";
+    if (slash == 0) return "/";
+    return path.substr(0, slash);
+}
+
+std::string space_hint(int error) {
+    if (error == ENOSPC) {
+        return " (no free space or no free inodes in " + region_directory() + ")";
+    }
+    return {};
+}
+
+Error create_failed(const std::string& path, int error) {
+    if (error == EEXIST) return Error::from_errno(error, "create " + path);
+    return Error::from_errno(error, "create " + path +
+                                        (error == ENOSPC ? space_hint(error)
+                                                         : std::string(" (is the directory there and writable?)")));
+}
+
+}  // namespace
+
+void Region::reserve_and_map(std::size_t size, mode_t mode) {
+    // open(2) applies the umask; the mode asked for is what the file gets.
+    if (::fchmod(fd_, mode & 0777) != 0) throw Error::from_errno(errno, "fchmod " + path_);
+    // Reserve every page now: on tmpfs this allocates them, so a full /dev/shm fails here with
+    // ENOSPC instead of with a SIGBUS at the first touch of a missing page.
+    int rc = ::posix_fallocate(fd_, 0, static_cast<off_t>(size));
+    if (rc != 0) {
+        throw Error::from_errno(rc, "reserve " + std::to_string(size) + " bytes for " + path_ + space_hint(rc));
+    }
+    map(size);
+}
+
 Region Region::create(const std::string& path, std::size_t size, const AccessPolicy& policy,
                       std::uint64_t creating_lock_offset) {
     Region region;
@@ -146,31 +220,15 @@ Region Region::create(const std::string& path, std::size_t size, const AccessPol
     region.writable_ = true;
     region.fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                         policy.mode & 0777);
-    if (region.fd_ < 0) {
-        int error = errno;
-        if (error == EEXIST) throw Error::from_errno(error, "create " + path);
-        throw Error::from_errno(error, "create " + path + " (is the directory there and writable?)");
-    }
+    if (region.fd_ >= 0) region.fd_ = above_standard_descriptors(region.fd_);
+    if (region.fd_ < 0) throw create_failed(path, errno);
     // From here on, any failure must remove the file we created, or it would look like a
-    // half-made channel to everybody else.
+    // half-made file to everybody else.
     try {
         if (!region.try_lock(creating_lock_offset, LockKind::exclusive)) {
             throw Error::from_errno(EAGAIN, "lock the creation mark of " + path);
         }
-        // open(2) applies the umask; the mode asked for is what the file gets.
-        if (::fchmod(region.fd_, policy.mode & 0777) != 0) {
-            throw Error::from_errno(errno, "fchmod " + path);
-        }
-        // Reserve every page now: on tmpfs this allocates them, so a full /dev/shm fails here
-        // with ENOSPC instead of with a SIGBUS at the first touch of a missing page.
-        int rc = ::posix_fallocate(region.fd_, 0, static_cast<off_t>(size));
-        if (rc != 0) {
-            throw Error::from_errno(rc, "reserve " + std::to_string(size) + " bytes for " + path +
-                                            (rc == ENOSPC ? " (not enough free space in " +
-                                                                region_directory() + ")"
-                                                          : std::string()));
-        }
-        region.map(size);
+        region.reserve_and_map(size, policy.mode);
     } catch (...) {
         ::unlink(path.c_str());
         throw;
@@ -178,11 +236,81 @@ Region Region::create(const std::string& path, std::size_t size, const AccessPol
     return region;
 }
 
+Region Region::create_unnamed(const std::string& path, std::size_t size, const AccessPolicy& policy) {
+    Region region;
+    region.path_ = path;
+    region.writable_ = true;
+    const std::string directory = directory_of(path);
+    // The file has no name until link_name(): nobody can open a half-made channel, and a
+    // creator that dies or freezes leaves nothing behind under the name. O_TMPFILE gives an
+    // unnamed file; where the file system lacks it, a temporary name outside the channel
+    // namespace (a leading '.') that rename(RENAME_NOREPLACE) later turns into the real one.
+    region.fd_ = ::open(directory.c_str(), O_RDWR | O_TMPFILE | O_CLOEXEC, policy.mode & 0777);
+    if (region.fd_ < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        std::random_device random;
+        for (int attempt = 0; attempt < 100 && region.fd_ < 0; ++attempt) {
+            char suffix[32];
+            std::snprintf(suffix, sizeof suffix, ".%d.%08x", static_cast<int>(::getpid()),
+                          static_cast<unsigned>(random()));
+            std::string temporary = directory + "/." + path.substr(directory.size() + 1) + suffix;
+            region.fd_ = ::open(temporary.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                                policy.mode & 0777);
+            if (region.fd_ >= 0) region.temporary_path_ = temporary;
+            else if (errno != EEXIST) break;
+        }
+    }
+    if (region.fd_ >= 0) region.fd_ = above_standard_descriptors(region.fd_);
+    if (region.fd_ < 0) throw create_failed(path, errno);
+    // From here on, any failure must remove a temporary name (an unnamed file just vanishes).
+    try {
+        region.reserve_and_map(size, policy.mode);
+    } catch (...) {
+        if (!region.temporary_path_.empty()) ::unlink(region.temporary_path_.c_str());
+        region.temporary_path_.clear();
+        throw;
+    }
+    return region;
+}
+
+bool Region::link_name() {
+    if (!temporary_path_.empty()) {
+        if (::renameat2(AT_FDCWD, temporary_path_.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) == 0) {
+            temporary_path_.clear();
+            return true;
+        }
+        int error = errno;
+        if (error == EEXIST) return false;
+        throw Error::from_errno(error, "name " + path_);
+    }
+    // linkat of an O_TMPFILE descriptor: AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the
+    // /proc/self/fd path works for everyone. Neither replaces an existing name (EEXIST), so
+    // the kernel decides which of two racing creators names the channel.
+    if (::linkat(fd_, "", AT_FDCWD, path_.c_str(), AT_EMPTY_PATH) == 0) return true;
+    if (errno == EEXIST) return false;
+    std::string self = "/proc/self/fd/" + std::to_string(fd_);
+    if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path_.c_str(), AT_SYMLINK_FOLLOW) == 0) return true;
+    int error = errno;
+    if (error == EEXIST) return false;
+    throw Error::from_errno(error, "name " + path_ + space_hint(error));
+}
+
 Region Region::open(const std::string& path, const AccessPolicy& policy, bool writable) {
     Region region;
     region.path_ = path;
     region.writable_ = writable;
-    region.fd_ = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
+    // Look before opening: open(2) of a FIFO blocks, and opening a device can have effects. The
+    // descriptor is checked again below (the name may change between the two calls).
+    struct stat named {};
+    if (::lstat(path.c_str(), &named) != 0) throw Error::from_errno(errno, "open " + path);
+    if (S_ISLNK(named.st_mode)) {
+        throw Error(Errc::unsafe_file, "refusing to open " + path + ": it is a symbolic link");
+    }
+    if (!S_ISREG(named.st_mode)) {
+        throw Error(Errc::unsafe_file, "refusing to open " + path + ": not a regular file");
+    }
+    // O_NONBLOCK: should the name have become a FIFO since the lstat, open does not block.
+    region.fd_ = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    region.fd_ = above_standard_descriptors(region.fd_);
     if (region.fd_ < 0) {
         int error = errno;
         if (error == ELOOP) {
@@ -196,6 +324,12 @@ Region Region::open(const std::string& path, const AccessPolicy& policy, bool wr
     if (!S_ISREG(st.st_mode)) {
         throw Error(Errc::unsafe_file, "refusing to open " + path + ": not a regular file");
     }
+    // A channel file has one name. A second hard link may be a file of somebody else's that a
+    // user linked under a channel name: never write into it.
+    if (writable && st.st_nlink > 1) {
+        throw Error(Errc::unsafe_file, "refusing to open " + path + ": it has " + std::to_string(st.st_nlink) +
+                                           " hard links (a channel file has one)");
+    }
     if (st.st_mode & S_IWOTH) {
         char mode[8];
         std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(st.st_mode & 0777));
@@ -207,8 +341,8 @@ Region Region::open(const std::string& path, const AccessPolicy& policy, bool wr
                     (policy.allowed_owner && *policy.allowed_owner == st.st_uid);
     if (!owner_ok) {
         throw Error(Errc::unsafe_file, "refusing to open " + path + ": owned by uid " +
-                                           std::to_string(st.st_uid) +
-                                           ", not by us; allow that owner explicitly to share it");
+                                             std::to_string(st.st_uid) +
+                                             ", not by us; allow that owner explicitly to share it");
     }
     region.map(static_cast<std::size_t>(st.st_size));
     return region;

@@ -69,9 +69,20 @@ public:
     static Region create(const std::string& path, std::size_t size, const AccessPolicy& policy,
                          std::uint64_t creating_lock_offset);
 
-    // Opens an existing file (ENOENT -> Error with that code) after checking the open
-    // descriptor: a regular file, not a symlink, not world-writable, owned by us, root or the
-    // allowed owner. Maps min(file size, map_limit) bytes; `writable` picks the protection.
+    // Creates a file for `path` that has no name yet (O_TMPFILE, or a temporary name outside the
+    // channel namespace where the file system lacks it), reserves `size` bytes and maps it
+    // read-write. Nobody can open it until link_name() succeeds, so a creator that dies or
+    // stops before then leaves nothing under the name.
+    static Region create_unnamed(const std::string& path, std::size_t size, const AccessPolicy& policy);
+    // Gives a create_unnamed() file its name path(). False if the name exists already (another
+    // creator won the race: the kernel decides, exactly one wins); the file is then unchanged
+    // and still unnamed. Throws on any other error.
+    bool link_name();
+
+    // Opens an existing file (ENOENT -> Error with that code) after checking the name (lstat:
+    // no symlink, nothing but a regular file is opened, so a FIFO cannot block us) and the open
+    // descriptor: a regular file, not world-writable, owned by us, root or the allowed owner,
+    // and, when `writable`, with one hard link. Maps min(file size, map_limit) bytes; `writable` picks the protection.
     // The file may still be growing (its creator between create and fallocate): size() can be 0.
     static Region open(const std::string& path, const AccessPolicy& policy, bool writable);
 
@@ -105,13 +116,18 @@ public:
 private:
     void map(std::size_t size);
     void unmap() noexcept;
+    void reserve_and_map(std::size_t size, mode_t mode);  // fchmod, posix_fallocate, map
 
     int fd_ = -1;
     void* data_ = nullptr;
     std::size_t size_ = 0;
     bool writable_ = false;
     std::string path_;
+    std::string temporary_path_;  // create_unnamed() without O_TMPFILE: the name until link_name()
 };
+
+// Every descriptor a Region opens is above 2: a process started with standard input or output
+// closed never gets a channel file as descriptor 0, 1 or 2.
 
 // Removes a file by path (no checks). Returns false if it did not exist.
 bool unlink_path(const std::string& path);
