@@ -17,8 +17,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -233,6 +235,58 @@ inline int wait_exit(pid_t pid, std::chrono::milliseconds deadline = std::chrono
         }
         ::usleep(1000);
     }
+}
+
+inline std::string read_whole_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+}
+
+// What a program run by run_program() left: its exit code (as wait_exit) and its output.
+struct ProgramRun {
+    int code = -1;  // -1: still running at the deadline (then killed)
+    std::string out, err;
+};
+
+// Runs argv with stdin from `input`, its stdout and stderr in files of the test's directory
+// (names that are not channels), read back and removed. Descriptor `closed` (0 or 1) is closed
+// in the program instead.
+inline ProgramRun run_program(std::vector<std::string> argv, const std::string& input = "/dev/null", int closed = -1,
+                              std::chrono::milliseconds deadline = std::chrono::seconds(60)) {
+    static int counter = 0;
+    const std::string base = channel_directory() + "/run-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    if (closed == 0) {
+        posix_spawn_file_actions_addclose(&actions, 0);
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 0, input.c_str(), O_RDONLY, 0);
+    }
+    if (closed == 1) {
+        posix_spawn_file_actions_addclose(&actions, 1);
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 1, (base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    }
+    posix_spawn_file_actions_addopen(&actions, 2, (base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    pid_t pid = -1;
+    int rc = ::posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ProgramRun run;
+    if (rc != 0) {
+        std::fprintf(stderr, "posix_spawn %s: %s\n", args[0], std::strerror(rc));
+        return run;
+    }
+    run.code = wait_exit(pid, deadline);
+    run.out = read_whole_file(base + ".out");
+    run.err = read_whole_file(base + ".err");
+    ::unlink((base + ".out").c_str());
+    ::unlink((base + ".err").c_str());
+    return run;
 }
 
 }  // namespace shmchan::test

@@ -31,17 +31,9 @@ using namespace shmchan::test;
 
 // ---- Running the tool ------------------------------------------------------------------------------
 
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
+using Run = ProgramRun;
 
-std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    return buffer.str();
-}
+std::string read_file(const std::string& path) { return read_whole_file(path); }
 
 std::string output_base() {
     static int counter = 0;
@@ -50,16 +42,7 @@ std::string output_base() {
 
 Run run_inspect(std::vector<std::string> args, std::chrono::milliseconds deadline = 60s) {
     args.insert(args.begin(), SHMCHAN_SHM_INSPECT_PATH);
-    std::string base = output_base();
-    pid_t pid = spawn(args, "/dev/null", base + ".out", base + ".err");
-    Run run;
-    if (pid < 0) return run;
-    run.code = wait_exit(pid, deadline);
-    run.out = read_file(base + ".out");
-    run.err = read_file(base + ".err");
-    ::unlink((base + ".out").c_str());
-    ::unlink((base + ".err").c_str());
-    return run;
+    return run_program(std::move(args), "/dev/null", -1, deadline);
 }
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -1022,8 +1005,9 @@ TEST_CASE("gc removes exactly the channels that no live process holds") {
     REQUIRE(::chmod(path_of(unsafe).c_str(), 0666) == 0);  // the library refuses to open it
     REQUIRE(::mkdir((channel_directory() + "/shmchan-" + stem + "dir").c_str(), 0700) == 0);
 
-    const std::set<std::string> expected{ended, killed, corrupt, half, unsafe};
-    const std::vector<std::string> kept{live, young, creating, consumer_only};
+    // `ended` holds a stream that ended cleanly and was never read: handed over, not garbage.
+    const std::set<std::string> expected{killed, corrupt, half, unsafe};
+    const std::vector<std::string> kept{live, young, creating, consumer_only, ended};
 
     make_unready_file(young, 4096 + 4 * 4096, 0s);  // fresh: a creator may be about to lock it
     Run dry = run_inspect({"gc", "--dry-run"});
@@ -1039,6 +1023,13 @@ TEST_CASE("gc removes exactly the channels that no live process holds") {
     for (const auto& name : expected) CHECK_MESSAGE(!file_exists(path_of(name)), name);
     for (const auto& name : kept) CHECK_MESSAGE(file_exists(path_of(name)), name);
     CHECK(file_exists(channel_directory() + "/shmchan-" + stem + "dir"));
+    CHECK(contains(gc.err, "kept " + ended + ": its stream ended and was not read yet"));
+
+    // --all takes the unread stream too, and nothing that a live process holds.
+    Run all = run_inspect({"gc", "--all"});
+    CHECK_MESSAGE(all.code == 0, all.err);
+    CHECK(names_after(all.out, "removed", stem).count(ended) == 1);  // (`young` may have aged past its grace)
+    for (const auto& name : {live, creating, consumer_only}) CHECK_MESSAGE(file_exists(path_of(name)), name);
 
     // The survivors still work: the live pair is untouched.
     Json o = show_json(live);

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "channels/channel.hpp"
+#include "tools/sigbus.hpp"
 #include "channels/layout.hpp"
 #include "shm/error.hpp"
 #include "shm/process.hpp"
@@ -66,7 +67,21 @@ constexpr int kExitUsage = 2;
 constexpr double kCreationGraceSeconds = 2.0;
 
 volatile sig_atomic_t g_signal = 0;
+// --allow-owner: files of this user are inspected (and collected) as our own.
+std::optional<uid_t> g_allowed_owner;
+
+shmchan::ChannelOptions inspect_options() {
+    shmchan::ChannelOptions options;
+    options.allowed_owner = g_allowed_owner;
+    return options;
+}
+
+// A file owned by somebody the library would refuse: not us, not root, not the allowed owner.
+bool foreign_owner(uid_t owner) {
+    return owner != ::geteuid() && owner != 0 && !(g_allowed_owner && *g_allowed_owner == owner);
+}
 extern "C" void on_signal(int signal_number) { g_signal = signal_number; }
+
 
 int fail(const std::string& message, int code = kExitFailure) {
     std::fprintf(stderr, "shm-inspect: %s\n", message.c_str());
@@ -133,8 +148,9 @@ struct Snapshot {
     std::string name, path;
     bool found = true;      // false: no such file (reason says so)
     bool ready = false;     // the header validated and `info` is filled
-    std::string state;      // creating, active, ended, broken, corrupt
-    std::string reason;     // corrupt (or missing): why
+    std::string state;      // creating, active, ended, broken, corrupt, foreign
+    std::string reason;     // corrupt, foreign (or missing): why
+    uid_t owner = 0;        // the file's owner (lstat)
     bool stale = false;     // no live process holds any of its locks
     bool creator_alive = false, in_use = false;
     bool young = false;     // not ready, no creator lock, younger than the grace period
@@ -174,7 +190,7 @@ Snapshot take_snapshot(const std::string& name) {
     // calling an inconsistent pair corrupt.
     for (int attempt = 0;; ++attempt) {
         try {
-            info = shmchan::inspect(name);
+            info = shmchan::inspect(name, inspect_options());
         } catch (const shmchan::Error& error) {
             if (error.code() == std::errc::no_such_file_or_directory) {
                 s.found = false;
@@ -206,7 +222,14 @@ Snapshot take_snapshot(const std::string& name) {
     LockProbe probe(s.path);
     s.creator_alive = probe.held(L::kCreatingLockByte);
     s.in_use = probe.held(L::kInUseLockByte);
-    if (s.state == "corrupt") {
+    struct stat named {};
+    if (::lstat(s.path.c_str(), &named) == 0) s.owner = named.st_uid;
+    if (s.state == "corrupt" && S_ISREG(named.st_mode) && foreign_owner(named.st_uid)) {
+        // Another user's file is not damage: it is theirs (gc leaves it unless --all).
+        s.state = "foreign";
+        s.reason = "owned by uid " + std::to_string(named.st_uid) + ", not by us (--allow-owner to inspect it)";
+    }
+    if (s.state == "corrupt" || s.state == "foreign") {
         // Stale only if we can prove that nobody holds a lock: a file we cannot open for the
         // query (another user's, not a regular file) stays "held" for us.
         s.stale = probe.ok() && !probe.any_held();
@@ -499,7 +522,7 @@ std::string seconds_text(std::uint64_t ns) { return fixed(static_cast<double>(ns
 
 int run_show(const std::string& name, bool json) {
     Snapshot s = take_snapshot(name);
-    if (!s.found || s.state == "corrupt") return fail(s.reason);
+    if (!s.found || s.state == "corrupt" || s.state == "foreign") return fail(s.reason);
     if (json) {
         std::string out = snapshot_json(s) + "\n";
         std::fwrite(out.data(), 1, out.size(), stdout);
@@ -719,7 +742,10 @@ int run_watch(const std::optional<std::string>& name, double interval, std::opti
         std::vector<Snapshot> now;
         if (name) {
             Snapshot s = take_snapshot(*name);
-            if (!s.found) s.state = "missing";
+            if (!s.found) {
+                if (frame == 0) return fail(s.reason);  // nothing to watch (one removed later shows missing)
+                s.state = "missing";
+            }
             now.push_back(std::move(s));
         } else {
             now = snapshot_all(&error);
@@ -1060,7 +1086,7 @@ std::string peek_records(const std::string& name, const RingCopier& ring, std::u
 
 int run_peek(const std::string& name, std::uint64_t count, std::uint64_t max_bytes) {
     Snapshot s = take_snapshot(name);
-    if (!s.found || s.state == "corrupt") return fail(s.reason);
+    if (!s.found || s.state == "corrupt" || s.state == "foreign") return fail(s.reason);
     if (!s.ready) {
         std::printf("%s: still being created: nothing to read yet\n", name.c_str());
         return kExitOk;
@@ -1190,10 +1216,41 @@ int run_peek(const std::string& name, std::uint64_t count, std::uint64_t max_byt
 
 std::string gc_reason(const Snapshot& s) {
     if (s.state == "corrupt") return "corrupt: " + s.reason;
+    if (s.state == "foreign") return "foreign: " + s.reason;
     std::string reason = s.state + ", no live process";
     if (s.ready) reason += ": producer " + s.producer_state + ", consumer " + s.consumer_state;
     return reason;
 }
+
+// Seconds since anything happened on the channel (created, published, released); for a file
+// that did not validate, since it was last modified.
+double idle_seconds(const Snapshot& s) {
+    std::uint64_t last = 0;
+    if (s.ready) {
+        last = std::max({s.info.created_realtime_ns, s.info.producer_counters.last_realtime_ns,
+                         s.info.consumer_counters.last_realtime_ns});
+    }
+    if (last == 0) {
+        struct stat st {};
+        if (::lstat(s.path.c_str(), &st) != 0) return 0;
+        last = static_cast<std::uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(st.st_mtim.tv_nsec);
+    }
+    std::uint64_t now = shmchan::shm::realtime_ns();
+    return now > last ? static_cast<double>(now - last) / 1e9 : 0.0;
+}
+
+// A stream that ended cleanly and that no consumer has read to its end: data handed over, like
+// bytes written to a pipe. Not garbage.
+bool holds_unread_stream(const Snapshot& s) {
+    return s.ready && s.state == "ended" && (s.unread > 0 || s.info.consumer.attach_count == 0);
+}
+
+struct GcOptions {
+    bool dry_run = false;
+    bool all = false;                   // also foreign files and ended, unread streams
+    std::optional<double> older_than;   // only channels idle at least this long; ended, unread ones too
+    std::vector<std::string> names;     // only these channels
+};
 
 // Removes a corrupt regular file that the library cannot open (unsafe mode, for one), after
 // proving nobody holds any of its locks; only if the name still names the file we checked.
@@ -1219,45 +1276,67 @@ bool unlink_unheld(const std::string& path, std::string& why) {
     return true;
 }
 
-int run_gc(bool dry_run) {
+int run_gc(const GcOptions& options) {
     std::string error;
-    auto all = snapshot_all(&error);
-    if (!error.empty()) return fail(error);
+    std::vector<Snapshot> all;
+    if (options.names.empty()) {
+        all = snapshot_all(&error);
+        if (!error.empty()) return fail(error);
+    } else {
+        for (const auto& name : options.names) {
+            Snapshot s = take_snapshot(name);
+            if (!s.found) return fail(s.reason);
+            all.push_back(std::move(s));
+        }
+    }
     int status = kExitOk;
+    auto keep = [&](const Snapshot& s, const std::string& why) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "shm-inspect: kept %s: %s\n", s.name.c_str(), why.c_str());
+    };
     for (const auto& s : all) {
-        if (!s.stale) continue;  // a live process holds it, or it is being created
-        struct stat st {};
-        if (::lstat(s.path.c_str(), &st) == 0 && st.st_uid != ::geteuid() && ::geteuid() != 0) {
-            std::fflush(stdout);
-            std::fprintf(stderr, "shm-inspect: skipped %s: owned by uid %u, not by us\n", s.name.c_str(),
-                         static_cast<unsigned>(st.st_uid));
+        if (!s.stale) {  // a live process holds it, or it is being created
+            if (!options.names.empty()) keep(s, "a live process holds it");
+            continue;
+        }
+        if (s.state == "foreign" && !options.all) {
+            keep(s, s.reason + "; --all removes it");
+            continue;
+        }
+        if (s.state != "foreign" && ::geteuid() != 0 && s.owner != ::geteuid()) {
+            keep(s, "owned by uid " + std::to_string(s.owner) + ", not by us");
+            continue;
+        }
+        const bool old_enough = options.older_than && idle_seconds(s) >= *options.older_than;
+        if (options.older_than && !old_enough) continue;
+        if (holds_unread_stream(s) && !options.all && !old_enough) {
+            keep(s, "its stream ended and was not read yet; --all or --older-than removes it");
             continue;
         }
         std::string reason = gc_reason(s);
-        if (dry_run) {
+        if (options.dry_run) {
             std::printf("would remove %s (%s)\n", s.name.c_str(), reason.c_str());
             continue;
         }
         shmchan::RemoveResult result = shmchan::RemoveResult::not_found;
         bool removed = false;
         std::string why;
-        try {
-            result = shmchan::remove_channel(s.name, /*force=*/false);
-            removed = result == shmchan::RemoveResult::removed;
-            if (result == shmchan::RemoveResult::in_use) why = "a live process holds it now";
-        } catch (const std::exception& caught) {
-            // The library refuses to open it (an unsafe file): remove it if nobody holds a lock.
-            if (s.state == "corrupt") {
-                removed = unlink_unheld(s.path, why);
-            } else {
+        if (s.state == "corrupt" || s.state == "foreign") {
+            // Not a channel we can vouch for: unlink the name if nobody holds it, write nothing.
+            removed = unlink_unheld(s.path, why);
+        } else {
+            try {
+                result = shmchan::remove_channel(s.name, /*force=*/false);
+                removed = result == shmchan::RemoveResult::removed;
+                if (result == shmchan::RemoveResult::in_use) why = "a live process holds it now";
+            } catch (const std::exception& caught) {
                 why = caught.what();
             }
         }
         if (removed) {
             std::printf("removed %s (%s)\n", s.name.c_str(), reason.c_str());
         } else if (result != shmchan::RemoveResult::not_found || !why.empty()) {
-            std::fflush(stdout);
-            std::fprintf(stderr, "shm-inspect: kept %s: %s\n", s.name.c_str(), why.c_str());
+            keep(s, why);
             if (result != shmchan::RemoveResult::in_use) status = kExitFailure;
         }
     }
@@ -1315,7 +1394,7 @@ int run_metrics() {
     for (const auto& s : all) sample("shmchan_channel_corrupt", label(s), s.state == "corrupt" ? "1" : "0");
     family("shmchan_channel_state", "gauge", "1 for the channel's current state.");
     for (const auto& s : all) {
-        for (const char* state : {"creating", "active", "ended", "broken", "corrupt"}) {
+        for (const char* state : {"creating", "active", "ended", "broken", "corrupt", "foreign"}) {
             sample("shmchan_channel_state", label(s) + ",state=\"" + state + "\"", s.state == state ? "1" : "0");
         }
     }
@@ -1390,8 +1469,13 @@ int main(int argc, char** argv) {
     app.failure_message([](const CLI::App* command, const CLI::Error& error) {
         return "shm-inspect: " + CLI::FailureMessage::simple(command, error);
     });
+    std::optional<std::uint32_t> allow_owner;
+    app.add_option("--allow-owner", allow_owner,
+                   "treat files of this uid as our own (a group-shared channel); other users' files are "
+                   "listed as 'foreign'");
+    app.fallthrough();
 
-    bool json = false, dry_run = false;
+    bool json = false;
     std::string name;
     double interval = 1.0;
     std::uint64_t count = 0, max_bytes = 4096;
@@ -1422,11 +1506,19 @@ int main(int argc, char** argv) {
                      "at most this many unread segments (raw bytes) or records and events (records framing: "
                      "each record of a run counts as one); default 16")
         ->check(CLI::Range(1ull, 1ull << 40));
-    peek->add_option("--max-bytes", max_bytes, "at most this many bytes per segment (default 4096; 0: all)");
+    peek->add_option("--max-bytes", max_bytes, "at most this many bytes per segment (default 4096; 0: all)")
+        ->check(CLI::NonNegativeNumber);
 
+    GcOptions gc_options;
     auto* gc = app.add_subcommand("gc", "removes channels that no live process holds (stale, corrupt ones "
-                                        "included), one line each: 'removed NAME (reason)'");
-    gc->add_flag("--dry-run", dry_run, "only say which: 'would remove NAME (reason)'");
+                                        "included), one line each: 'removed NAME (reason)'; keeps another "
+                                        "user's files and streams that ended but were not read yet");
+    gc->add_option("NAME", gc_options.names, "only these channels");
+    gc->add_flag("--dry-run", gc_options.dry_run, "only say which: 'would remove NAME (reason)'");
+    gc->add_flag("--all", gc_options.all, "also another user's files and streams that ended but were not read");
+    gc->add_option("--older-than", gc_options.older_than,
+                   "only channels idle for at least this many seconds (streams that ended unread included)")
+        ->check(CLI::Range(0.0, 1e12));
 
     auto* metrics = app.add_subcommand("metrics", "every channel in the Prometheus text exposition format");
 
@@ -1437,9 +1529,11 @@ int main(int argc, char** argv) {
         return code == 0 ? kExitOk : kExitUsage;
     }
 
+    if (allow_owner) g_allowed_owner = static_cast<uid_t>(*allow_owner);
+    shmchan::tools::report_sigbus_and_exit("shm-inspect");
     bool named = show->parsed() || peek->parsed() || (watch->parsed() && !name.empty());
     if (named && !shmchan::shm::is_valid_name(name)) {
-        return fail("invalid channel name '" + name + "': use 1 to 200 of A-Z a-z 0-9 . _ -", kExitUsage);
+        return fail("invalid channel name '" + shmchan::escaped(name) + "': use 1 to 200 of A-Z a-z 0-9 . _ -", kExitUsage);
     }
     try {
         if (list->parsed()) return run_list(json);
@@ -1448,7 +1542,14 @@ int main(int argc, char** argv) {
             return run_watch(name.empty() ? std::nullopt : std::optional<std::string>(name), interval, watch_count);
         }
         if (peek->parsed()) return run_peek(name, count, max_bytes);
-        if (gc->parsed()) return run_gc(dry_run);
+        if (gc->parsed()) {
+            for (const auto& gc_name : gc_options.names) {
+                if (!shmchan::shm::is_valid_name(gc_name)) {
+                    return fail("invalid channel name '" + shmchan::escaped(gc_name) + "': use 1 to 200 of A-Z a-z 0-9 . _ -", kExitUsage);
+                }
+            }
+            return run_gc(gc_options);
+        }
         if (metrics->parsed()) return run_metrics();
     } catch (const std::exception& error) {
         return fail(error.what());

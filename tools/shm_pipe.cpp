@@ -47,6 +47,7 @@
 #include <string>
 
 #include "channels/channel.hpp"
+#include "tools/sigbus.hpp"
 #include "channels/records.hpp"
 #include "shm/error.hpp"
 
@@ -66,6 +67,7 @@ constexpr auto kSlice = 200ms;
 volatile sig_atomic_t g_signal = 0;
 
 extern "C" void on_signal(int signal_number) { g_signal = signal_number; }
+
 
 void install_signal_handlers() {
     struct sigaction action {};
@@ -591,7 +593,26 @@ void add_common_options(CLI::App& command, Options& options) {
 
 }  // namespace
 
+// Descriptors 0-2 that were closed at start are opened on /dev/null, so that no file we open
+// later lands there (a write to "standard output" must never reach a channel's bytes). Returns
+// which of standard input and output were open.
+struct StandardStreams {
+    bool input_open = true, output_open = true;
+};
+StandardStreams claim_standard_descriptors() {
+    StandardStreams streams;
+    for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; ++fd) {
+        if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        if (fd == STDIN_FILENO) streams.input_open = false;
+        if (fd == STDOUT_FILENO) streams.output_open = false;
+        int null_fd = ::open("/dev/null", O_RDWR);  // the lowest free descriptor: this one
+        if (null_fd >= 0 && null_fd != fd) ::close(null_fd);
+    }
+    return streams;
+}
+
 int main(int argc, char** argv) {
+    const StandardStreams streams = claim_standard_descriptors();
     CLI::App app{"shm-pipe: a shared-memory channel as a shell pipe"};
     app.name("shm-pipe");
     app.require_subcommand(1);
@@ -624,7 +645,16 @@ int main(int argc, char** argv) {
     if (!strategy) return fail("--wait must be spin, hybrid or park, not " + options.wait, kExitUsage);
     channel_options.wait = *strategy;
 
+    // Before anything is attached or created: a closed stream leaves nothing behind.
+    if (send->parsed() && !streams.input_open) {
+        return fail("standard input is closed: nothing to send on channel " + options.name);
+    }
+    if (recv->parsed() && !streams.output_open) {
+        return fail("standard output is closed: nowhere to write channel " + options.name);
+    }
+
     install_signal_handlers();
+    shmchan::tools::report_sigbus_and_exit("shm-pipe");
     try {
         if (options.lines) {
             return send->parsed() ? run_send_lines(options, channel_options) : run_recv_lines(options, channel_options);
