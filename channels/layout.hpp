@@ -432,44 +432,10 @@ inline constexpr std::uint64_t past_run(std::uint64_t run_end, std::uint64_t lim
     return next < limit ? next : limit;
 }
 // Where a segment's first frame starts: after the continuation bytes of a record from an earlier
-// segment (kSegmentContinuesRecord), else at 0.
+// segment (kSegmentContinuesRecord), else at 0. Walking the frames of a segment is the frame
+// decoder's (channels/detail/frame_decoder.hpp); this header only encodes and decodes one header.
 inline constexpr std::uint64_t first_frame_offset(std::uint32_t segment_flags, std::uint32_t first_record_offset) {
     return (segment_flags & kSegmentContinuesRecord) ? first_record_offset : 0;
-}
-
-// Where payload offset `target` lies among the frames of a segment: walks them from
-// `first_frame` (the first frame after any continuation bytes) through the `size` bytes viewed.
-// `found`: `target` is a frame's start (run_end 0) or a record's start inside a record_run frame
-// (run_end: where that run's records end; record_size: theirs). Not found: `target` is neither
-// (or a frame on the way is bad): no reader may resume there. Each header is read once into a
-// local (the bytes may be shared memory that another process writes). Offset 0, a segment's
-// start, is the callers' case (it may hold continuation bytes before `first_frame`).
-struct FramePlace {
-    bool found = false;
-    std::uint64_t run_end = 0;
-    std::uint32_t record_size = 0;
-};
-inline FramePlace locate_frame(const std::byte* payload, std::uint64_t size, std::uint64_t first_frame,
-                               std::uint64_t target, std::uint64_t max_record) {
-    std::uint64_t at = first_frame;
-    while (at < target && at < size && size - at >= kFrameHeaderBytes) {
-        FrameHeader header;
-        std::memcpy(&header, payload + at, sizeof header);
-        const std::uint64_t room = size - at - kFrameHeaderBytes;
-        if (header.kind == static_cast<std::uint16_t>(FrameKind::record_run)) {
-            RunExtent run;
-            if (!decode_run(payload, at, header.length, room, max_record, run)) return {};
-            if (target < run.end) {
-                if (target < run.data || (target - run.data) % run.header.record_size != 0) return {};
-                return {true, run.end, run.header.record_size};
-            }
-            at = frame_align(run.end);
-            continue;
-        }
-        if (header.kind > static_cast<std::uint16_t>(FrameKind::record_run) || header.length > room) return {};
-        at = frame_align(at + kFrameHeaderBytes + header.length);
-    }
-    return {at == target, 0, 0};
 }
 
 // --- The ABI, proven ----------------------------------------------------------------------------

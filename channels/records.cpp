@@ -860,13 +860,38 @@ struct RecordReader::State {
         return buffer.get();
     }
 
+    // The committed bytes of the view, for the frame decoder.
+    detail::SegmentFrames frames() const {
+        return {view.payload, view.flags, view.first_record_offset, view.sealed, capacity, max_record};
+    }
+
+    // What last_error() says of a corrupt frame of the view (`size` committed bytes).
+    std::string frame_problem(const detail::Frame& frame, std::uint64_t size) const {
+        const std::string at = std::to_string(frame.offset), length = std::to_string(frame.length);
+        const std::string kind = std::to_string(static_cast<std::uint16_t>(frame.kind));
+        switch (frame.fault) {
+            case detail::FrameFault::misaligned: return "frame at offset " + at + " is not 8-byte aligned";
+            case detail::FrameFault::truncated_header: return "truncated frame header at offset " + at;
+            case detail::FrameFault::bad_run:
+                return "record run at offset " + at + " of " + length + " bytes (records of " +
+                       std::to_string(frame.run.header.record_size) + " x " + std::to_string(frame.run.header.count) +
+                       ") does not fit its frame or the segment";
+            case detail::FrameFault::unknown_kind: return "unknown frame kind " + kind + " at offset " + at;
+            case detail::FrameFault::record_too_large:
+                return "record of " + length + " bytes exceeds the maximum " + std::to_string(max_record);
+            case detail::FrameFault::bad_event_length: return "event frame of kind " + kind + " has length " + length;
+            case detail::FrameFault::past_committed:
+                return "frame of " + length + " bytes at offset " + at + " runs past the segment's " + std::to_string(size) +
+                       " committed bytes";
+            default: return std::string(detail::to_string(frame.fault)) + " at offset " + at;
+        }
+    }
+
     // Walks the frames of the resume segment from its first one to the resume offset: a frame
     // boundary, or a record's start inside a run frame (then the run's state is set up).
     Status locate_resume_point() {
         locate_resume = false;
-        const L::FramePlace place = L::locate_frame(view.payload.data(), view.payload.size(),
-                                                    L::first_frame_offset(view.flags, view.first_record_offset), offset,
-                                                    max_record);
+        const detail::FramePlace place = detail::locate_frame(frames(), offset);
         if (!place.found) {
             return fail(Status::corrupt, "resume offset " + std::to_string(offset) + " of segment " + std::to_string(position) +
                                              " is neither a frame nor a record of a run");
@@ -954,42 +979,7 @@ struct RecordReader::State {
                 return status;
             }
 
-            if (reassembling || (offset == 0 && (view.flags & L::kSegmentContinuesRecord))) {
-                if (!reassembling) {
-                    // Continuation bytes of a record whose start we never saw (a restart after
-                    // the start was released): skip them and report the loss once.
-                    if (!skip_continuation) {
-                        report_lost = true;
-                        lost_bytes = 0;
-                    }
-                    if (view.first_record_offset >= payload.size() && (view.flags & L::kSegmentRecordContinues)) {
-                        // All continuation (published whole): wait for the seal if not seen yet.
-                        if (!view.sealed) {
-                            need_sealed = true;
-                            continue;
-                        }
-                        advance_segment();
-                        if (Status released = release_passed(); released != Status::ok) return released;
-                        continue;
-                    }
-                    // A continuation is at least one byte (the writer frames the rest of a record
-                    // there): a first record at 0 would report the same loss here forever.
-                    if (view.first_record_offset == 0) {
-                        return fail(Status::corrupt, "segment continues a record but holds none of its bytes "
-                                                     "(first record offset 0)");
-                    }
-                    offset = view.first_record_offset;
-                    skip_continuation = false;
-                    if (report_lost) {
-                        report_lost = false;
-                        out = Record{};
-                        out.lost_bytes = lost_bytes;
-                        out.position = {position, 0};
-                        last = out;
-                        return Status::record_lost;
-                    }
-                    continue;
-                }
+            if (reassembling) {
                 Continued continued = continue_record();
                 if (continued == Continued::error) return Status::corrupt;
                 if (continued != Continued::complete) continue;  // more to fetch, or dropped
@@ -1002,74 +992,77 @@ struct RecordReader::State {
                 }
                 return status;
             }
-            skip_continuation = false;
 
-            if (offset >= size) {
-                if (view.sealed) {
+            const detail::Frame frame = detail::decode_frame(frames(), offset);
+            if (frame.step == detail::FrameStep::continuation) {
+                // Continuation bytes of a record whose start we never saw (a restart after the
+                // start was released): skip them and report the loss once.
+                if (!skip_continuation) {
+                    report_lost = true;
+                    lost_bytes = 0;
+                }
+                if (frame.spans) {
+                    // All continuation (published whole): wait for the seal if not seen yet.
+                    if (!view.sealed) {
+                        need_sealed = true;
+                        continue;
+                    }
                     advance_segment();
                     if (Status released = release_passed(); released != Status::ok) return released;
+                    continue;
                 }
-                continue;  // ensure_data waits for more
-            }
-            if (size - offset < L::kFrameHeaderBytes) return fail(Status::corrupt, "truncated frame header at offset " + std::to_string(offset));
-            L::FrameHeader header;
-            std::memcpy(&header, payload.data() + offset, sizeof header);  // once; use the local
-            const std::uint64_t length = header.length;
-            if (header.kind == static_cast<std::uint16_t>(L::FrameKind::record_run)) {
-                // Runs never span and are committed whole: all of it is in these bytes.
-                const std::uint64_t room = size - offset - L::kFrameHeaderBytes;
-                L::RunExtent run;
-                if (!L::decode_run(payload.data(), offset, length, room, max_record, run)) {
-                    return fail(Status::corrupt, "record run at offset " + std::to_string(offset) + " of " +
-                                                     std::to_string(length) + " bytes (records of " +
-                                                     std::to_string(run.header.record_size) + " x " +
-                                                     std::to_string(run.header.count) + ") does not fit its frame or the segment");
+                offset = static_cast<std::uint32_t>(frame.next);
+                skip_continuation = false;
+                if (report_lost) {
+                    report_lost = false;
+                    out = Record{};
+                    out.lost_bytes = lost_bytes;
+                    out.position = {position, 0};
+                    last = out;
+                    return Status::record_lost;
                 }
-                run_end = static_cast<std::uint32_t>(run.end);
-                run_size = run.header.record_size;
-                offset = static_cast<std::uint32_t>(run.data);
-                continue;  // the loop hands over its first record
+                continue;
             }
-            if (header.kind > static_cast<std::uint16_t>(L::FrameKind::user_event)) {
-                return fail(Status::corrupt, "unknown frame kind " + std::to_string(header.kind) + " at offset " + std::to_string(offset));
-            }
-            const auto kind = static_cast<L::FrameKind>(header.kind);
-            if (kind == L::FrameKind::record && length > max_record) {
-                return fail(Status::corrupt, "record of " + std::to_string(length) + " bytes exceeds the maximum " + std::to_string(max_record));
-            }
-            if ((kind == L::FrameKind::barrier && length != 8) || (kind == L::FrameKind::end_of_stream && length != 0) ||
-                (kind == L::FrameKind::user_event && length > L::kMaxEventPayload)) {
-                return fail(Status::corrupt, "event frame of kind " + std::to_string(header.kind) + " has length " + std::to_string(length));
+            skip_continuation = false;
+
+            switch (frame.step) {
+                case detail::FrameStep::end:
+                    if (view.sealed) {
+                        advance_segment();
+                        if (Status released = release_passed(); released != Status::ok) return released;
+                    }
+                    continue;  // ensure_data waits for more
+                case detail::FrameStep::pending:
+                    // A record spanning segments is handed over whole: wait for the seal.
+                    need_sealed = true;
+                    continue;
+                case detail::FrameStep::corrupt: return fail(Status::corrupt, frame_problem(frame, size));
+                case detail::FrameStep::run:
+                    run_end = static_cast<std::uint32_t>(frame.run.end);
+                    run_size = frame.run.header.record_size;
+                    offset = static_cast<std::uint32_t>(frame.run.data);
+                    continue;  // the loop hands over its first record
+                case detail::FrameStep::record:
+                case detail::FrameStep::event:
+                case detail::FrameStep::continuation: break;
             }
             const RecordPosition start{position, offset};
-            if (L::kFrameHeaderBytes + length <= size - offset) {
-                auto bytes = payload.subspan(offset + L::kFrameHeaderBytes, length);
-                offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(offset + L::kFrameHeaderBytes + length), size));
+            if (!frame.spans) {
+                offset = static_cast<std::uint32_t>(frame.next);
                 bool skip = false;
-                status = deliver(out, kind, header.event_type, bytes, start, skip);
+                status = deliver(out, frame.kind, frame.event_type, frame.bytes, start, skip);
                 if (skip) {
                     if (Status released = finish_previous(); released != Status::ok) return released;
                     continue;
                 }
                 return status;
             }
-            // The frame runs past the committed bytes: only a record spanning segments may, and
-            // its segment is then handed over whole: wait for the seal if we have not seen it.
-            if (!view.sealed && kind == L::FrameKind::record) {
-                need_sealed = true;
-                continue;
-            }
-            if (kind != L::FrameKind::record || !(view.flags & L::kSegmentRecordContinues)) {
-                return fail(Status::corrupt, "frame of " + std::to_string(length) + " bytes at offset " +
-                                                 std::to_string(offset) + " runs past the segment's " +
-                                                 std::to_string(size) + " committed bytes");
-            }
-            std::uint64_t first_part = size - offset - L::kFrameHeaderBytes;
-            std::byte* target = reserve_buffer(length);
-            std::memcpy(target, payload.data() + offset + L::kFrameHeaderBytes, first_part);
+            // The first part of a record spanning segments: reassemble it.
+            std::byte* target = reserve_buffer(frame.length);
+            std::memcpy(target, frame.bytes.data(), frame.bytes.size());
             reassembling = true;
-            record_length = length;
-            copied = first_part;
+            record_length = frame.length;
+            copied = frame.bytes.size();
             record_start = start;
             advance_segment();
             if (Status released = release_if_ring_held(); released != Status::ok) return released;
@@ -1095,44 +1088,39 @@ struct RecordReader::State {
 
     // Copies continuation bytes from the segment at `position` (its view is ready).
     Continued continue_record() {
-        const std::span<const std::byte> payload = view.payload;
-        if (!(view.flags & L::kSegmentContinuesRecord)) {
-            // A producer that replaced a dead one started afresh: the half record is dropped,
-            // and this segment is parsed from its start.
-            reassembling = false;
-            in_flight = 0;
-            return Continued::dropped;
-        }
         const std::uint64_t needed = record_length - copied;
-        if (needed > payload.size()) {
-            // The whole segment is continuation (a segment may also end a continuation and
-            // start another spanning record: both flags, but then the record ends here). The
-            // writer publishes such a segment whole, never commits it partly.
-            if (!view.sealed) {
-                need_sealed = true;
-                return Continued::pending;
-            }
-            if (!(view.flags & L::kSegmentRecordContinues) || payload.size() != capacity) {
-                fail(Status::corrupt, "continuation segment of " + std::to_string(payload.size()) + " bytes (sealed " +
-                                          std::to_string(view.sealed) + ") for " + std::to_string(needed) +
-                                          " bytes still needed");
+        const detail::Frame part = detail::decode_continuation(frames(), needed);
+        switch (part.step) {
+            case detail::FrameStep::pending: need_sealed = true; return Continued::pending;
+            case detail::FrameStep::continuation: break;
+            default:
+                if (part.fault == detail::FrameFault::not_a_continuation) {
+                    // A producer that replaced a dead one started afresh: the half record is
+                    // dropped, and this segment is parsed from its start.
+                    reassembling = false;
+                    in_flight = 0;
+                    return Continued::dropped;
+                }
+                if (part.fault == detail::FrameFault::short_continuation) {
+                    fail(Status::corrupt, "continuation segment of " + std::to_string(view.payload.size()) + " bytes (sealed " +
+                                              std::to_string(view.sealed) + ") for " + std::to_string(needed) +
+                                              " bytes still needed");
+                } else {
+                    fail(Status::corrupt, "first record offset " + std::to_string(view.first_record_offset) +
+                                              " disagrees with the record's end at " + std::to_string(needed));
+                }
                 return Continued::error;
-            }
-            std::memcpy(buffer.get() + copied, payload.data(), payload.size());
-            copied += payload.size();
+        }
+        std::memcpy(buffer.get() + copied, part.bytes.data(), part.bytes.size());
+        copied += part.bytes.size();
+        if (part.spans) {
+            // The whole segment is continuation (a segment may also end a continuation and
+            // start another spanning record: both flags, but then the record ends here).
             advance_segment();
             if (release_if_ring_held() != Status::ok) return Continued::error;
             return Continued::pending;
         }
-        // The record ends here: the writer commits this segment only once the record is whole.
-        if (view.first_record_offset != L::frame_align(needed) && view.first_record_offset != payload.size()) {
-            fail(Status::corrupt, "first record offset " + std::to_string(view.first_record_offset) +
-                                      " disagrees with the record's end at " + std::to_string(needed));
-            return Continued::error;
-        }
-        std::memcpy(buffer.get() + copied, payload.data(), needed);
-        copied = record_length;
-        offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(needed), payload.size()));
+        offset = static_cast<std::uint32_t>(part.next);
         reassembling = false;
         return Continued::complete;
     }

@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "channels/channel.hpp"
+#include "channels/detail/frame_decoder.hpp"
 #include "channels/layout.hpp"
 
 namespace shmchan {
@@ -91,12 +92,9 @@ struct ReadCursor {
     std::uint32_t run_end = 0;           // inside a record_run frame: where its records end
     std::uint32_t run_size = 0;          // ... and the size of each (checked at the run's header)
 };
-// The check of both reader fast paths (read_fast, read_batch): a frame header, read once into a
-// local, is a plain record whose payload fits the `room` of committed bytes after the header.
-inline bool record_frame_fits(const layout::FrameHeader& header, std::uint64_t room, std::uint64_t max_record) noexcept {
-    return header.kind == static_cast<std::uint16_t>(layout::FrameKind::record) && header.length <= room &&
-           header.length <= max_record;
-}
+// Both reader fast paths (read_fast, read_batch) take a frame only when it passes the frame
+// decoder's common-case check, record_frame_fits (detail/frame_decoder.hpp); anything else goes to
+// the slow path, which decodes it.
 // A reader's step inside a run frame: the cursor moves to `next`, a record boundary of the run
 // that ends at `run_end`; at the run's end it goes past the frame (layout::past_run, within the
 // `viewed` bytes) and leaves the run (run_end 0). The one step of read_fast, read_run_fast,

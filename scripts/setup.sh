@@ -5,7 +5,8 @@
 set -euo pipefail
 
 #   scripts/setup.sh               the project's packages (below)
-#   scripts/setup.sh PACKAGE...    those packages instead (scripts/bench_deps.sh uses this)
+#   scripts/setup.sh PACKAGE...    those packages instead (scripts/bench_deps.sh uses this, and
+#                                  scripts/fuzz.sh for clang and libclang-rt-14-dev)
 # cmake, g++, make: the build. libboost-dev: Boost headers (Interprocess, Lockfree).
 # doctest-dev: the test framework. libcli11-dev: command-line parsing of the tools.
 packages=(cmake g++ make libboost-dev doctest-dev libcli11-dev)

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "channels/channel.hpp"
+#include "channels/detail/frame_decoder.hpp"
 #include "tools/sigbus.hpp"
 #include "channels/layout.hpp"
 #include "shm/error.hpp"
@@ -867,6 +868,7 @@ void print_payload(const std::string& head, std::span<const std::byte> shown, st
 std::string peek_records(const std::string& name, const RingCopier& ring, std::uint64_t released,
                          std::uint64_t resume_offset, std::uint64_t max_record, bool ended, std::uint64_t count,
                          std::uint64_t max_bytes) {
+    namespace detail = shmchan::detail;
     std::printf("%s: records, %llu unread segment%s, resuming at segment %llu offset %llu%s\n", name.c_str(),
                 static_cast<unsigned long long>(ring.published - released), ring.published - released == 1 ? "" : "s",
                 static_cast<unsigned long long>(released), static_cast<unsigned long long>(resume_offset),
@@ -908,13 +910,15 @@ std::string peek_records(const std::string& name, const RingCopier& ring, std::u
     std::uint64_t run_end = 0;
     std::uint64_t run_record_size = 0;
     std::string run_label;  // after each record's size: " (run of K)", or " (rest of a run)" when resumed inside
+    const auto frames_of = [&](const SegmentCopy& copy) {
+        return detail::SegmentFrames{copy.bytes, copy.flags, copy.first_record_offset, copy.sealed, ring.capacity,
+                                     max_record};
+    };
     if (offset != 0) {
         // A resume offset other than the segment's start must be a frame's start or a record's
         // start inside a run frame (then not 8-aligned, maybe): walk the segment's frames to it.
         // Its frames start after any continuation bytes of a record from an earlier segment.
-        const L::FramePlace place =
-            L::locate_frame(segment.bytes.data(), segment.bytes.size(),
-                            L::first_frame_offset(segment.flags, segment.first_record_offset), offset, max_record);
+        const detail::FramePlace place = detail::locate_frame(frames_of(segment), offset);
         if (!place.found) {
             return "resume offset " + std::to_string(offset) + " of segment " + std::to_string(position) +
                    " is neither a frame's start nor a record's start in a record run";
@@ -934,13 +938,16 @@ std::string peek_records(const std::string& name, const RingCopier& ring, std::u
     bool at_segment_start = true;
     while (shown < count) {
         const std::uint64_t size = segment.bytes.size();
-        if (at_segment_start && offset == 0 && (segment.flags & L::kSegmentContinuesRecord)) {
-            // The rest of a record whose start was released (a consumer died inside a record
-            // larger than the ring): not decodable from here.
-            std::printf("segment %llu: continuation of a record that started in a released segment: skipped\n",
-                        static_cast<unsigned long long>(position));
-            offset = std::min<std::uint64_t>(segment.first_record_offset, size);
-            if (!segment.sealed && (segment.flags & L::kSegmentRecordContinues)) break;
+        if (at_segment_start && offset == 0) {
+            const detail::Frame first = detail::decode_frame(frames_of(segment), 0);
+            if (first.step == detail::FrameStep::continuation) {
+                // The rest of a record whose start was released (a consumer died inside a record
+                // larger than the ring): not decodable from here.
+                std::printf("segment %llu: continuation of a record that started in a released segment: skipped\n",
+                            static_cast<unsigned long long>(position));
+                offset = first.next;
+                if (!segment.sealed && (segment.flags & L::kSegmentRecordContinues)) break;
+            }
         }
         at_segment_start = false;
         if (offset >= size) {
@@ -968,60 +975,68 @@ std::string peek_records(const std::string& name, const RingCopier& ring, std::u
                           run_record_size);
             continue;
         }
-        if (size - offset < L::kFrameHeaderBytes) return "truncated frame header at " + where(position, offset);
-        L::FrameHeader frame;
-        std::memcpy(&frame, segment.bytes.data() + offset, sizeof frame);  // once; use the local
-        const std::uint64_t length = frame.length;
-        if (frame.kind == static_cast<std::uint16_t>(L::FrameKind::record_run)) {
-            // A run frame (layout.hpp, RunHeader): its header, padding to run_data_offset(), then
-            // count records of record_size bytes; never spans, so all of it is in this copy. The
-            // run header is read only if the frame and the copy hold it; a zeroed one is invalid.
-            const std::uint64_t room = size - offset - L::kFrameHeaderBytes;
-            L::RunExtent run;
-            const std::string start = where(position, offset);
-            if (!L::decode_run(segment.bytes.data(), offset, length, room, max_record, run)) {
-                std::printf("frame %s: record run of %llu bytes, %u records of %u bytes: not decoded\n", start.c_str(),
-                            static_cast<unsigned long long>(length), run.header.count, run.header.record_size);
-                return "record run at " + start + " of " + std::to_string(length) + " bytes (" +
-                       std::to_string(run.header.count) + " records of " + std::to_string(run.header.record_size) +
-                       " bytes) does not fit its frame or the segment's " + std::to_string(size) + " committed bytes";
-            }
-            run_end = run.end;  // <= size: decode_run checked it
-            run_record_size = run.header.record_size;
-            run_label = " (run of " + std::to_string(run.header.count) + ")";
-            offset = run.data;
-            continue;  // the loop shows its records
-        }
-        if (frame.kind > static_cast<std::uint16_t>(L::FrameKind::user_event)) {
-            std::printf("frame %s: unknown kind %u: not decoded\n", where(position, offset).c_str(), frame.kind);
-            return "unknown frame kind " + std::to_string(frame.kind) + " at " + where(position, offset);
-        }
-        const auto kind = static_cast<L::FrameKind>(frame.kind);
-        if ((kind == L::FrameKind::record && length > max_record) ||
-            (kind == L::FrameKind::barrier && length != 8) || (kind == L::FrameKind::end_of_stream && length != 0) ||
-            (kind == L::FrameKind::user_event && length > L::kMaxEventPayload)) {
-            std::printf("frame %s: kind %u with length %llu: not decoded\n", where(position, offset).c_str(), frame.kind,
-                        static_cast<unsigned long long>(length));
-            return "frame of kind " + std::to_string(frame.kind) + " with bad length " + std::to_string(length) + " at " +
-                   where(position, offset);
-        }
+        const detail::Frame frame = detail::decode_frame(frames_of(segment), offset);
         const std::string start = where(position, offset);
-        if (L::kFrameHeaderBytes + length <= size - offset) {
-            std::span<const std::byte> bytes(segment.bytes.data() + offset + L::kFrameHeaderBytes, length);
-            offset = std::min<std::uint64_t>(L::frame_align(offset + L::kFrameHeaderBytes + length), size);
+        const std::uint64_t length = frame.length;
+        const unsigned kind_value = static_cast<std::uint16_t>(frame.kind);
+        switch (frame.step) {
+            case detail::FrameStep::corrupt:
+                switch (frame.fault) {
+                    case detail::FrameFault::truncated_header: return "truncated frame header at " + start;
+                    case detail::FrameFault::bad_run:
+                        std::printf("frame %s: record run of %llu bytes, %u records of %u bytes: not decoded\n", start.c_str(),
+                                    static_cast<unsigned long long>(length), frame.run.header.count,
+                                    frame.run.header.record_size);
+                        return "record run at " + start + " of " + std::to_string(length) + " bytes (" +
+                               std::to_string(frame.run.header.count) + " records of " +
+                               std::to_string(frame.run.header.record_size) +
+                               " bytes) does not fit its frame or the segment's " + std::to_string(size) + " committed bytes";
+                    case detail::FrameFault::unknown_kind:
+                        std::printf("frame %s: unknown kind %u: not decoded\n", start.c_str(), kind_value);
+                        return "unknown frame kind " + std::to_string(kind_value) + " at " + start;
+                    case detail::FrameFault::record_too_large:
+                    case detail::FrameFault::bad_event_length:
+                        std::printf("frame %s: kind %u with length %llu: not decoded\n", start.c_str(), kind_value,
+                                    static_cast<unsigned long long>(length));
+                        return "frame of kind " + std::to_string(kind_value) + " with bad length " + std::to_string(length) +
+                               " at " + start;
+                    case detail::FrameFault::past_committed:
+                        return "frame of " + std::to_string(length) + " bytes at " + start + " runs past the segment's " +
+                               std::to_string(size) + " committed bytes";
+                    default: return std::string(detail::to_string(frame.fault)) + " at " + start;
+                }
+            case detail::FrameStep::run:
+                // A run frame (layout.hpp, RunHeader): its header, padding to run_data_offset(),
+                // then count records of record_size bytes, all in this copy (the decoder checked).
+                run_end = frame.run.end;
+                run_record_size = frame.run.header.record_size;
+                run_label = " (run of " + std::to_string(frame.run.header.count) + ")";
+                offset = frame.run.data;
+                continue;  // the loop shows its records
+            case detail::FrameStep::continuation:  // of no bytes, at offset 0: no writer makes one
+                return "segment " + std::to_string(position) + " continues a record with no bytes";
+            case detail::FrameStep::end: break;  // offset < size: not reached
+            case detail::FrameStep::record:
+            case detail::FrameStep::event:
+            case detail::FrameStep::pending: break;
+        }
+        if (frame.step == detail::FrameStep::end) break;
+        if (frame.step != detail::FrameStep::pending && !frame.spans) {
+            const std::span<const std::byte> bytes = frame.bytes;
+            offset = frame.next;
             ++shown;
-            if (kind == L::FrameKind::end_of_stream) {
+            if (frame.kind == L::FrameKind::end_of_stream) {
                 std::printf("event %s: end of stream\n", start.c_str());
                 break;
             }
-            if (kind == L::FrameKind::barrier) {
+            if (frame.kind == L::FrameKind::barrier) {
                 std::uint64_t id;
                 std::memcpy(&id, bytes.data(), sizeof id);
                 std::printf("event %s: checkpoint barrier %llu\n", start.c_str(), static_cast<unsigned long long>(id));
                 continue;
             }
             auto kept = max_bytes == 0 ? bytes : bytes.first(std::min<std::uint64_t>(bytes.size(), max_bytes));
-            if (kind == L::FrameKind::user_event) {
+            if (frame.kind == L::FrameKind::user_event) {
                 print_payload("event " + start + ": user event " + std::to_string(frame.event_type) + ", " +
                                   std::to_string(length) + " bytes",
                               kept, length);
@@ -1030,44 +1045,39 @@ std::string peek_records(const std::string& name, const RingCopier& ring, std::u
             }
             continue;
         }
-        // A record spanning segments: its first segment ends with it (kSegmentRecordContinues),
-        // the next ones carry continuation bytes from offset 0 (kSegmentContinuesRecord).
-        if (kind != L::FrameKind::record || (segment.sealed && !(segment.flags & L::kSegmentRecordContinues))) {
-            return "frame of " + std::to_string(length) + " bytes at " + start + " runs past the segment's " +
-                   std::to_string(size) + " committed bytes";
-        }
+        // A record spanning segments (pending: its first segment is still being filled): its
+        // first segment ends with it, the next ones carry continuation bytes from offset 0.
         std::vector<std::byte> kept;
         const std::uint64_t limit = max_bytes == 0 ? length : std::min<std::uint64_t>(length, max_bytes);
-        auto keep = [&](const std::byte* from, std::uint64_t n) {
+        auto keep = [&](std::span<const std::byte> from) {
             std::uint64_t room = limit - std::min<std::uint64_t>(limit, kept.size());
-            kept.insert(kept.end(), from, from + std::min(n, room));
+            kept.insert(kept.end(), from.begin(), from.begin() + std::min<std::uint64_t>(from.size(), room));
         };
-        std::uint64_t copied = size - offset - L::kFrameHeaderBytes;
-        keep(segment.bytes.data() + offset + L::kFrameHeaderBytes, copied);
+        std::uint64_t copied = frame.bytes.size();
+        keep(frame.bytes);
         const std::uint64_t first_segment = position;
-        bool complete = segment.sealed;
+        bool complete = frame.step != detail::FrameStep::pending;
         while (complete && copied < length) {
             ++position;
             if (!load(position, segment, problem)) {
                 complete = false;
                 break;
             }
-            if (!(segment.flags & L::kSegmentContinuesRecord)) {
-                return "segment " + std::to_string(position) + " should continue the record at " + start;
+            const detail::Frame part = detail::decode_continuation(frames_of(segment), length - copied);
+            if (part.step == detail::FrameStep::pending) {
+                complete = false;
+                break;
             }
-            const std::uint64_t needed = length - copied;
-            if (needed > segment.bytes.size()) {
-                if (!segment.sealed) {
-                    complete = false;
-                    break;
+            if (part.step != detail::FrameStep::continuation) {
+                if (part.fault == detail::FrameFault::not_a_continuation) {
+                    return "segment " + std::to_string(position) + " should continue the record at " + start;
                 }
-                keep(segment.bytes.data(), segment.bytes.size());
-                copied += segment.bytes.size();
-                continue;
+                return "segment " + std::to_string(position) + " (continuing the record at " + start +
+                       "): " + detail::to_string(part.fault);
             }
-            keep(segment.bytes.data(), needed);
-            copied = length;
-            offset = std::min<std::uint64_t>(L::frame_align(needed), segment.bytes.size());
+            keep(part.bytes);
+            copied += part.bytes.size();
+            if (!part.spans) offset = part.next;
         }
         if (!problem.empty()) return problem;
         if (!complete) {
