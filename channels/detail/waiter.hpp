@@ -99,15 +99,15 @@ inline bool park(layout::SharedU32& sleeping, layout::SharedU64& parks, Ready&& 
 // ---- spinning ------------------------------------------------------------------------------------
 
 // Spins with the pause instruction until `ready()` holds (returns the spins made, >= 1), or until
-// `stop(now, spins)`, asked at a clock reading every 64th spin, or `max_spins` says to stop
-// (returns 0).
+// `stop(now, spins)`, asked at a clock reading every 64th spin, or `max_spins` (0: no limit) says
+// to stop (returns 0).
 template <class Ready, class Stop>
 inline std::uint32_t spin(Ready&& ready, Stop&& stop, std::uint32_t max_spins = 0) {
     for (std::uint32_t spins = 1;; ++spins) {
         __builtin_ia32_pause();
         if (ready()) return spins;
         if ((spins & 63) == 0 && stop(shm::monotonic_ns(), spins)) return 0;
-        if (spins == max_spins) return 0;
+        if (spins == max_spins && max_spins != 0) return 0;
     }
 }
 
