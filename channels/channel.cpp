@@ -24,7 +24,7 @@
 #include <thread>
 #include <utility>
 
-#include "shm/futex.hpp"
+#include "channels/detail/waiter.hpp"
 #include "shm/process.hpp"
 #include "shm/region.hpp"
 
@@ -92,8 +92,6 @@ struct Geometry {
     std::uint64_t total_bytes = 0;
     std::uint64_t created_realtime_ns = 0;
 };
-
-inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
 
 std::string describe_channel(const std::string& name) { return "channel '" + name + "'"; }
 
@@ -566,10 +564,7 @@ public:
         // Release: a gate consumer that takes the bit (acquire exchange) sees our publish.
         L::atomic(gate.ready[mapped.index / 64]).fetch_or(bit, std::memory_order_seq_cst);
         if (priority_pending_) L::atomic(gate.priority[mapped.index / 64]).fetch_or(bit, std::memory_order_seq_cst);
-        std::atomic_thread_fence(std::memory_order_seq_cst);  // rule 5 with the gate's word
-        if (L::atomic(gate.sleeping).load(std::memory_order_relaxed) != 0 &&
-            L::atomic(gate.sleeping).exchange(0u, std::memory_order_seq_cst) != 0) {
-            shm::futex_wake(gate.sleeping, 1);
+        if (detail::wake_if_sleeping(gate.sleeping)) {  // rule 5 with the gate's word
             L::atomic(gate.wake_syscalls).fetch_add(1, std::memory_order_relaxed);
             L::counter_add(header_->producer_counters.wake_syscalls, std::uint64_t{1});
         }
@@ -919,8 +914,8 @@ public:
     // ---- waiting -------------------------------------------------------------------------------
 
     // Runs `attempt` until it returns something other than would_block: spinning, then sleeping
-    // on our `sleeping` word, as the strategy says; checks the peer's liveness and the header
-    // every liveness_interval while waiting.
+    // on our `sleeping` word, as the strategy says (detail/waiter.hpp); checks the peer's liveness
+    // and the header every liveness_interval while waiting.
     template <class Attempt>
     Status wait_for(Attempt&& try_once, std::uint64_t timeout_ns, std::uint64_t park_limit_ns = 0) {
         // An attempt that takes a bool is told whether to look eagerly (rule 2b): it may look
@@ -947,95 +942,33 @@ public:
         }
         const std::uint64_t start = shm::monotonic_ns();
         const std::uint64_t deadline = timeout_ns == kNoDeadline ? kNoDeadline : start + timeout_ns;
+        const detail::WaitWords words =
+            side_ == Side::producer
+                ? detail::WaitWords{header_->producer.sleeping, header_->producer_counters.parks,
+                                    header_->producer_counters.waiting_since_ns, header_->producer_counters.backpressured_ns}
+                : detail::WaitWords{consumer_slot().wake.sleeping, consumer_slot().counters.parks,
+                                    consumer_slot().counters.waiting_since_ns, consumer_slot().counters.idle_ns};
         const std::uint64_t interval = static_cast<std::uint64_t>(options_.liveness_interval.count());
-        std::uint64_t next_check = start + interval;
-        const std::uint64_t spin_until =
-            options_.wait == WaitStrategy::spin
-                ? kNoDeadline
-                : (options_.wait == WaitStrategy::hybrid ? start + static_cast<std::uint64_t>(options_.spin_budget.count())
-                                                         : start);
-        L::SharedU64& waiting_since = side_ == Side::producer ? header_->producer_counters.waiting_since_ns
-                                                               : consumer_slot().counters.waiting_since_ns;
-        L::store_relaxed(waiting_since, start);
-        auto account = [&](Status result, std::uint64_t waited_ns) {
-            L::SharedU64& waited = side_ == Side::producer ? header_->producer_counters.backpressured_ns
-                                                           : consumer_slot().counters.idle_ns;
-            L::counter_add(waited, waited_ns);
-            L::store_relaxed(waiting_since, std::uint64_t{0});
-            return result;
+        // The interval runs from our last check, not from this wait's start: a wait that ends
+        // with data and the next one must not push the check of a dead peer out by another
+        // interval each (a producer that dies after an unflushed commit was reported after two).
+        const detail::WaitPlan plan{options_.wait, static_cast<std::uint64_t>(options_.spin_budget.count()), interval,
+                                    park_limit_ns, std::max<std::uint64_t>(last_liveness_check_ns_ + interval, 1)};
+        // At each backstop: the peer's liveness and the header; a full last look before reporting.
+        auto backstop = [&] {
+            last_liveness_check_ns_ = shm::monotonic_ns();
+            Status peer = check_peer_and_header();
+            if (peer == Status::would_block) return peer;
+            eager = true;
+            Status last = attempt();
+            return last == Status::would_block ? peer : last;
         };
-        auto finish = [&](Status result) { return account(result, shm::monotonic_ns() - start); };
-        // A wait that ends while spinning is timed without reading the clock (21 ns here, and
-        // the caller's data waits for it): the time at the last clock reading plus the spins
-        // since, at the time per spin last measured over 64 spins (windows with a preemption
-        // skipped). A preemption after the last reading is not counted: at most 63 spins' worth
-        // of a wait is estimated, never more.
-        std::uint64_t last_clock = start;
-        std::uint32_t spins_at_last_clock = 0;
-        auto finish_spinning = [&](Status result, std::uint32_t spins) {
-            return account(result, last_clock - start + (spins - spins_at_last_clock) * ns_per_spin_);
-        };
-        // Between two periodic checks: deadline first, then liveness and header.
-        auto periodic = [&](std::uint64_t now) -> Status {
-            if (now >= deadline) return Status::timed_out;
-            if (now >= next_check) {
-                next_check = now + interval;
-                Status peer = check_peer_and_header();
-                if (peer != Status::would_block) {
-                    eager = true;  // the last look before reporting: a full one
-                    Status last = attempt();
-                    return last == Status::would_block ? peer : last;
-                }
-            }
-            return Status::would_block;
-        };
-
-        // Spin phase.
-        for (std::uint32_t spins = 1;; ++spins) {
-            cpu_relax();
-            status = attempt();
-            if (status != Status::would_block) return finish_spinning(status, spins);
-            if ((spins & 63) == 0) {
-                std::uint64_t now = shm::monotonic_ns();
-                // A window in which we were preempted (a spin is tens of ns) says nothing about
-                // the next spins: keep the last plausible figure.
-                const std::uint64_t per_spin = (now - last_clock) / (spins - spins_at_last_clock);
-                if (per_spin <= kMaxPlausibleNsPerSpin) ns_per_spin_ = std::max<std::uint64_t>(1, per_spin);
-                last_clock = now;
-                spins_at_last_clock = spins;
-                status = periodic(now);
-                if (status != Status::would_block) return finish(status);
-                if (now >= spin_until) break;
-            }
-            if (spin_until == start) break;  // park strategy: no spinning
-        }
-
-        // Park phase (rule 5).
-        L::SharedU32& sleeping = side_ == Side::producer ? header_->producer.sleeping : consumer_slot().wake.sleeping;
-        L::SharedU64& parks = side_ == Side::producer ? header_->producer_counters.parks : consumer_slot().counters.parks;
-        eager = true;
-        while (true) {
-            L::atomic(sleeping).store(1u, std::memory_order_seq_cst);
-            std::atomic_thread_fence(std::memory_order_seq_cst);
-            L::counter_add(parks, std::uint64_t{1});
-            status = attempt();
-            if (status != Status::would_block) {
-                L::atomic(sleeping).exchange(0u, std::memory_order_seq_cst);
-                return finish(status);
-            }
-            std::uint64_t now = shm::monotonic_ns();
-            std::uint64_t until = std::min(deadline, next_check);
-            if (park_limit_ns != 0) until = std::min(until, now + park_limit_ns);
-            if (until > now) {
-                shm::futex_wait(sleeping, 1u, std::chrono::nanoseconds(until - now));
-            }
-            // Woken, timed out or interrupted: take our word back (a waker may have done it).
-            L::atomic(sleeping).exchange(0u, std::memory_order_seq_cst);
-            status = attempt();
-            if (status != Status::would_block) return finish(status);
-            status = periodic(shm::monotonic_ns());
-            if (status != Status::would_block) return finish(status);
-        }
+        return detail::spin_then_park(words, plan, spin_rate_, start, deadline,
+                                      [&](bool look_eagerly) {
+                                          eager = look_eagerly;
+                                          return attempt();
+                                      },
+                                      backstop);
     }
 
     std::uint64_t timeout_ns(std::chrono::nanoseconds timeout) const {
@@ -1247,13 +1180,9 @@ private:
         return Status::ok;
     }
 
-    // Rule 5, the waker's half: our position store is done; fence; wake the peer only if it sleeps.
+    // Rule 5, the waker's half: our position store is done; wake the peer only if it sleeps.
     void wake_if_sleeping(L::SharedU32& peer_sleeping, L::SharedU64& wake_counter) noexcept {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (L::atomic(peer_sleeping).load(std::memory_order_relaxed) == 0) return;
-        if (L::atomic(peer_sleeping).exchange(0u, std::memory_order_seq_cst) == 0) return;
-        shm::futex_wake(peer_sleeping, 1);
-        L::counter_add(wake_counter, std::uint64_t{1});
+        if (detail::wake_if_sleeping(peer_sleeping)) L::counter_add(wake_counter, std::uint64_t{1});
     }
 
     Status fail(Status status, std::string message) {
@@ -1281,9 +1210,9 @@ private:
     std::byte* segments_ = nullptr;
     std::uint32_t capacity_ = 0;
     std::uint64_t position_ = 0;     // producer: next to publish; consumer: next to read
+    std::uint64_t last_liveness_check_ns_ = shm::monotonic_ns();  // the last backstop of a wait
     std::uint64_t cached_peer_ = 0;  // producer: last seen released; consumer: last seen published
-    std::uint64_t ns_per_spin_ = 30;  // wait_for: time of one spin, as last measured
-    static constexpr std::uint64_t kMaxPlausibleNsPerSpin = 1000;
+    detail::SpinRate spin_rate_;      // wait_for: time of one spin, as last measured
     std::uint64_t epoch_ = 0;
     std::uint64_t flushed_word_ = 0;  // producer: the flush word we stored last (rule 2b)
     ResumePoint resume_;              // consumer: the resume point found at attach

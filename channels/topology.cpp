@@ -10,7 +10,7 @@
 //  - The gate takes a word of bits with a seq_cst exchange (acquire: it synchronizes with the
 //    fetch_or of every bit it takes, so the publications before them are visible), then reads
 //    those channels. Before sleeping it stores 1 to `sleeping`, fences, and re-checks the bitmap
-//    (rule 5). A record committed without a notification is found at the periodic rescan.
+//    (rule 5, channels/detail/waiter.hpp). A record committed without a notification is found at the periodic rescan.
 #include "channels/topology.hpp"
 
 #include <sys/eventfd.h>
@@ -22,7 +22,7 @@
 #include <limits>
 #include <thread>
 
-#include "shm/futex.hpp"
+#include "channels/detail/waiter.hpp"
 #include "shm/process.hpp"
 #include "shm/region.hpp"
 
@@ -102,9 +102,7 @@ struct InputGate::State {
         stopping.store(true);
         armed.store(1);
         armed.notify_all();
-        // Wake it from the gate's word too.
-        L::atomic(gate->sleeping).store(0u, std::memory_order_seq_cst);
-        shm::futex_wake(gate->sleeping, 1 << 30);
+        detail::wake_all(gate->sleeping);  // wake it from the gate's word too
         watcher.join();
         ::close(event);
         event = -1;
@@ -116,13 +114,8 @@ struct InputGate::State {
             armed.wait(0);  // until a try_read found nothing (or we stop)
             if (stopping.load()) break;
             // Rule 5 on the gate's word, exactly as read() parks: producers see no difference.
-            L::atomic(gate->sleeping).store(1u, std::memory_order_seq_cst);
-            std::atomic_thread_fence(std::memory_order_seq_cst);
-            L::counter_add(gate->parks, std::uint64_t{1});
-            if (!shared_pending()) {
-                shm::futex_wait(gate->sleeping, 1u, std::chrono::nanoseconds(rescan_interval));
-            }
-            L::atomic(gate->sleeping).exchange(0u, std::memory_order_seq_cst);
+            detail::park(gate->sleeping, gate->parks, [&] { return shared_pending(); }, detail::kWaitForever,
+                         rescan_interval);
             if (stopping.load()) break;
             armed.store(0);
             [[maybe_unused]] ssize_t written = ::write(event, &one, sizeof one);
@@ -439,30 +432,16 @@ struct InputGate::State {
             if (now >= deadline) return Status::timed_out;
 
             // Spin (hybrid, spin), then park on the gate's word (rule 5).
-            bool woke = false;
+            auto pending = [&] { return shared_pending(); };
             if (options.channel.wait != WaitStrategy::park) {
-                std::uint64_t spin_until = options.channel.wait == WaitStrategy::spin ? std::min(deadline, next_rescan)
-                                                                                      : std::min({deadline, next_rescan, now + spin_budget});
-                for (std::uint32_t spins = 1;; ++spins) {
-                    __builtin_ia32_pause();
-                    if (shared_pending()) {
-                        woke = true;
-                        break;
-                    }
-                    if ((spins & 63) == 0 && shm::monotonic_ns() >= spin_until) break;
-                }
+                const std::uint64_t spin_until =
+                    std::min({deadline, next_rescan, detail::spin_until(options.channel.wait, now, spin_budget)});
+                bool woke = detail::spin(pending, [&](std::uint64_t at, std::uint32_t) { return at >= spin_until; }) != 0;
                 if (woke || options.channel.wait == WaitStrategy::spin) continue;
             }
-            L::atomic(gate->sleeping).store(1u, std::memory_order_seq_cst);
-            std::atomic_thread_fence(std::memory_order_seq_cst);
-            L::counter_add(gate->parks, std::uint64_t{1});
-            if (!shared_pending()) {
-                std::uint64_t until = std::min(deadline, next_rescan);
-                if (alignment_deadline != 0) until = std::min(until, alignment_deadline);
-                now = shm::monotonic_ns();
-                if (until > now) shm::futex_wait(gate->sleeping, 1u, std::chrono::nanoseconds(until - now));
-            }
-            L::atomic(gate->sleeping).exchange(0u, std::memory_order_seq_cst);
+            std::uint64_t until = std::min(deadline, next_rescan);
+            if (alignment_deadline != 0) until = std::min(until, alignment_deadline);
+            detail::park(gate->sleeping, gate->parks, pending, until);
         }
     }
 };
