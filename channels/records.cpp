@@ -993,6 +993,28 @@ struct RecordReader::State {
                 return status;
             }
 
+            // The common case inline (a whole record frame, as the fast paths take it); every
+            // other frame goes through the decoder.
+            if (offset < size && size - offset >= L::kFrameHeaderBytes && offset % L::kFrameAlignment == 0 &&
+                !(offset == 0 && (view.flags & L::kSegmentContinuesRecord))) {
+                L::FrameHeader header;
+                std::memcpy(&header, payload.data() + offset, sizeof header);  // once; use the local
+                const std::uint64_t room = size - offset - L::kFrameHeaderBytes;
+                if (detail::record_frame_fits(header, room, max_record)) {
+                    skip_continuation = false;
+                    const RecordPosition start{position, offset};
+                    const std::uint64_t data = std::uint64_t{offset} + L::kFrameHeaderBytes;
+                    auto bytes = payload.subspan(data, header.length);
+                    offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(data + header.length), size));
+                    bool skip = false;
+                    status = deliver(out, L::FrameKind::record, 0, bytes, start, skip);
+                    if (skip) {
+                        if (Status released = finish_previous(); released != Status::ok) return released;
+                        continue;
+                    }
+                    return status;
+                }
+            }
             const detail::Frame frame = detail::decode_frame(frames(), offset);
             if (frame.step == detail::FrameStep::continuation) {
                 // Continuation bytes of a record whose start we never saw (a restart after the
