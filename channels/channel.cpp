@@ -66,6 +66,7 @@ const char* to_string(Status status) noexcept {
         case Status::peer_died: return "peer_died";
         case Status::corrupt: return "corrupt";
         case Status::invalid_call: return "invalid_call";
+        case Status::interrupted: return "interrupted";
         case Status::event: return "event";
         case Status::record_lost: return "record_lost";
         case Status::decode_error: return "decode_error";

@@ -102,6 +102,8 @@ enum class Status : std::uint8_t {
                     // at once until a new peer attaches (everything published before is still read)
     corrupt,        // a shared value failed validation: see last_error()
     invalid_call,   // misuse: publish without acquire, a length over the capacity, after end
+    interrupted,    // a wait ended because a signal handler ran while it slept (EINTR): act on
+                    // the signal, or call again
     // Records layer:
     event,          // read_value(): the next frame is an event (RecordReader::last())
     record_lost,    // a restarted consumer: a record larger than the ring was in flight when

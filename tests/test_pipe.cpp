@@ -330,7 +330,7 @@ void check_producer_stopped(int signal_number) {
     if (signal_number == SIGKILL) {
         CHECK(send_code == -(100 + SIGKILL));
     } else {
-        CHECK(send_code == 1);
+        CHECK(send_code == 128 + signal_number);  // 130 for SIGINT, 143 for SIGTERM
         CHECK(read_file(scratch.file("send.err")).find("interrupted") != std::string::npos);
         auto info = try_inspect(name);
         REQUIRE(info);

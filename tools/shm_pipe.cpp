@@ -15,8 +15,9 @@
 //   exit 0  success (send: the stream is handed over and ended; recv: the stream ended, the
 //           channel is removed)
 //   exit 1  a runtime failure, with one line "shm-pipe: <cause>" on stderr: the peer died or went
-//           away, the channel is corrupt or incompatible, an I/O error, a timeout, a signal.
+//           away, the channel is corrupt or incompatible, an I/O error, a timeout.
 //   exit 2  bad usage (arguments, channel name, geometry).
+//   exit 130, 143  interrupted by SIGINT, SIGTERM (128 + the signal, as a shell reports it).
 //
 // Faults:
 //   - send never writes end of stream after a read error, SIGINT or SIGTERM: its Producer detaches
@@ -89,9 +90,12 @@ int fail(const std::string& message, int code = kExitFailure) {
     return code;
 }
 
+// 128 + the signal's number, as a shell reports a command a signal ended: 130 for SIGINT, 143
+// for SIGTERM.
 int fail_interrupted() {
     int signal_number = g_signal;
-    return fail(std::string("interrupted by ") + (signal_number == SIGTERM ? "SIGTERM" : "SIGINT"));
+    return fail(std::string("interrupted by ") + (signal_number == SIGTERM ? "SIGTERM" : "SIGINT"),
+                128 + (signal_number == SIGTERM ? SIGTERM : SIGINT));
 }
 
 struct Options {
@@ -162,6 +166,7 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
                     filled = 0;
                     return std::nullopt;
                 case shmchan::Status::timed_out:
+                case shmchan::Status::interrupted:  // the loop head acts on the signal
                 case shmchan::Status::would_block:
                     continue;
                 default:
@@ -341,6 +346,7 @@ int run_recv(const Options& options, const shmchan::ChannelOptions& channel_opti
                 break;
             }
             case shmchan::Status::timed_out:
+            case shmchan::Status::interrupted:  // the loop head acts on the signal
             case shmchan::Status::would_block:
                 break;
             case shmchan::Status::end_of_stream:
@@ -382,6 +388,7 @@ int wait_in_slices(const Options& options, shmchan::RecordWriter& writer, Attemp
             case shmchan::Status::ok:
                 return kExitOk;
             case shmchan::Status::timed_out:
+            case shmchan::Status::interrupted:  // the loop head acts on the signal
             case shmchan::Status::would_block:
                 if (consumer_went_away(writer.producer())) {
                     return fail("consumer of channel " + name + " died or went away");
@@ -414,6 +421,7 @@ int run_send_lines(const Options& options, const shmchan::ChannelOptions& channe
             status = writer.write(bytes);
             if (status == shmchan::Status::ok) return kExitOk;
             if (status == shmchan::Status::peer_died) return fail("consumer of channel " + name + " died or went away");
+            if (status == shmchan::Status::interrupted) return fail_interrupted();
             return fail("channel " + name + ": write failed (" + shmchan::to_string(status) + "): " + writer.last_error());
         }
         if (status == shmchan::Status::too_large) {
@@ -524,7 +532,7 @@ int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channe
                 slice = std::min(slice, std::chrono::duration_cast<std::chrono::nanoseconds>(left));
             }
             status = reader.read_for(record, slice);
-            if (status == shmchan::Status::timed_out) continue;
+            if (status == shmchan::Status::timed_out || status == shmchan::Status::interrupted) continue;
         }
         switch (status) {
             case shmchan::Status::ok:

@@ -72,9 +72,10 @@ inline void wake_all(layout::SharedU32& sleeping) noexcept {
 // The sleeper's half, one park: arms the word, re-checks `ready`, and sleeps unless it holds,
 // until woken or `until_ns` (monotonic), at most `max_sleep_ns` (0: no limit). Returns whether
 // the re-check found `ready`; after a sleep the caller re-checks itself. The word is 0 on return.
+// `interrupted`, if given, is set when the sleep ended because a signal handler ran (EINTR).
 template <class Ops = SystemFutex, class Ready>
 inline bool park(layout::SharedU32& sleeping, layout::SharedU64& parks, Ready&& ready, std::uint64_t until_ns,
-                 std::uint64_t max_sleep_ns = 0) {
+                 std::uint64_t max_sleep_ns = 0, bool* interrupted = nullptr) {
     // seq_cst store, then the fence: the re-check below cannot be ordered before the 1 is
     // visible to a waker (the store-load pair that a release store would not order).
     Ops::word(sleeping).store(1u, std::memory_order_seq_cst);
@@ -88,7 +89,9 @@ inline bool park(layout::SharedU32& sleeping, layout::SharedU64& parks, Ready&& 
     if (max_sleep_ns != 0) until_ns = std::min(until_ns, now + max_sleep_ns);
     if (until_ns > now) {
         const std::uint64_t sleep_ns = std::min<std::uint64_t>(until_ns - now, std::numeric_limits<std::int64_t>::max());
-        Ops::wait(sleeping, 1u, std::chrono::nanoseconds(static_cast<std::int64_t>(sleep_ns)));
+        const shm::FutexResult slept =
+            Ops::wait(sleeping, 1u, std::chrono::nanoseconds(static_cast<std::int64_t>(sleep_ns)));
+        if (interrupted && slept == shm::FutexResult::interrupted) *interrupted = true;
     }
     // Woken, timed out or interrupted: take our word back (a waker may have done it). seq_cst:
     // a waker's exchange and ours take the 1 once between them.
@@ -149,6 +152,9 @@ struct SpinRate {
 // (WaitPlan). `eager` is false while spinning, true after a sleep (an attempt may look lazily
 // only while spinning, layout.hpp rule 2b). Every backstop_ns, and before the deadline, ends the
 // wait with timed_out; `backstop()` runs and any status other than would_block ends the wait.
+// A sleep that a signal handler interrupted (EINTR) ends the wait with interrupted, after one
+// more attempt, so that a program can act on its signal (a handler that runs while the wait
+// spins, at most the spin budget, is not seen: the wait goes on).
 template <class Ops = SystemFutex, class Attempt, class Backstop>
 Status spin_then_park(const WaitWords& words, const WaitPlan& plan, SpinRate& rate, std::uint64_t start,
                       std::uint64_t deadline, Attempt&& attempt, Backstop&& backstop) {
@@ -194,10 +200,13 @@ Status spin_then_park(const WaitWords& words, const WaitPlan& plan, SpinRate& ra
     // Park phase.
     auto ready = [&] { return (status = attempt(true)) != Status::would_block; };
     while (true) {
-        if (park<Ops>(words.sleeping, words.parks, ready, std::min(deadline, next_check), plan.park_limit_ns)) {
+        bool interrupted = false;
+        if (park<Ops>(words.sleeping, words.parks, ready, std::min(deadline, next_check), plan.park_limit_ns,
+                      &interrupted)) {
             return finish(status);
         }
         if (ready()) return finish(status);
+        if (interrupted) return finish(Status::interrupted);
         status = periodic(shm::monotonic_ns());
         if (status != Status::would_block) return finish(status);
     }
