@@ -43,7 +43,8 @@
 // skip_through() after attaching. A record larger than the ring whose first segments were
 // released when the consumer died is reported as Status::record_lost with its size. A producer
 // that attaches after another died continues after the last record that one completed; a record
-// it had half written is never delivered.
+// it had half written is never delivered. For exactly-once, number the records and resume at
+// completed_records().
 //
 // Not thread-safe; the hot path makes no syscall and no allocation (a spanning record larger
 // than any before it grows the reassembly buffer once).
