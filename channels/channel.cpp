@@ -400,6 +400,8 @@ public:
                 L::store_relaxed(segment.first_record_offset, 0u);
                 L::store_relaxed(segment.checksum, 0u);
                 L::store_relaxed(segment.producer_epoch, static_cast<std::uint32_t>(epoch_));
+                // Read only by a successor that finds `sequence` == this position (resume_view).
+                L::store_relaxed(segment.first_record_ordinal, record_ordinal_);
                 L::store_release(segment.sequence, position_);
                 // Rule 2b: no flush of this position yet, so that a stale word can never match
                 // it (its 32-bit tag would again after 2^32 segments). From our own copy: a load
@@ -421,22 +423,83 @@ public:
         return Status::ok;
     }
 
+    // A segment a previous producer took at our position and committed bytes to: what we
+    // continue. Each field read once; false if there is none, or it is garbage (started afresh).
+    struct Continued {
+        std::uint64_t sequence = 0;
+        std::uint32_t committed = 0, flags = 0, first_record_offset = 0;
+        bool garbage = false;  // taken at our position with committed bytes, but a bad header
+    };
+    bool continuable(const L::SegmentHeader& segment, Continued& out) const {
+        out.sequence = L::load_acquire(segment.sequence);
+        out.committed = L::load_acquire(segment.committed_bytes);
+        out.flags = L::load_relaxed(segment.flags);
+        out.first_record_offset = L::load_relaxed(segment.first_record_offset);
+        if (out.sequence != position_ || out.committed == 0) return false;
+        out.garbage = out.committed > capacity_ || (out.flags & ~L::kSegmentKnownFlags) ||
+                      out.first_record_offset > out.committed;
+        return !out.garbage;
+    }
+
     // The first acquire after attach: if the slot holds this position's segment started by a
     // previous producer with committed bytes (a consumer may have read them), continue it.
     bool resume_segment(L::SegmentHeader& segment) {
-        std::uint64_t sequence = L::load_acquire(segment.sequence);
-        std::uint32_t committed = L::load_acquire(segment.committed_bytes);
-        std::uint32_t flags = L::load_relaxed(segment.flags);
-        std::uint32_t first_record_offset = L::load_relaxed(segment.first_record_offset);
-        if (sequence != position_ || committed == 0) return false;
-        if (committed > capacity_ || (flags & ~L::kSegmentKnownFlags) || first_record_offset > committed) {
-            return false;  // garbage: start the segment afresh
+        Continued continued;
+        if (!continuable(segment, continued)) return false;
+        // A record that goes on past a full segment ("last record continues") stays flagged: the
+        // segment we start next does not continue it, and that is how a reader drops it. On a
+        // segment that is not full the flag is damage: cleared, so that no frame is taken for one.
+        if (continued.committed != capacity_) {
+            L::store_relaxed(segment.flags, continued.flags & ~L::kSegmentRecordContinues);
         }
-        // Clear "last record continues": the record that went on was never completed.
-        L::store_relaxed(segment.flags, flags & ~L::kSegmentRecordContinues);
         L::store_relaxed(segment.producer_epoch, static_cast<std::uint32_t>(epoch_));
         return true;
     }
+
+    // Before the first acquire: the records completed before the segment we will continue (its
+    // committed bytes in `out`) or start afresh (`out` empty). See layout.hpp SegmentHeader.
+    Status resume_view(SegmentView& out, std::uint64_t& ordinal) {
+        out = SegmentView{};
+        out.sequence = position_;
+        ordinal = 0;
+        if (!first_acquire_) return fail(Status::invalid_call, "resume_view after the first acquire");
+        const L::SegmentHeader& segment = segment_header(position_);
+        Continued continued;
+        if (continuable(segment, continued)) {
+            out.payload = std::span<const std::byte>(segment_payload(position_), continued.committed);
+            out.flags = continued.flags;
+            out.first_record_offset = continued.first_record_offset;
+        } else if (continued.garbage) {
+            return fail(Status::corrupt, "segment " + std::to_string(position_) +
+                                             " left by the previous producer has a bad header: its records cannot be counted");
+        }
+        if (continued.sequence == position_) {
+            // Taken by the previous producer (or never, at position 0 of a fresh file: zeros). Its
+            // first ordinal was stored before the sequence we acquired.
+            ordinal = L::load_relaxed(segment.first_record_ordinal);
+            if (position_ == 0 || geometry_.segment_count == 1) return Status::ok;
+            // The segment before it is still in its slot (we have not taken this one): they agree.
+            const L::SegmentHeader& previous = segment_header(position_ - 1);
+            std::uint64_t end = L::load_relaxed(previous.end_record_ordinal);
+            if (L::load_relaxed(previous.sequence) == position_ - 1 && end == ordinal) return Status::ok;
+            return fail(Status::corrupt, "segment " + std::to_string(position_) + " starts at record " + std::to_string(ordinal) +
+                                             ", segment " + std::to_string(position_ - 1) + " ends at record " + std::to_string(end));
+        }
+        if (position_ == 0) return Status::ok;
+        // Not taken yet: the published segment before it still holds its end ordinal (stored
+        // before `published`, which we acquired at attach), also when it shares the slot (one
+        // segment) and the previous producer died resetting it, which leaves that field alone.
+        const L::SegmentHeader& previous = segment_header(position_ - 1);
+        std::uint64_t sequence = L::load_acquire(previous.sequence);
+        std::uint64_t first = L::load_relaxed(previous.first_record_ordinal);
+        ordinal = L::load_relaxed(previous.end_record_ordinal);
+        if (sequence == position_ - 1 && (geometry_.segment_count == 1 || first <= ordinal)) return Status::ok;
+        return fail(Status::corrupt, "published segment " + std::to_string(position_ - 1) + " carries sequence " +
+                                         std::to_string(sequence) + " and records " + std::to_string(first) + " to " +
+                                         std::to_string(ordinal));
+    }
+
+    void set_record_ordinal(std::uint64_t completed) noexcept { record_ordinal_ = completed; }
 
     Status commit(std::uint32_t bytes) {
         if (!holding_) return fail(Status::invalid_call, "commit without an acquired segment");
@@ -640,6 +703,8 @@ public:
         L::store_relaxed(segment.flags, flags);
         L::store_relaxed(segment.checksum, checksum);
         L::store_relaxed(segment.first_record_offset, first_record_offset);
+        // Read only by a successor that acquires `published` past this segment (resume_view).
+        L::store_relaxed(segment.end_record_ordinal, record_ordinal_);
         L::store_release(segment.committed_bytes, bytes);
         ++position_;
         holding_ = false;
@@ -1216,6 +1281,7 @@ private:
     detail::SpinRate spin_rate_;      // wait_for: time of one spin, as last measured
     std::uint64_t epoch_ = 0;
     std::uint64_t flushed_word_ = 0;  // producer: the flush word we stored last (rule 2b)
+    std::uint64_t record_ordinal_ = 0;  // producer, records layer: records completed (set_record_ordinal)
     ResumePoint resume_;              // consumer: the resume point found at attach
     std::uint32_t held_bytes_ = 0;
     bool first_acquire_ = true;
@@ -1337,6 +1403,8 @@ Status Producer::commit(std::uint32_t bytes, std::uint32_t flags, std::uint32_t 
 }
 std::uint32_t Producer::free_segments() { return attached_->free_segments(); }
 void Producer::wake_consumer() { attached_->wake_consumer(); }
+void Producer::set_record_ordinal(std::uint64_t completed) noexcept { attached_->set_record_ordinal(completed); }
+Status Producer::resume_view(SegmentView& out, std::uint64_t& ordinal) { return attached_->resume_view(out, ordinal); }
 bool Producer::publish_priority(std::uint64_t checkpoint_id, std::uint64_t segment, std::uint64_t offset) {
     return attached_->publish_priority(checkpoint_id, segment, offset);
 }

@@ -254,6 +254,15 @@ public:
     void set_buffer_timeout(std::chrono::nanoseconds timeout);
     // Adds frames written to the shared counters (records, events).
     void add_written(std::uint64_t records, std::uint64_t events);
+    // Restart (layout.hpp SegmentHeader::first_record_ordinal): the records of the stream
+    // completed so far, which the producer stores into the next segment it publishes (as its end)
+    // and takes (as its start). A member store, no shared memory: call it before each publish.
+    void set_record_ordinal(std::uint64_t completed) noexcept;
+    // Before the first acquire: the records completed when the previous producer stopped, up to
+    // the segment this one continues or starts (`ordinal`), and that segment's committed bytes
+    // (`out`: empty when it starts afresh; never sealed), whose whole records the caller counts.
+    // corrupt: the counts in the segment headers disagree, or the segment to continue is damaged.
+    Status resume_view(SegmentView& out, std::uint64_t& ordinal);
     // The priority lane (layout.hpp): publishes a barrier that overtakes queued data and wakes
     // the consumer; false if the previous priority event has not been taken yet.
     bool publish_priority(std::uint64_t checkpoint_id, std::uint64_t segment, std::uint64_t offset);

@@ -67,7 +67,8 @@ namespace shmchan::layout {
 inline constexpr std::uint64_t kMagic = 0x314E414843'4D4853ull;  // "SHMCHAN1" little-endian
 inline constexpr std::uint32_t kAbiVersion = 5;  // 2: flush word, consumer wake line, resume tag; 3: record runs;
                                                  // 4: a gate link per consumer slot (header 8 KiB);
-                                                 // 5: Control::removed holds kRemovedMark, not 1
+                                                 // 5: Control::removed holds kRemovedMark, not 1;
+                                                 //    record ordinals per segment
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint32_t kHeaderBytes = 8192;
 inline constexpr std::uint32_t kSegmentHeaderBytes = 64;
@@ -322,7 +323,16 @@ struct alignas(kCacheLine) SegmentHeader {
     SharedU64 sequence;          // the segment's position; release by producer (rule 2)
     std::uint32_t first_record_offset;  // records layer: where the first record starting here begins
     std::uint32_t producer_epoch;       // producer attach_count that wrote it
-    std::uint8_t reserved[32];
+    // Records layer, read only by a producer that replaces a dead one (RecordWriter::
+    // completed_records): records of the stream completed (last byte committed) before this
+    // segment, stored when the producer takes it, before `sequence` (whose release orders it; a
+    // successor trusts it only with sequence == its position) ...
+    SharedU64 first_record_ordinal;
+    // ... and through its end, stored before `published` is released for it. Two fields, not
+    // one: with a ring of one segment, taking the next segment resets this header before its
+    // sequence changes, and the count must outlive that reset (it does not touch this field).
+    SharedU64 end_record_ordinal;
+    std::uint8_t reserved[16];
 };
 
 // A gate file: `shmgate-NAME` beside the channels (a prefix of its own, so channel tools never
@@ -510,6 +520,9 @@ static_assert(offsetof(ConsumerCounters, waiting_since_ns) == 64);
 static_assert(offsetof(SegmentHeader, committed_bytes) == 0);
 static_assert(offsetof(SegmentHeader, sequence) == 16);
 static_assert(offsetof(SegmentHeader, first_record_offset) == 24);
+static_assert(offsetof(SegmentHeader, producer_epoch) == 28);
+static_assert(offsetof(SegmentHeader, first_record_ordinal) == 32);
+static_assert(offsetof(SegmentHeader, end_record_ordinal) == 40);
 static_assert(offsetof(FrameHeader, length) == 0);
 static_assert(offsetof(FrameHeader, kind) == 4);
 static_assert(offsetof(FrameHeader, event_type) == 6);

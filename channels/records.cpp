@@ -79,6 +79,9 @@ struct RecordWriter::State {
     std::vector<std::byte> scratch;
     bool ended = false;
     std::uint64_t next_position = 0;  // the segment after the last one published (a hint)
+    // Records of the stream completed before the held segment's pending ones: the previous
+    // producers' (found at attach) and ours in the segments we published.
+    std::uint64_t records_completed = 0;
 
     Status fail(Status status, std::string message) {
         last_error = "channel '" + producer.name() + "': " + std::move(message);
@@ -140,6 +143,9 @@ struct RecordWriter::State {
             checksum = crc32c(segment.payload.data(), offset);
             flags |= L::kSegmentHasChecksum;
         }
+        // The count through this segment: its end ordinal, and the next one's start.
+        records_completed += pending_records;
+        producer.set_record_ordinal(records_completed);
         Status status = producer.publish(offset, flags, frames, first_record_offset, checksum);
         holding = false;
         arm_fast_path();
@@ -556,7 +562,32 @@ RecordWriter RecordWriter::attach(std::string_view name, ChannelOptions options)
     state->buffer_timeout_ns = static_cast<std::uint64_t>(options.buffer_timeout.count());
     state->producer.set_buffer_timeout(options.buffer_timeout);
     state->cur.max_fast_record = std::min<std::uint64_t>(state->max_record, state->capacity - L::kFrameHeaderBytes);
+    state->records_completed = count_resumed_records(*state);
+    state->producer.set_record_ordinal(state->records_completed);
     return RecordWriter(std::move(state));
+}
+
+// The records the previous producers completed: counted up to the segment we continue or start
+// (the segment headers' ordinals), plus the whole records committed in the one we continue.
+std::uint64_t RecordWriter::count_resumed_records(State& state) {
+    SegmentView resumed;
+    std::uint64_t ordinal = 0;
+    if (state.producer.resume_view(resumed, ordinal) != Status::ok) {
+        throw Error(Errc::corrupt, state.producer.last_error());
+    }
+    const detail::SegmentFrames frames{resumed.payload, resumed.flags, resumed.first_record_offset,
+                                       /*sealed=*/false, state.capacity, state.max_record};
+    std::uint64_t in_segment = 0;
+    if (!detail::count_complete_records(frames, in_segment)) {
+        throw Error(Errc::corrupt, "channel '" + state.producer.name() + "': segment " + std::to_string(resumed.sequence) +
+                                       " left by the previous producer holds a corrupt frame: its records cannot be counted");
+    }
+    return ordinal + in_segment;
+}
+
+std::uint64_t RecordWriter::completed_records() const noexcept {
+    const State& s = *state_;
+    return s.records_completed + s.pending_records + s.cur.fast_frames;
 }
 
 RecordWriter::RecordWriter(std::unique_ptr<State> state) : state_(std::move(state)), cursor_(&state_->cur) {}

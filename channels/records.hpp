@@ -43,7 +43,8 @@
 // skip_through() after attaching. A record larger than the ring whose first segments were
 // released when the consumer died is reported as Status::record_lost with its size. A producer
 // that attaches after another died continues after the last record that one completed; a record
-// it had half written is never delivered.
+// it had half written is never delivered. For exactly-once, number the records and resume at
+// completed_records().
 //
 // Not thread-safe; the hot path makes no syscall and no allocation (a spanning record larger
 // than any before it grows the reassembly buffer once).
@@ -299,6 +300,14 @@ public:
     // The same, waiting at most `timeout` for room for the end event (timed_out: not ended).
     Status end_stream_for(std::chrono::nanoseconds timeout);
 
+    // Exactly-once after a restart: the records of the stream completed so far (last byte
+    // committed), counting the previous producers' and ours; a record of a run and a record that
+    // spans segments count one each, events none. A writer that replaces a dead one and numbers
+    // its records resumes at number completed_records(): the dead one's record in flight was
+    // delivered if and only if it is counted. Exact across a kill at any moment (attach throws
+    // Error corrupt if the counts in the channel's segment headers are damaged).
+    std::uint64_t completed_records() const noexcept;
+
     std::size_t max_inline_record() const noexcept;  // largest record that fits one segment
     std::uint64_t max_record_bytes() const noexcept;
     Producer& producer() noexcept;
@@ -307,6 +316,7 @@ public:
 private:
     struct State;
     explicit RecordWriter(std::unique_ptr<State> state);
+    static std::uint64_t count_resumed_records(State& state);
     std::vector<std::byte>& scratch();
     Status write_slow(std::span<const std::byte> record);
     Status reserve_slow(std::size_t size, std::span<std::byte>& out);

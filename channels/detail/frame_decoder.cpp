@@ -152,6 +152,24 @@ FramePlace locate_frame(const SegmentFrames& segment, std::uint64_t target) noex
     return {at == target, 0, 0};
 }
 
+bool count_complete_records(const SegmentFrames& segment, std::uint64_t& records) noexcept {
+    records = 0;
+    for (std::uint64_t at = 0;;) {
+        const Frame frame = decode_frame(segment, at);
+        switch (frame.step) {
+            case FrameStep::record:
+            case FrameStep::continuation: records += frame.spans ? 0 : 1; break;
+            case FrameStep::run: records += frame.run.header.count; break;
+            case FrameStep::event: break;
+            case FrameStep::pending:
+            case FrameStep::end: return true;
+            case FrameStep::corrupt: return false;
+        }
+        if (frame.next <= at) return false;  // no frame ends where it starts
+        at = frame.next;
+    }
+}
+
 const char* to_string(FrameStep step) noexcept {
     switch (step) {
         case FrameStep::record: return "record";

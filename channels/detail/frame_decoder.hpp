@@ -94,6 +94,12 @@ struct FramePlace {
 };
 FramePlace locate_frame(const SegmentFrames& segment, std::uint64_t target) noexcept;
 
+// The records whose last byte lies in the committed bytes of `segment` (what a producer that
+// continues it after a dead one finds completed there): a record frame that does not span and a
+// continuation that ends here count one each, a run its count, events none; a record that goes on
+// past them (spans, pending) none. False if a frame on the way is corrupt.
+bool count_complete_records(const SegmentFrames& segment, std::uint64_t& records) noexcept;
+
 // The decoder's common case, also the check of the reader's inline fast paths: a frame header,
 // read once into a local, is a record whose payload fits the `room` of committed bytes after it.
 inline bool record_frame_fits(const layout::FrameHeader& header, std::uint64_t room, std::uint64_t max_record) noexcept {
