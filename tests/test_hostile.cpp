@@ -156,6 +156,32 @@ TEST_CASE("another user's channel is foreign, not corrupt; gc keeps it unless --
     CHECK_FALSE(file_exists(path_of(name)));
 }
 
+TEST_CASE("a removal that another user may not make is an error, not not_found") {
+    if (::geteuid() != 0) {
+        MESSAGE("not root: cannot act as another user; skipped");
+        return;
+    }
+    const std::string name = unique_name("theirs");
+    make_ended_channel(name, "root's");
+    // A shared, sticky directory as /tmp is: only a file's owner may unlink it.
+    struct stat before {};
+    REQUIRE(::stat(channel_directory().c_str(), &before) == 0);
+    REQUIRE(::chmod(channel_directory().c_str(), 01777) == 0);
+    Child other([name] {
+        if (::setgid(54321) != 0 || ::setuid(54321) != 0) return 4;
+        try {
+            (void)remove_channel(name, /*force=*/true);
+        } catch (const Error& error) {
+            CHILD_EXPECT(error.code() == std::errc::operation_not_permitted);
+            return 0;
+        }
+        return 5;  // reported removed or not_found
+    });
+    CHECK(other.exit_code() == 0);
+    CHECK(file_exists(path_of(name)));
+    ::chmod(channel_directory().c_str(), before.st_mode & 07777);
+}
+
 TEST_CASE("a stray value in the removal word is corrupt: the channel and its data stay") {
     const std::string name = unique_name("stray");
     make_ended_channel(name, "unread data");
