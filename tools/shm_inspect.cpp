@@ -709,29 +709,38 @@ std::string watch_frame(const std::vector<Snapshot>& now, const std::map<std::st
 }
 
 // Sleeps `seconds` in slices, returning early when a signal arrived.
+// watch takes SIGINT and SIGTERM synchronously: they are blocked, and its sleep between frames is
+// a sigtimedwait that returns as soon as one is pending. No handler has to run (a sanitizer
+// runtime may defer handlers), and a signal that arrives while a frame is drawn waits for the
+// next sleep.
+sigset_t stop_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    return set;
+}
+
 void interruptible_sleep(double seconds) {
+    const sigset_t set = stop_signals();
     auto until = std::chrono::steady_clock::now() +
                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds));
     while (!g_signal) {
         auto now = std::chrono::steady_clock::now();
-        if (now >= until) return;
-        std::chrono::steady_clock::duration slice = std::min<std::chrono::steady_clock::duration>(
-            until - now, std::chrono::milliseconds(50));
+        std::chrono::steady_clock::duration left = until > now ? until - now : std::chrono::steady_clock::duration::zero();
         timespec ts{};
-        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(slice).count();
+        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
         ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
         ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-        ::nanosleep(&ts, nullptr);  // EINTR on a signal: the loop re-checks the flag
+        int taken = ::sigtimedwait(&set, nullptr, &ts);
+        if (taken > 0) g_signal = taken;
+        if (taken < 0 && errno != EINTR) return;  // EAGAIN: the time is up
     }
 }
 
 int run_watch(const std::optional<std::string>& name, double interval, std::optional<std::uint64_t> count) {
-    struct sigaction action {};
-    action.sa_handler = on_signal;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = 0;
-    ::sigaction(SIGINT, &action, nullptr);
-    ::sigaction(SIGTERM, &action, nullptr);
+    const sigset_t set = stop_signals();
+    ::sigprocmask(SIG_BLOCK, &set, nullptr);
     const bool terminal = ::isatty(STDOUT_FILENO) == 1;
     std::map<std::string, Snapshot> before;
     for (std::uint64_t frame = 0; !g_signal && (!count || frame < *count); ++frame) {
