@@ -251,7 +251,7 @@ struct OpenChannel {
 
 OpenChannel open_or_create(const std::string& name, const ChannelOptions& options) {
     validate_options(name, options);
-    const std::string path = shm::region_path(name);
+    const std::string path = shm::region_path(name, L::kChannelFilePrefix);
     shm::AccessPolicy policy{options.mode, options.allowed_owner};
     const std::uint64_t size = L::region_bytes(options.segment_size.value_or(L::kDefaultSegmentSize),
                                                options.segment_count.value_or(L::kDefaultSegmentCount));
@@ -663,7 +663,7 @@ public:
         if (gate_name.size() > L::kMaxGateNameLength || !shm::is_valid_name(gate_name)) return;
         try {
             auto region = std::make_unique<shm::Region>(shm::Region::open(
-                shm::region_path(gate_name, "shmgate-"), {options_.mode, options_.allowed_owner}, /*writable=*/true));
+                shm::region_path(gate_name, L::kGateFilePrefix), {options_.mode, options_.allowed_owner}, /*writable=*/true));
             if (region->size() < L::kGateBytes) return;
             auto* gate = static_cast<L::GateHeader*>(region->data());
             if (L::load_acquire(gate->abi_version) != L::kAbiVersion || L::load_relaxed(gate->magic) != L::kGateMagic) return;
@@ -1479,7 +1479,7 @@ ChannelInfo Consumer::info() const { return read_info(attached_->name(), attache
 
 ChannelInfo inspect(std::string_view name, const ChannelOptions& options) {
     std::string channel(name);
-    shm::Region region = shm::Region::open(shm::region_path(channel), {options.mode, options.allowed_owner},
+    shm::Region region = shm::Region::open(shm::region_path(channel, layout::kChannelFilePrefix), {options.mode, options.allowed_owner},
                                            /*writable=*/false);
     if (region.size() > 0 && region.size() < layout::kHeaderBytes) {
         // A creator reserves the whole size in one step: a short, non-empty file is damaged.
@@ -1502,7 +1502,7 @@ ChannelInfo inspect(std::string_view name, const ChannelOptions& options) {
 
 RemoveResult remove_channel(std::string_view name, bool force) {
     std::string channel(name);
-    const std::string path = shm::region_path(channel);
+    const std::string path = shm::region_path(channel, layout::kChannelFilePrefix);
     auto unlink_failed = [&](int error) {
         return Error::from_errno(error, "remove channel '" + channel + "' at " + path);
     };

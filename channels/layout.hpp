@@ -60,6 +60,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string_view>
 #include <type_traits>
 
 namespace shmchan::layout {
@@ -70,6 +71,12 @@ inline constexpr std::uint32_t kAbiVersion = 5;  // 2: flush word, consumer wake
                                                  // 5: Control::removed holds kRemovedMark, not 1;
                                                  //    record ordinals per segment
 inline constexpr std::size_t kCacheLine = 64;
+
+// File names in the channel directory ($SHMCHAN_DIR or /dev/shm): a channel NAME is the file
+// kChannelFilePrefix + NAME, a gate NAME the file kGateFilePrefix + NAME (a prefix of its own,
+// so that channel tools never take a gate for a channel).
+inline constexpr std::string_view kChannelFilePrefix = "shmchan-";
+inline constexpr std::string_view kGateFilePrefix = "shmgate-";
 inline constexpr std::uint32_t kHeaderBytes = 8192;
 inline constexpr std::uint32_t kSegmentHeaderBytes = 64;
 inline constexpr std::uint32_t kMaxConsumers = 8;  // consumer slots (broadcast uses > 1)
@@ -344,6 +351,8 @@ struct alignas(kCacheLine) SegmentHeader {
 inline constexpr std::uint64_t kGateMagic = 0x3145544147'4D4853ull;  // "SHMGATE1" little-endian
 inline constexpr std::uint32_t kMaxGateChannels = 4096;
 inline constexpr std::uint32_t kGateBytes = 4096;
+// The gate's process holds this byte of the gate file exclusively while it lives (liveness).
+inline constexpr std::uint64_t kGateLockByte = 1;
 struct alignas(kCacheLine) GateHeader {
     std::uint64_t magic;            // kGateMagic
     SharedU32 abi_version;          // ready mark (rule 1), kAbiVersion

@@ -32,7 +32,6 @@ namespace L = layout;
 
 namespace {
 
-constexpr std::uint64_t kGateLockByte = 1;  // held by the gate's process while it lives
 constexpr std::uint64_t kNoDeadline = std::numeric_limits<std::uint64_t>::max();
 
 std::uint64_t hash_bytes(std::span<const std::byte> bytes) noexcept {
@@ -460,18 +459,18 @@ InputGate InputGate::attach(std::string_view name, const std::vector<std::string
     s.options = options;
     s.options.channel.framing = Framing::records;
     s.count = static_cast<std::uint32_t>(channels.size());
-    const std::string path = shm::region_path(gate_name, "shmgate-");
+    const std::string path = shm::region_path(gate_name, L::kGateFilePrefix);
     shm::AccessPolicy policy{options.channel.mode, options.channel.allowed_owner};
     for (int attempt = 0;; ++attempt) {
         try {
-            s.region = shm::Region::create(path, L::kGateBytes, policy, kGateLockByte);
+            s.region = shm::Region::create(path, L::kGateBytes, policy, L::kGateLockByte);
             break;
         } catch (const Error& error) {
             if (error.code() != std::errc::file_exists || attempt >= 10) throw;
         }
         // A gate file exists: refuse a live gate, replace a stale one.
         shm::Region old = shm::Region::open(path, policy, /*writable=*/true);
-        if (old.lock_held_by_other(kGateLockByte, shm::LockKind::shared)) {
+        if (old.lock_held_by_other(L::kGateLockByte, shm::LockKind::shared)) {
             throw Error(Errc::side_taken, "gate '" + gate_name + "' is held by a live process");
         }
         old.unlink_if_same_file();

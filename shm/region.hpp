@@ -22,7 +22,6 @@
 
 namespace shmchan::shm {
 
-inline constexpr std::string_view kFilePrefix = "shmchan-";
 inline constexpr std::size_t kMaxNameLength = 200;
 
 // The directory that holds region files: $SHMCHAN_DIR or /dev/shm.
@@ -33,8 +32,9 @@ std::string region_directory();
 void validate_name(std::string_view name);
 bool is_valid_name(std::string_view name) noexcept;
 
-// region_directory() + "/" + prefix + name (name validated); the default prefix is kFilePrefix.
-std::string region_path(std::string_view name, std::string_view prefix = kFilePrefix);
+// region_directory() + "/" + prefix + name (name validated). The prefix is the caller's: this
+// layer does not know what the files hold (channels/layout.hpp names the channel and gate ones).
+std::string region_path(std::string_view name, std::string_view prefix);
 
 struct AccessPolicy {
     mode_t mode = 0600;                  // mode of a file we create (umask is not applied)

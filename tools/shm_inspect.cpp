@@ -177,7 +177,7 @@ std::string side_state(const ChannelInfo::Side& side) {
 }
 
 std::string channel_path(const std::string& name) {
-    return shmchan::shm::region_directory() + "/" + std::string(shmchan::shm::kFilePrefix) + name;
+    return shmchan::shm::region_directory() + "/" + std::string(L::kChannelFilePrefix) + name;
 }
 
 Snapshot take_snapshot(const std::string& name) {
@@ -280,7 +280,7 @@ std::vector<std::string> channel_names(std::string* error) {
         if (error) *error = "cannot read directory " + directory + ": " + std::strerror(errno);
         return names;
     }
-    const std::string_view prefix = shmchan::shm::kFilePrefix;
+    const std::string_view prefix = L::kChannelFilePrefix;
     while (dirent* entry = ::readdir(dir)) {
         std::string_view file = entry->d_name;
         if (file.size() <= prefix.size() || file.substr(0, prefix.size()) != prefix) continue;
