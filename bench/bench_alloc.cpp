@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: counts every operator new of the program (shmchan's hot path must make none; the
 // bench reports the calls made inside each timed loop). Its own translation unit, so that no
 // caller inlines the replacement.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: what every transport of the benchmark shares. The work (a pattern the producer
 // writes and a checksum the consumer reads), the latency histogram, the block the processes of
 // one row share, and the context a child process runs in.

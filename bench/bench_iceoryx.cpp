@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: Eclipse iceoryx 2.x (Debian's packages), the untyped C++ API: the producer loans a
 // chunk, writes the record into it in place and publishes it; the consumer busy-polls take(),
 // reads every byte of the chunk in place and releases it. No loss: the publisher waits for a slow

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: ZeroMQ over ipc:// (libzmq's C API). Stream: PUSH -> PULL; ping-pong: PAIR <-> PAIR.
 // The endpoint is a socket file in the run's private temporary directory. The producer copies
 // each record into a message (zmq_send); the consumer reads every byte of the received message

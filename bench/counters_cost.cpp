@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-counters-cost: what the always-on counters of the hot path cost.
 //
 // This one source is built twice: `shm-counters-cost` against the normal library and

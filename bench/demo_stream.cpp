@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-demo: streams N GiB from a producer process to a consumer process through a shmchan
 // channel, then does the same work through a plain pipe, and prints both throughputs side by side.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-pipeline: the README's main job. Three processes, source -> transform -> sink, over two
 // records channels, the way a Flink job chains operators across task slots:
 //

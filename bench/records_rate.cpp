@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-records-rate: records per second through each way of using the records layer, next to raw
 // segments carrying the same records packed back to back, in the same run:
 //   write/read             one copying call per record on each side (write(), read());

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: shmchan side by side with the transports a user would pick instead, and with the
 // limits of the machine, in one run. See bench/README.md for the method and the latest results.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-store-paths: how fast one core can hand 32 KiB blocks to a reader on another core,
 // depending only on how the producer stores them. No channel, no library: a 16-slot ring in
 // shared memory (as shm-bench's cross-core limit), the consumer summing every word in place and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-topology-bench: input gates and one-ring broadcast against a single channel, same run.
 //
 //  - gate stream: one producer process writes 64-byte records round-robin over M channels, one

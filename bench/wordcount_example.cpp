@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-wordcount: a keyed word count over separate processes, checkpointed with aligned barriers,
 // that survives a killed mapper by restarting from the last completed checkpoint.
 //

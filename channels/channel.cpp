@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The channel protocol: open-or-create, attach, the segment ring, waiting and liveness.
 //
 // Synchronization is the protocol written at the top of channels/layout.hpp (rules 1-6); each

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shmchan channels: a single-producer single-consumer ring of fixed-size segments in shared
 // memory, between two processes (or two threads) on one host.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "channels/crc32c.hpp"
 
 #include <nmmintrin.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CRC-32C (Castagnoli), the checksum of a segment's committed payload when a channel asks for it.
 // Uses the SSE4.2 crc32 instruction when the CPU has it, a table otherwise.
 #pragma once

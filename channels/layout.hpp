@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The shared-memory layout of a channel: the one ABI header. docs/LAYOUT.md is its prose twin.
 //
 // A channel is one file (shm/region.hpp) laid out as

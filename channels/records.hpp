@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shmchan records: the per-segment serialization layer (Flink's record serializer and
 // deserializer) on top of a channel.
 //

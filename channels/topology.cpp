@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Input gates and output partitions (see channels/topology.hpp).
 //
 // Shared-memory protocol of a gate (channels/layout.hpp: GateHeader, GateLink):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Topologies: an input gate reads many channels [Flink's InputGate], an output partition writes
 // many [ResultPartition], with checkpoint barriers aligned across a gate's channels and
 // watermarks combined as their minimum.

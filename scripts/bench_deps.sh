@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the optional dependencies of shm-bench (bench/) from Debian's packages, and nothing
 # that is already there. Idempotent: when every package is installed it changes nothing and needs
 # no network. The core (channels/, shm/, tools/, tests/) builds without any of them; shm-bench

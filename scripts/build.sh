@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Configures and builds shmchan.
 #   scripts/build.sh [--asan|--tsan] [BUILD_DIR]
 # Default build directories: build, build-asan (ASan+UBSan), build-tsan (TSan), at the repo root.

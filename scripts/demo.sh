@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs what is missing, builds, and runs the main job:
 #  1. shm-pipeline: three processes, source -> transform -> sink, over two records channels,
 #     with live per-channel figures (records/s, MB/s, fill, back-pressured and idle ms/s) and a

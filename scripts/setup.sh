@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs what shmchan needs from Debian's packages, and nothing that is already there.
 # Idempotent: when every package is installed it changes nothing and needs no network.
 # Works as root on a fresh Debian 12; as another user it uses sudo when available.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs what is missing, builds, and runs every test:
 #   bash scripts/test.sh               # the suite (build dir: build)
 #   bash scripts/test.sh --sanitizers  # then again under ASan+UBSan (build-asan) and TSan (build-tsan)
@@ -13,7 +14,7 @@ for arg in "$@"; do
     case "$arg" in
         --sanitizers) sanitizers=1 ;;
         --sanitizers-only) sanitizers=1; plain=0 ;;
-        -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+        -h|--help) sed -n '3,7p' "$0"; exit 0 ;;
         *) echo "test: unknown argument $arg" >&2; exit 2 ;;
     esac
 done

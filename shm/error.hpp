@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shmchan::Error: the one exception type of setup calls (create, open, attach, remove).
 //
 // The hot path never throws; it returns a status. Setup failures carry a message that names the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Futex wait and wake on a 32-bit word in shared memory.
 //
 // We use the shared (not FUTEX_PRIVATE_FLAG) variant: the kernel keys the wait queue on the

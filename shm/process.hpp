@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Process identity for display and diagnostics.
 //
 // Liveness is decided by byte-range locks (region.hpp), never by a pid: a pid can be reused and

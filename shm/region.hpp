@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Named shared-memory regions: files in a tmpfs directory, mapped MAP_SHARED.
 //
 // Location: NAME lives in `$SHMCHAN_DIR/shmchan-NAME` when SHMCHAN_DIR is set, otherwise in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers for the library tests (region, futex, liveness, core, stream, faults): checking error
 // codes, a separate mapping of a channel file for corrupting it, the self-checking segment
 // pattern of the stream tests, and flags in shared memory with deadlines.

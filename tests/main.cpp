@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The doctest runner. Every test process works in its own channel directory (SHMCHAN_DIR), so
 // parallel runs never collide; support.hpp makes and removes it.
 #define DOCTEST_CONFIG_IMPLEMENT

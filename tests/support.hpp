@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Test support: a private channel directory per test process, child processes (fork) with
 // deadlines instead of sleeps, and a start barrier in shared memory.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The channel API: attaching, geometry and framing, options, sides, end of stream, the status of
 // every call that can wait, removal and inspection.
 #include <sys/stat.h>

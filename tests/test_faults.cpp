@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bad shared-memory contents: every header field checked against the file, every segment checked
 // before use, a truncated file, and a writer that mutates the header while others read it. A
 // fault is a clear error (an Error at attach, Status::corrupt on the hot path), never a crash.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm/futex: wait and wake on a 32-bit word, across processes on a MAP_SHARED file mapping.
 #include <fcntl.h>
 #include <sys/mman.h>

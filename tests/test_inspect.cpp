@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-inspect against channels made by real processes: live, back-pressured, idle, dead producer,
 // dead consumer, stale, being created and corrupt. The tool runs as its own process (spawn) with
 // its output in files of the test's directory (files not named shmchan-*, so the tool skips

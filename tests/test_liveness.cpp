@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Peer liveness: a side waiting on a peer that dies (SIGKILL, zombie, a pid that was reused)
 // gets peer_died within a generous deadline, after everything published before the death; a
 // side that never had a peer just waits; a replacement peer may attach.

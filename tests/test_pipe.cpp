@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The shm-pipe contract end to end (the brief, "Interfaces that scripts rely on"): the real
 // binary, started with posix_spawn, in both start orders, with empty input, a tiny ring, a closed
 // standard output, SIGINT and SIGKILL of the producer, SIGKILL of a back-pressured consumer, an

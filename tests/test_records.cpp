@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The records layer (channels/records.hpp) across real processes: round trips of every awkward
 // size (with and without checksums, small and default geometry, records larger than the ring),
 // events in order, the flush policy, zero-copy reserve/commit, typed records, restart of a killed

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Regression guard for the spin-mode stall the bench once saw (bench/README.md): a ping-pong of
 // records larger than the ring with WaitStrategy::spin on both sides, in the "records" suite.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Named regions as channels see them: names, file modes, unsafe files, reserved size, and races
 // between processes that create, open and remove one name.
 #include <sys/stat.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Streams of self-checking segments: between processes, between threads (what TSan checks), with a
 // slow consumer, and with each wait strategy and its wake counters.
 #include <sys/stat.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Gates and partitions across real processes: every producer is a child process that attaches
 // after the fork; the gate reads in the test process.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Output helpers of shm-inspect: JSON strings, Prometheus label values and numbers, and the
 // text-or-hex decision of `peek`. Header-only and free of channel knowledge, so that
 // tests/test_inspect.cpp checks them directly.

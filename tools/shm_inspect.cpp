@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-inspect: looks at shmchan channels without disturbing them.
 //
 //   shm-inspect list [--json]            every channel of the directory, one line each

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-pipe: a shared-memory channel as a shell pipe.
 //
 //   producer | shm-pipe send NAME        # copies stdin into channel NAME, then ends the stream

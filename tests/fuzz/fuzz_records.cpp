@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the records reader (channels/records.cpp): the fuzz input becomes the
 // shared memory of a records channel, and a RecordReader reads it with try_read (try_read_run
 // when the base position is odd) until the first status that is not ok. It must never crash, read out of bounds (ASan), hit undefined behaviour
