@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The records layer: framing records and events into segments, and reading them back.
 //
 // Shared-memory protocol: the channel's rules (channels/layout.hpp) plus the framing declared
@@ -941,7 +942,9 @@ struct RecordReader::State {
         } else {
             ++progress.events;
         }
-        if (skip) return Status::ok;
+        // Passed by skip_through(): finished at once (its resume point moves past it); the
+        // caller reads on unless that failed.
+        if (skip) return finish_previous();
         skipping = false;
         out = Record{};
         out.position = start;
@@ -1003,10 +1006,7 @@ struct RecordReader::State {
                 detail::step_in_run(offset, run_end, std::uint64_t{offset} + run_size, size);
                 bool skip = false;
                 status = deliver(out, L::FrameKind::record, 0, bytes, start, skip);
-                if (skip) {
-                    if (Status released = finish_previous(); released != Status::ok) return released;
-                    continue;
-                }
+                if (skip && status == Status::ok) continue;
                 return status;
             }
 
@@ -1017,10 +1017,7 @@ struct RecordReader::State {
                 bool skip = false;
                 status = deliver(out, L::FrameKind::record, 0,
                                  std::span<const std::byte>(buffer.get(), record_length), record_start, skip);
-                if (skip) {
-                    if (Status released = finish_previous(); released != Status::ok) return released;
-                    continue;
-                }
+                if (skip && status == Status::ok) continue;
                 return status;
             }
 
@@ -1051,10 +1048,7 @@ struct RecordReader::State {
                     offset = static_cast<std::uint32_t>(std::min<std::uint64_t>(L::frame_align(data + header.length), size));
                     bool skip = false;
                     status = deliver(out, L::FrameKind::record, 0, bytes, start, skip);
-                    if (skip) {
-                        if (Status released = finish_previous(); released != Status::ok) return released;
-                        continue;
-                    }
+                    if (skip && status == Status::ok) continue;
                     return status;
                 }
             }
@@ -1116,10 +1110,7 @@ struct RecordReader::State {
                 offset = static_cast<std::uint32_t>(frame.next);
                 bool skip = false;
                 status = deliver(out, frame.kind, frame.event_type, frame.bytes, start, skip);
-                if (skip) {
-                    if (Status released = finish_previous(); released != Status::ok) return released;
-                    continue;
-                }
+                if (skip && status == Status::ok) continue;
                 return status;
             }
             // The first part of a record spanning segments: reassemble it.
