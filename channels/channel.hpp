@@ -198,8 +198,9 @@ struct ChannelInfo {
 };
 
 namespace detail {
-class Attached;
-}
+class ProducerSide;
+class ConsumerSide;
+}  // namespace detail
 
 class Producer {
 public:
@@ -269,8 +270,8 @@ public:
     bool publish_priority(std::uint64_t checkpoint_id, std::uint64_t segment, std::uint64_t offset);
 
 private:
-    explicit Producer(std::unique_ptr<detail::Attached> attached);
-    std::unique_ptr<detail::Attached> attached_;
+    explicit Producer(std::unique_ptr<detail::ProducerSide> side);
+    std::unique_ptr<detail::ProducerSide> side_;
 };
 
 class Consumer {
@@ -332,8 +333,8 @@ public:
     ChannelInfo info() const;
 
 private:
-    explicit Consumer(std::unique_ptr<detail::Attached> attached);
-    std::unique_ptr<detail::Attached> attached_;
+    explicit Consumer(std::unique_ptr<detail::ConsumerSide> side);
+    std::unique_ptr<detail::ConsumerSide> side_;
 };
 
 // Reads a channel's header without attaching (read-only mapping, no locks taken, nobody woken).
