@@ -17,6 +17,7 @@
 
 #include "channels/detail/channel_file.hpp"
 #include "channels/detail/consumer_ring.hpp"
+#include "channels/detail/hooks.hpp"
 #include "channels/detail/notifier.hpp"
 #include "channels/detail/producer_ring.hpp"
 #include "channels/detail/waiter.hpp"
@@ -447,8 +448,8 @@ Status Producer::acquire_for(WritableSegment& out, std::chrono::nanoseconds time
 }
 Status Producer::commit(std::uint32_t bytes) { return side_->ring().commit(bytes); }
 Status Producer::publish(std::uint32_t bytes) { return side_->publish(bytes, 0, 0, 0, 0); }
-Status Producer::publish(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
-                         std::uint32_t first_record_offset, std::uint32_t checksum) {
+Status detail::ProducerHooks::publish(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
+                                      std::uint32_t first_record_offset, std::uint32_t checksum) {
     return side_->publish(bytes, flags, record_count, first_record_offset, checksum);
 }
 Status Producer::end_stream() { return side_->end_stream(); }
@@ -457,26 +458,26 @@ std::uint32_t Producer::payload_capacity() const noexcept { return side_->capaci
 std::uint32_t Producer::segment_count() const noexcept { return side_->segment_count(); }
 std::uint32_t Producer::channel_flags() const noexcept { return side_->channel_flags(); }
 std::uint64_t Producer::max_record_bytes() const noexcept { return side_->max_record_bytes(); }
-Status Producer::commit(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
+Status detail::ProducerHooks::commit(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
                         std::uint32_t first_record_offset) {
     return side_->ring().commit(bytes, flags, record_count, first_record_offset);
 }
-std::uint32_t Producer::free_segments() { return side_->ring().free_segments(); }
-void Producer::wake_consumer() { side_->wake_consumer(); }
-void Producer::set_record_ordinal(std::uint64_t completed) noexcept { side_->ring().set_record_ordinal(completed); }
-Status Producer::resume_view(SegmentView& out, std::uint64_t& ordinal) { return side_->ring().resume_view(out, ordinal); }
-bool Producer::publish_priority(std::uint64_t checkpoint_id, std::uint64_t segment, std::uint64_t offset) {
+std::uint32_t detail::ProducerHooks::free_segments() { return side_->ring().free_segments(); }
+void detail::ProducerHooks::wake_consumer() { side_->wake_consumer(); }
+void detail::ProducerHooks::set_record_ordinal(std::uint64_t completed) noexcept { side_->ring().set_record_ordinal(completed); }
+Status detail::ProducerHooks::resume_view(SegmentView& out, std::uint64_t& ordinal) { return side_->ring().resume_view(out, ordinal); }
+bool detail::ProducerHooks::publish_priority(std::uint64_t checkpoint_id, std::uint64_t segment, std::uint64_t offset) {
     return side_->publish_priority(checkpoint_id, segment, offset);
 }
-Status Producer::wait_for_free(std::uint32_t count, std::chrono::nanoseconds timeout) {
+Status detail::ProducerHooks::wait_for_free(std::uint32_t count, std::chrono::nanoseconds timeout) {
     if (count > side_->segment_count()) return Status::invalid_call;
     auto attempt = [&] { return side_->ring().free_segments() >= count ? Status::ok : Status::would_block; };
     return side_->wait_for(attempt, timeout.count() < 0 ? kForever : side_->timeout_ns(timeout));
 }
-void Producer::set_buffer_timeout(std::chrono::nanoseconds timeout) {
+void detail::ProducerHooks::set_buffer_timeout(std::chrono::nanoseconds timeout) {
     side_->ring().set_buffer_timeout(static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())));
 }
-void Producer::add_written(std::uint64_t records, std::uint64_t events) { side_->ring().add_written(records, events); }
+void detail::ProducerHooks::add_written(std::uint64_t records, std::uint64_t events) { side_->ring().add_written(records, events); }
 const std::string& Producer::name() const noexcept { return side_->name(); }
 const std::string& Producer::last_error() const noexcept { return side_->last_error(); }
 ChannelInfo Producer::info() const { return detail::read_info(side_->name(), side_->region(), detail::Self::producer); }
@@ -505,16 +506,16 @@ std::uint32_t Consumer::payload_capacity() const noexcept { return side_->capaci
 std::uint32_t Consumer::segment_count() const noexcept { return side_->segment_count(); }
 std::uint32_t Consumer::channel_flags() const noexcept { return side_->channel_flags(); }
 std::uint64_t Consumer::max_record_bytes() const noexcept { return side_->max_record_bytes(); }
-ResumePoint Consumer::resume_point() const { return side_->ring().resume_point(); }
-std::uint64_t* Consumer::resume_point_field() noexcept { return side_->ring().resume_point_field(); }
-bool Consumer::take_priority(std::uint64_t& checkpoint_id) { return side_->ring().take_priority(checkpoint_id); }
-void Consumer::set_gate_link(std::string_view gate_name, std::uint32_t index) { side_->set_gate_link(gate_name, index); }
-void Consumer::clear_gate_link() { side_->clear_link(); }
-Status Consumer::try_view(std::uint64_t position, SegmentView& out) { return side_->ring().try_view(position, out); }
-Status Consumer::poll_view(std::uint64_t position, SegmentView& out) {
+detail::ResumePoint detail::ConsumerHooks::resume_point() const { return side_->ring().resume_point(); }
+std::uint64_t* detail::ConsumerHooks::resume_point_field() noexcept { return side_->ring().resume_point_field(); }
+bool detail::ConsumerHooks::take_priority(std::uint64_t& checkpoint_id) { return side_->ring().take_priority(checkpoint_id); }
+void detail::ConsumerHooks::set_gate_link(std::string_view gate_name, std::uint32_t index) { side_->set_gate_link(gate_name, index); }
+void detail::ConsumerHooks::clear_gate_link() { side_->clear_link(); }
+Status detail::ConsumerHooks::try_view(std::uint64_t position, SegmentView& out) { return side_->ring().try_view(position, out); }
+Status detail::ConsumerHooks::poll_view(std::uint64_t position, SegmentView& out) {
     return side_->ring().poll_view(position, out, /*eager=*/false);
 }
-Status Consumer::wait_view(std::uint64_t position, std::uint32_t committed, SegmentView& out,
+Status detail::ConsumerHooks::wait_view(std::uint64_t position, std::uint32_t committed, SegmentView& out,
                            std::chrono::nanoseconds timeout) {
     // Rule 2b: while spinning, the segment header is read every kHeaderPollInterval-th look
     // (about a microsecond); the producer line at every look.
@@ -529,7 +530,7 @@ Status Consumer::wait_view(std::uint64_t position, std::uint32_t committed, Segm
     std::uint64_t limit = timeout.count() < 0 ? kForever : side_->timeout_ns(timeout);
     return side_->wait_for(attempt, limit, side_->buffer_timeout_park_limit());
 }
-Status Consumer::release_until(std::uint64_t position, std::uint64_t resume_offset,
+Status detail::ConsumerHooks::release_until(std::uint64_t position, std::uint64_t resume_offset,
                                std::uint64_t in_flight_record_bytes, const ReadProgress& progress) {
     return side_->release_until(position, resume_offset, in_flight_record_bytes, progress);
 }

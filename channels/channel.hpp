@@ -127,33 +127,6 @@ struct WritableSegment {
     std::uint32_t first_record_offset = 0;
 };
 
-// A segment seen by the records layer without moving any position: a published (sealed) one, or
-// the one the producer is filling (its committed prefix). Same trust rules as ReadableSegment.
-struct SegmentView {
-    std::span<const std::byte> payload;  // the committed bytes
-    std::uint64_t sequence = 0;
-    bool sealed = false;                 // published: payload and metadata are final
-    std::uint32_t flags = 0;
-    std::uint32_t record_count = 0;
-    std::uint32_t first_record_offset = 0;
-    std::uint32_t checksum = 0;
-    std::uint32_t producer_epoch = 0;
-};
-
-// Where a new consumer resumes (records layer): segment `position`, payload offset `offset`;
-// `in_flight_record_bytes` != 0 when a record larger than the ring was being read and its first
-// segments were already released: that record is lost for the new consumer.
-struct ResumePoint {
-    std::uint64_t position = 0;
-    std::uint64_t offset = 0;
-    std::uint64_t in_flight_record_bytes = 0;
-};
-
-// What a records reader consumed since its last report (counters, per segment not per record).
-struct ReadProgress {
-    std::uint64_t bytes = 0, records = 0, events = 0;
-};
-
 // What the consumer reads: the committed payload of a published segment. A view into shared
 // memory, valid until release() or the next read. The bytes are the producer's: a buggy or
 // hostile producer may still change them, so parse them as untrusted input.
@@ -200,6 +173,8 @@ struct ChannelInfo {
 namespace detail {
 class ProducerSide;
 class ConsumerSide;
+class ProducerHooks;
+class ConsumerHooks;
 }  // namespace detail
 
 class Producer {
@@ -223,9 +198,6 @@ public:
     Status commit(std::uint32_t bytes);
     // Hands the acquired segment to the consumer with `bytes` of payload, waking it if it sleeps.
     Status publish(std::uint32_t bytes);
-    // Publishes `bytes` with segment metadata (records layer).
-    Status publish(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
-                   std::uint32_t first_record_offset, std::uint32_t checksum);
 
     // Ends the stream (after publishing a held segment, if any) and wakes the consumer.
     Status end_stream();
@@ -239,37 +211,8 @@ public:
     const std::string& last_error() const noexcept;
     ChannelInfo info() const;
 
-    // ---- Hooks of the records layer (channels/records.hpp); raw-segment users need none. ----
-    // commit() with the segment's metadata so far (relaxed stores before the release of bytes).
-    Status commit(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
-                  std::uint32_t first_record_offset);
-    // Segments the producer could acquire now without waiting (loads the consumer's position).
-    std::uint32_t free_segments();
-    // A flush: hands the committed bytes of the held segment to a waiting consumer (the flush
-    // word, layout.hpp rule 2b) and wakes it if it sleeps: a fence and a load; a syscall only
-    // when it sleeps.
-    void wake_consumer();
-    // Waits until `count` segments are free (count <= segment count), for at most `timeout`
-    // (negative: no limit).
-    Status wait_for_free(std::uint32_t count, std::chrono::nanoseconds timeout);
-    // The flush timeout a parked consumer honours (written to the header).
-    void set_buffer_timeout(std::chrono::nanoseconds timeout);
-    // Adds frames written to the shared counters (records, events).
-    void add_written(std::uint64_t records, std::uint64_t events);
-    // Restart (layout.hpp SegmentHeader::first_record_ordinal): the records of the stream
-    // completed so far, which the producer stores into the next segment it publishes (as its end)
-    // and takes (as its start). A member store, no shared memory: call it before each publish.
-    void set_record_ordinal(std::uint64_t completed) noexcept;
-    // Before the first acquire: the records completed when the previous producer stopped, up to
-    // the segment this one continues or starts (`ordinal`), and that segment's committed bytes
-    // (`out`: empty when it starts afresh; never sealed), whose whole records the caller counts.
-    // corrupt: the counts in the segment headers disagree, or the segment to continue is damaged.
-    Status resume_view(SegmentView& out, std::uint64_t& ordinal);
-    // The priority lane (layout.hpp): publishes a barrier that overtakes queued data and wakes
-    // the consumer; false if the previous priority event has not been taken yet.
-    bool publish_priority(std::uint64_t checkpoint_id, std::uint64_t segment, std::uint64_t offset);
-
 private:
+    friend class detail::ProducerHooks;  // the records layer's access (channels/detail/hooks.hpp)
     explicit Producer(std::unique_ptr<detail::ProducerSide> side);
     std::unique_ptr<detail::ProducerSide> side_;
 };
@@ -293,46 +236,19 @@ public:
 
     bool producer_alive() const;  // a syscall: not for every record
 
-    // ---- Hooks of the records layer (channels/records.hpp); do not mix with read/release. ----
-    ResumePoint resume_point() const;
-    // The segment at `position` (between the released and the published position, or the one
-    // being filled). would_block: the producer has not started it; end_of_stream: it is past
-    // the end of the stream.
-    Status try_view(std::uint64_t position, SegmentView& out);
-    // What a waiting reader polls (layout.hpp rule 2b): a newly published segment or the flush
-    // word; the header of the segment being filled only if `out` holds no view of it yet and it
-    // was flushed. would_block: nothing new that way (try_view reads the header itself).
-    Status poll_view(std::uint64_t position, SegmentView& out);
-    // Waits until the segment at `position` is sealed or has more than `committed` bytes (or
-    // the stream ended, or the peer died), for at most `timeout` (negative: no limit). A parked
-    // consumer sleeps at most the producer's buffer timeout, so committed records are seen.
-    Status wait_view(std::uint64_t position, std::uint32_t committed, SegmentView& out,
-                     std::chrono::nanoseconds timeout);
-    // Releases every segment before `position`, records the resume point inside it and adds
-    // `progress` to the counters.
-    Status release_until(std::uint64_t position, std::uint64_t resume_offset,
-                         std::uint64_t in_flight_record_bytes, const ReadProgress& progress);
-    std::uint32_t segment_count() const noexcept;
-    std::uint32_t channel_flags() const noexcept;
-    std::uint64_t max_record_bytes() const noexcept;
-    // Our slot's resume word (layout::ConsumerLine::resume_point), which the records layer's
-    // inline read path stores per record (relaxed, read only by the next consumer of the slot).
-    std::uint64_t* resume_point_field() noexcept;
-    // The priority lane: takes a published priority barrier (and acknowledges it).
-    bool take_priority(std::uint64_t& checkpoint_id);
-    // Gates (channels/topology.hpp): producers of a linked channel notify the gate instead.
-    void set_gate_link(std::string_view gate_name, std::uint32_t index);
-    void clear_gate_link();
-
     // Removes the channel's file now (the mappings stay valid). For a consumer done with the
     // stream; a process opening the name afterwards gets a fresh channel.
     void remove_channel();
     std::uint32_t payload_capacity() const noexcept;
+    std::uint32_t segment_count() const noexcept;
+    std::uint32_t channel_flags() const noexcept;  // layout::kFlag* of the channel
+    std::uint64_t max_record_bytes() const noexcept;
     const std::string& name() const noexcept;
     const std::string& last_error() const noexcept;
     ChannelInfo info() const;
 
 private:
+    friend class detail::ConsumerHooks;  // the records layer's and gates' access (detail/hooks.hpp)
     explicit Consumer(std::unique_ptr<detail::ConsumerSide> side);
     std::unique_ptr<detail::ConsumerSide> side_;
 };

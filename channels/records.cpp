@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "channels/crc32c.hpp"
+#include "channels/detail/hooks.hpp"
 #include "shm/process.hpp"
 
 namespace shmchan {
@@ -53,6 +54,7 @@ L::FrameHeader frame_header(std::uint32_t length, L::FrameKind kind, std::uint16
 // ---- Writer --------------------------------------------------------------------------------------
 
 struct RecordWriter::State {
+    detail::ProducerHooks hooks() noexcept { return detail::ProducerHooks(producer); }  // the channel beyond its user API
     explicit State(Producer p) : producer(std::move(p)) {}
     Producer producer;
     std::string last_error;
@@ -146,12 +148,12 @@ struct RecordWriter::State {
         }
         // The count through this segment: its end ordinal, and the next one's start.
         records_completed += pending_records;
-        producer.set_record_ordinal(records_completed);
-        Status status = producer.publish(offset, flags, frames, first_record_offset, checksum);
+        hooks().set_record_ordinal(records_completed);
+        Status status = hooks().publish(offset, flags, frames, first_record_offset, checksum);
         holding = false;
         arm_fast_path();
         next_position = segment.sequence + 1;
-        producer.add_written(pending_records, pending_events);
+        hooks().add_written(pending_records, pending_events);
         pending_records = pending_events = 0;
         if (status != Status::ok) last_error = producer.last_error();
         return status;
@@ -161,7 +163,7 @@ struct RecordWriter::State {
     // checksums, when the buffer timeout has passed since its first frame).
     Status commit_frames() {
         count_fast_frames();
-        Status status = producer.commit(offset, flags, frames, first_record_offset);
+        Status status = hooks().commit(offset, flags, frames, first_record_offset);
         if (status != Status::ok) return fail(status, producer.last_error());
         if (capacity - offset < L::kFrameHeaderBytes) return publish();
         if (checksums) {
@@ -172,7 +174,7 @@ struct RecordWriter::State {
                 return publish();
             }
         }
-        if (latency_mode) producer.wake_consumer();
+        if (latency_mode) hooks().wake_consumer();
         return Status::ok;
     }
 
@@ -192,7 +194,7 @@ struct RecordWriter::State {
         if (deadline.mode == Mode::blocking) return Status::ok;
         std::uint64_t needed = segments_needed(frame_bytes);
         if (needed == 0) return Status::ok;
-        if (holding && offset > 0 && producer.free_segments() < needed) {
+        if (holding && offset > 0 && hooks().free_segments() < needed) {
             // We must wait, so hand the held segment over first (that does not wait): the
             // reader may need it to free segments (the end of a spanning record it holds, a
             // seal it waits for with checksums), and a record that needs every other segment
@@ -207,7 +209,7 @@ struct RecordWriter::State {
                                                   std::to_string(needed) + " segments, more than the ring's " +
                                                   std::to_string(segment_count) + ": use the blocking write");
         }
-        Status status = producer.wait_for_free(static_cast<std::uint32_t>(needed), deadline.remaining());
+        Status status = hooks().wait_for_free(static_cast<std::uint32_t>(needed), deadline.remaining());
         if (status == Status::timed_out && deadline.mode == Mode::try_once) return Status::would_block;
         if (status != Status::ok && status != Status::timed_out) last_error = producer.last_error();
         return status;
@@ -561,19 +563,19 @@ RecordWriter RecordWriter::attach(std::string_view name, ChannelOptions options)
     state->checksums = (state->producer.channel_flags() & L::kFlagChecksums) != 0;
     state->latency_mode = options.buffer_timeout.count() == 0;
     state->buffer_timeout_ns = static_cast<std::uint64_t>(options.buffer_timeout.count());
-    state->producer.set_buffer_timeout(options.buffer_timeout);
+    state->hooks().set_buffer_timeout(options.buffer_timeout);
     state->cur.max_fast_record = std::min<std::uint64_t>(state->max_record, state->capacity - L::kFrameHeaderBytes);
     state->records_completed = count_resumed_records(*state);
-    state->producer.set_record_ordinal(state->records_completed);
+    state->hooks().set_record_ordinal(state->records_completed);
     return RecordWriter(std::move(state));
 }
 
 // The records the previous producers completed: counted up to the segment we continue or start
 // (the segment headers' ordinals), plus the whole records committed in the one we continue.
 std::uint64_t RecordWriter::count_resumed_records(State& state) {
-    SegmentView resumed;
+    detail::SegmentView resumed;
     std::uint64_t ordinal = 0;
-    if (state.producer.resume_view(resumed, ordinal) != Status::ok) {
+    if (state.hooks().resume_view(resumed, ordinal) != Status::ok) {
         throw Error(Errc::corrupt, state.producer.last_error());
     }
     const detail::SegmentFrames frames{resumed.payload, resumed.flags, resumed.first_record_offset,
@@ -649,7 +651,7 @@ Status RecordWriter::write_barrier(std::uint64_t checkpoint_id, bool priority) {
     if (priority && !s.ended) {
         // Everything committed so far is overtaken; the in-band copy below closes the range.
         std::uint64_t segment = s.holding ? s.segment.sequence : s.next_position;
-        s.producer.publish_priority(checkpoint_id, segment, s.holding ? s.offset : 0);
+        s.hooks().publish_priority(checkpoint_id, segment, s.holding ? s.offset : 0);
     }
     std::byte payload[8];
     std::memcpy(payload, &checkpoint_id, sizeof checkpoint_id);
@@ -672,10 +674,10 @@ Status RecordWriter::flush() {
     } else if (s.holding && s.cur.fast_frames != 0) {
         // The header's record count, which the fast path leaves behind, as of this flush.
         s.count_fast_frames();
-        Status status = s.producer.commit(s.offset, s.flags, s.frames, s.first_record_offset);
+        Status status = s.hooks().commit(s.offset, s.flags, s.frames, s.first_record_offset);
         if (status != Status::ok) return s.fail(status, s.producer.last_error());
     }
-    s.producer.wake_consumer();
+    s.hooks().wake_consumer();
     return Status::ok;
 }
 
@@ -709,6 +711,7 @@ std::vector<std::byte>& RecordWriter::scratch() { return state_->scratch; }
 // ---- Reader --------------------------------------------------------------------------------------
 
 struct RecordReader::State {
+    detail::ConsumerHooks hooks() noexcept { return detail::ConsumerHooks(consumer); }  // the channel beyond its user API
     explicit State(Consumer c) : consumer(std::move(c)) {}
     Consumer consumer;
     std::string last_error;
@@ -722,7 +725,7 @@ struct RecordReader::State {
     std::uint32_t& offset = cur.offset;      // where its next frame starts
     std::uint64_t floor = 0;     // segments before it are released
     std::uint64_t stored_in_flight = 0;  // the in_flight_record_bytes we stored last
-    SegmentView view;
+    detail::SegmentView view;
     bool have_view = false;
     // The parse needs the segment sealed: a spanning frame seen in a segment still being filled
     // (its publish stores committed_bytes a moment before `published`).
@@ -745,7 +748,7 @@ struct RecordReader::State {
     bool skipping = false;
     RecordPosition skip_through;
 
-    ReadProgress& progress = cur.progress;
+    detail::ReadProgress& progress = cur.progress;
     bool ended = false;
     Record last;
     std::uint32_t& run_end = cur.run_end;    // inside a record_run frame (records.hpp)
@@ -776,7 +779,7 @@ struct RecordReader::State {
     // only with a release the core accepted; a refused one is reported, never skipped over.
     Status release_passed() {
         if (position == floor) return Status::ok;
-        Status status = consumer.release_until(position, offset, in_flight, progress);
+        Status status = hooks().release_until(position, offset, in_flight, progress);
         if (status != Status::ok) return release_refused(status);
         stored_in_flight = in_flight;
         progress = {};
@@ -788,7 +791,7 @@ struct RecordReader::State {
     Status finish_previous() {
         if (reassembling) return Status::ok;  // a try_read that returned mid-record
         const bool moved = position != floor;
-        Status status = consumer.release_until(position, offset, 0, moved ? progress : ReadProgress{});
+        Status status = hooks().release_until(position, offset, 0, moved ? progress : detail::ReadProgress{});
         if (status != Status::ok) return release_refused(status);
         if (moved) {
             progress = {};
@@ -829,7 +832,7 @@ struct RecordReader::State {
         return !checksums && !need_sealed && view.payload.size() > offset;
     }
 
-    Status verify(const SegmentView& segment) {
+    Status verify(const detail::SegmentView& segment) {
         if (!checksums || !segment.sealed || verified == segment.sequence) return Status::ok;
         if (!(segment.flags & L::kSegmentHasChecksum)) return fail(Status::corrupt, "checksum missing");
         std::uint32_t actual = crc32c(segment.payload.data(), segment.payload.size());
@@ -849,8 +852,8 @@ struct RecordReader::State {
             // its view of the segment being filled polls the producer line only and leaves the
             // header line to the producer (layout.hpp rule 2b): it reads the header within a
             // few dozen spins of its wait.
-            Status status = deadline.mode != Mode::blocking || !have_view ? consumer.try_view(position, view)
-                                                                         : consumer.poll_view(position, view);
+            Status status = deadline.mode != Mode::blocking || !have_view ? hooks().try_view(position, view)
+                                                                         : hooks().poll_view(position, view);
             if (status == Status::ok) {
                 have_view = true;
                 if (view_ready()) break;
@@ -865,7 +868,7 @@ struct RecordReader::State {
             std::uint32_t threshold = (checksums || need_sealed) ? capacity : offset;
             std::chrono::nanoseconds remaining = deadline.remaining();
             if (deadline.mode == Mode::timed && remaining.count() == 0) return Status::timed_out;
-            status = consumer.wait_view(position, threshold, view, remaining);
+            status = hooks().wait_view(position, threshold, view, remaining);
             if (status == Status::ok) {
                 have_view = true;
             } else {
@@ -1130,7 +1133,7 @@ struct RecordReader::State {
     // die before its end: in_flight tells the next consumer).
     Status release_if_ring_held() {
         if (position - floor >= segment_count) {
-            Status status = consumer.release_until(position, 0, record_length, progress);
+            Status status = hooks().release_until(position, 0, record_length, progress);
             if (status != Status::ok) return release_refused(status);
             in_flight = record_length;
             stored_in_flight = in_flight;
@@ -1190,7 +1193,7 @@ RecordReader RecordReader::attach(std::string_view name, ChannelOptions options)
     s.segment_count = s.consumer.segment_count();
     s.max_record = std::min<std::uint64_t>(s.consumer.max_record_bytes(), L::kMaxRecordsFramingRecord);
     s.checksums = (s.consumer.channel_flags() & L::kFlagChecksums) != 0;
-    ResumePoint resume = s.consumer.resume_point();
+    detail::ResumePoint resume = s.hooks().resume_point();
     s.position = s.floor = resume.position;
     // A frame starts 8-aligned; a record inside a run frame may start anywhere in the run:
     // locate_resume_point() checks the offset against the segment's frames at the first read.
@@ -1202,7 +1205,7 @@ RecordReader RecordReader::attach(std::string_view name, ChannelOptions options)
     s.locate_resume = s.offset != 0;
     s.stored_in_flight = resume.in_flight_record_bytes;
     s.cur.max_record = s.max_record;
-    s.cur.resume_point = s.consumer.resume_point_field();
+    s.cur.resume_point = s.hooks().resume_point_field();
     if (resume.in_flight_record_bytes > s.max_record) {
         throw Error(Errc::corrupt, "channel '" + std::string(name) + "': in-flight record size " +
                                        std::to_string(resume.in_flight_record_bytes) + " exceeds the maximum record size " +

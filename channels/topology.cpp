@@ -23,6 +23,7 @@
 #include <limits>
 #include <thread>
 
+#include "channels/detail/hooks.hpp"
 #include "channels/detail/waiter.hpp"
 #include "shm/process.hpp"
 #include "shm/region.hpp"
@@ -161,7 +162,7 @@ struct InputGate::State {
                 std::uint32_t i = w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
                 bits &= bits - 1;
                 std::uint64_t checkpoint_id = 0;
-                if (i >= count || !readers[i].consumer().take_priority(checkpoint_id)) continue;
+                if (i >= count || !detail::ConsumerHooks(readers[i].consumer()).take_priority(checkpoint_id)) continue;
                 if (!options.unaligned || is_ended[i] || checkpoint_id <= last_started || deliver) continue;
                 if (overtaking) std::fill(in_flight.begin(), in_flight.end(), 0);  // older one abandoned
                 for (std::uint32_t j = 0; j < count; ++j) in_flight[j] = !is_ended[j];
@@ -485,7 +486,7 @@ InputGate InputGate::attach(std::string_view name, const std::vector<std::string
     s.readers.reserve(channels.size());
     for (std::uint32_t i = 0; i < s.count; ++i) {
         s.readers.push_back(RecordReader::attach(channels[i], s.options.channel));
-        s.readers.back().consumer().set_gate_link(gate_name, i);
+        detail::ConsumerHooks(s.readers.back().consumer()).set_gate_link(gate_name, i);
     }
     s.available.assign((s.count + 63) / 64, 0);
     s.is_ended.assign(s.count, 0);
@@ -508,7 +509,7 @@ InputGate& InputGate::operator=(InputGate&&) noexcept = default;
 InputGate::~InputGate() {
     if (!state_) return;
     state_->stop_watcher();
-    for (auto& reader : state_->readers) reader.consumer().clear_gate_link();
+    for (auto& reader : state_->readers) detail::ConsumerHooks(reader.consumer()).clear_gate_link();
     state_->region.unlink_if_same_file();
 }
 

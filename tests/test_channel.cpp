@@ -14,6 +14,7 @@
 
 #include "channel_support.hpp"
 #include "channels/channel.hpp"
+#include "channels/detail/hooks.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -404,7 +405,7 @@ TEST_CASE("misuse returns invalid_call") {
     auto producer = Producer::attach(name, options);
     auto consumer = Consumer::attach(name, options);
     CHECK(producer.publish(0) == Status::invalid_call);  // nothing acquired
-    CHECK(producer.publish(10, 0, 0, 0, 0) == Status::invalid_call);
+    CHECK(shmchan::detail::ProducerHooks(producer).publish(10, 0, 0, 0, 0) == Status::invalid_call);
     CHECK(producer.commit(10) == Status::invalid_call);
     WritableSegment out;
     REQUIRE(producer.acquire(out) == Status::ok);

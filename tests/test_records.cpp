@@ -30,6 +30,7 @@
 
 #include "channel_support.hpp"
 #include "channels/channel.hpp"
+#include "channels/detail/hooks.hpp"
 #include "channels/layout.hpp"
 #include "channels/records.hpp"
 #include "support.hpp"
@@ -2117,7 +2118,7 @@ std::string fuzz_case(std::uint64_t seed, FuzzShared& stats) {
                 std::uint64_t kind = pick(10);
                 // Barriers and events block for a free segment: only while one is free (a record
                 // in flight holds its segments, so the ring can be full when a lap starts).
-                if ((kind == 7 || kind == 8) && writer->producer().free_segments() == 0) return;
+                if ((kind == 7 || kind == 8) && shmchan::detail::ProducerHooks(writer->producer()).free_segments() == 0) return;
                 Status status;
                 if (kind == 5 && pick(2) == 0) {
                     // A batch: run frames (or frames one by one, with checksums).
@@ -2163,7 +2164,7 @@ std::string fuzz_case(std::uint64_t seed, FuzzShared& stats) {
             }
         }
         write_mix(static_cast<int>(1 + pick(40)));
-        if (pick(5) == 0 && writer->producer().free_segments() > 0) writer->end_stream();
+        if (pick(5) == 0 && shmchan::detail::ProducerHooks(writer->producer()).free_segments() > 0) writer->end_stream();
         for (std::uint64_t n = pick(3); n > 0; --n) {  // a reader part way into the data
             Record record;
             if (reader->try_read(record) != Status::ok) break;

@@ -23,8 +23,8 @@ namespace {
 namespace L = shmchan::layout;
 using shmchan::ChannelOptions;
 using shmchan::ReadableSegment;
-using shmchan::ReadProgress;
-using shmchan::SegmentView;
+using shmchan::detail::ReadProgress;
+using shmchan::detail::SegmentView;
 using shmchan::Status;
 using shmchan::WritableSegment;
 using shmchan::detail::ConsumerRing;

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <string>
 
-#include "channels/channel.hpp"
+#include "channels/detail/hooks.hpp"
 #include "channels/layout.hpp"
 
 // The per-segment counters of the hot path (bytes, records, segments, last publish/release time)
