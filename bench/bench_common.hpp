@@ -18,11 +18,22 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
 namespace bench {
+
+// A step of a benchmark's process that must succeed (a status enum with `ok`): anything else ends
+// the process with a message, so a failed step shows as a failed run, never as a short fast one.
+template <class Status>
+inline void expect_ok(Status status, const char* what) {
+    if (status == Status::ok) return;
+    std::fprintf(stderr, "bench: %s failed (status %d)\n", what, static_cast<int>(status));
+    std::_Exit(1);
+}
 
 inline std::int64_t now_ns() {
     timespec ts;

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "channels/records.hpp"
+#include "bench_common.hpp"
 
 namespace {
 
@@ -75,9 +76,9 @@ double run_records(std::uint64_t count) {
             room[k] = std::byte{byte};
             sum = sum * 31 + byte;
         }
-        writer.commit(64);
+        bench::expect_ok(writer.commit(64), "commit");
     }
-    writer.end_stream();
+    bench::expect_ok(writer.end_stream(), "end_stream");
     ::waitpid(child, nullptr, 0);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (shared->checksum != sum) {
@@ -120,9 +121,9 @@ double run_segments(std::uint64_t count) {
             words[k] = i + k;
             sum += i + k;
         }
-        producer.publish(static_cast<std::uint32_t>(segment.payload.size()));
+        bench::expect_ok(producer.publish(static_cast<std::uint32_t>(segment.payload.size())), "publish");
     }
-    producer.end_stream();
+    bench::expect_ok(producer.end_stream(), "end_stream");
     ::waitpid(child, nullptr, 0);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (shared->checksum != sum) {

@@ -145,7 +145,10 @@ int run_source(const Config& config, Shared& shared) {
             return 1;
         }
     }
-    writer.end_stream();
+    if (Status status = writer.end_stream(); status != Status::ok) {
+        report_failure(shared, "source: end of stream: " + std::string(to_string(status)) + " " + writer.last_error());
+        return 1;
+    }
     shared.source_done = 1;
     return 0;
 }
@@ -195,7 +198,10 @@ int run_transform(const Config& config, Shared& shared) {
             return 1;
         }
     }
-    writer.end_stream();
+    if (Status status = writer.end_stream(); status != Status::ok) {
+        report_failure(shared, "transform: end of stream: " + std::string(to_string(status)) + " " + writer.last_error());
+        return 1;
+    }
     reader.remove_channel();
     return 0;
 }

@@ -114,7 +114,7 @@ double write_read(std::size_t size, std::uint64_t count) {
                 fill.fill(record, size);
                 if (Status s = writer.write(std::span<const std::byte>(record, size)); s != Status::ok) failed("write", s);
             }
-            writer.end_stream();
+            bench::expect_ok(writer.end_stream(), "end_stream");
         },
         read_records);
 }
@@ -130,7 +130,7 @@ double reserve_read(std::size_t size, std::uint64_t count) {
                 fill.fill(room.data(), size);
                 if (Status s = writer.commit(size); s != Status::ok) failed("commit", s);
             }
-            writer.end_stream();
+            bench::expect_ok(writer.end_stream(), "end_stream");
         },
         read_records);
 }
@@ -152,7 +152,7 @@ double batch_run(std::size_t size, std::uint64_t count) {
                 }
                 i += k;
             }
-            writer.end_stream();
+            bench::expect_ok(writer.end_stream(), "end_stream");
         },
         read_runs);
 }
@@ -172,7 +172,7 @@ double reserve_run_read_run(std::size_t size, std::uint64_t count) {
                 if (Status s = writer.commit_run(k); s != Status::ok) failed("commit_run", s);
                 i += k;
             }
-            writer.end_stream();
+            bench::expect_ok(writer.end_stream(), "end_stream");
         },
         read_runs);
 }
@@ -191,7 +191,7 @@ double raw_segments(std::size_t size, std::uint64_t count) {
                 i += k;
                 if (Status s = producer.publish(static_cast<std::uint32_t>(k * size)); s != Status::ok) failed("publish", s);
             }
-            producer.end_stream();
+            bench::expect_ok(producer.end_stream(), "end_stream");
         },
         [&](const std::string& name, const ChannelOptions&, Summer& sum) {
             auto consumer = Consumer::attach(name, ChannelOptions{});
@@ -199,7 +199,7 @@ double raw_segments(std::size_t size, std::uint64_t count) {
             Status status;
             while ((status = consumer.read(segment)) == Status::ok) {
                 sum.feed_pieces(segment.payload.data(), segment.payload.size());
-                consumer.release();
+                bench::expect_ok(consumer.release(), "release");
             }
             if (status != Status::end_of_stream) failed("read", status);
             consumer.remove_channel();

@@ -245,7 +245,7 @@ void shmchan_segments(Ctx& ctx) {
             Status st;
             while ((st = c.read(in)) == Status::ok) {
                 sum.feed(in.payload.data(), in.payload.size());
-                c.release();
+                bench::expect_ok(c.release(), "release");
             }
             ctx.finish();
             if (st != Status::end_of_stream) return ctx.fail("read: " + status_text(st, c.last_error()));
@@ -267,7 +267,7 @@ void shmchan_segments(Ctx& ctx) {
             const Status st = c.read(in);
             if (st != Status::ok) return st;
             sum.feed(in.payload.data(), in.payload.size());
-            c.release();
+            bench::expect_ok(c.release(), "release");
         } while (!sum.at_boundary());
         return Status::ok;
     };
@@ -282,7 +282,7 @@ void shmchan_segments(Ctx& ctx) {
         });
         ctx.finish();
         if (!ok) return;
-        p.end_stream();
+        bench::expect_ok(p.end_stream(), "end_stream");
         add_counters(ctx.sh, p.info());
         add_counters(ctx.sh, c.info());
     } else {
@@ -293,7 +293,7 @@ void shmchan_segments(Ctx& ctx) {
             if (!send_segments(ctx, p, f, per)) return;
         }
         ctx.finish();
-        p.end_stream();
+        bench::expect_ok(p.end_stream(), "end_stream");
         c.remove_channel();
     }
     ctx.me->sent_checksum = f.checksum;
@@ -454,14 +454,14 @@ void shmchan_records(Ctx& ctx) {
     if (ctx.is_a) {
         const bool ok = run_pings(ctx, [&](std::uint64_t) {
             if (!send(w, f)) return false;
-            w.flush();
+            bench::expect_ok(w.flush(), "flush");
             const Status st = receive(r, sum);
             if (st != Status::ok) return ctx.fail("read echo: " + status_text(st, r.last_error())), false;
             return true;
         });
         ctx.finish();
         if (!ok) return;
-        w.end_stream();
+        bench::expect_ok(w.end_stream(), "end_stream");
         add_counters(ctx.sh, w.producer().info());
         add_counters(ctx.sh, r.consumer().info());
     } else {
@@ -470,10 +470,10 @@ void shmchan_records(Ctx& ctx) {
             if (st == Status::end_of_stream) break;
             if (st != Status::ok) return ctx.fail("read: " + status_text(st, r.last_error()));
             if (!send(w, f)) return;
-            w.flush();
+            bench::expect_ok(w.flush(), "flush");
         }
         ctx.finish();
-        w.end_stream();
+        bench::expect_ok(w.end_stream(), "end_stream");
         r.remove_channel();
     }
     ctx.me->sent_checksum = f.checksum;
@@ -1669,7 +1669,7 @@ Idle measure_idle(const Config& cfg) {
                 timespec ts{0, 20'000'000};
                 ::nanosleep(&ts, nullptr);
             }
-            p.end_stream();
+            bench::expect_ok(p.end_stream(), "end_stream");
             ctx.finish();
         },
         [](Ctx& ctx) {

@@ -123,7 +123,7 @@ double gate_stream(std::uint32_t channels, std::uint64_t count) {
         sum = fold(sum, record);
         if (partition.write(record) != Status::ok) std::abort();
     }
-    partition.end_stream();
+    bench::expect_ok(partition.end_stream(), "end_stream");
     ::waitpid(child, nullptr, 0);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     bool ok = shared->checksum[0] == sum;
@@ -152,14 +152,14 @@ std::pair<double, double> gate_pingpong(std::uint32_t channels, std::uint32_t ro
         std::uint32_t from = 0;
         if (channels == 0) {
             auto reader = RecordReader::attach(list[0], latency);
-            while (reader.read(record) == Status::ok) writer.write(record.bytes);
+            while (reader.read(record) == Status::ok) bench::expect_ok(writer.write(record.bytes), "write");
         } else {
             GateOptions options;
             options.channel = latency;
             auto gate = InputGate::attach(stem, list, options);
-            while (gate.read(record, from) == Status::ok) writer.write(record.bytes);
+            while (gate.read(record, from) == Status::ok) bench::expect_ok(writer.write(record.bytes), "write");
         }
-        writer.end_stream();
+        bench::expect_ok(writer.end_stream(), "end_stream");
         ::_exit(0);
     }
     pin(0);
@@ -177,7 +177,7 @@ std::pair<double, double> gate_pingpong(std::uint32_t channels, std::uint32_t ro
         if (reader.read(record) != Status::ok) std::abort();
         if (i >= 100) rtts.push_back(shm::monotonic_ns() - start);  // 100 warm-up trips
     }
-    for (auto& writer : writers) writer.end_stream();
+    for (auto& writer : writers) bench::expect_ok(writer.end_stream(), "end_stream");
     while (reader.read(record) == Status::ok) {
     }
     ::waitpid(child, nullptr, 0);
@@ -222,7 +222,7 @@ double broadcast(std::uint32_t consumers, std::uint64_t count) {
         sum = fold(sum, record);
         if (writer.write(record) != Status::ok) std::abort();
     }
-    writer.end_stream();
+    bench::expect_ok(writer.end_stream(), "end_stream");
     for (pid_t child : children) ::waitpid(child, nullptr, 0);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     bool ok = true;

@@ -94,7 +94,7 @@ struct ChannelOptions {
     std::optional<uid_t> allowed_owner;
 };
 
-enum class Status : std::uint8_t {
+enum class [[nodiscard]] Status : std::uint8_t {
     ok,
     would_block,    // try_*: nothing to read, or no free segment
     timed_out,      // *_for: the duration passed

@@ -1160,13 +1160,14 @@ struct RecordReader::State {
                     in_flight = 0;
                     return Continued::dropped;
                 }
+                // The status goes back as Continued::error; fail() records the message.
                 if (part.fault == detail::FrameFault::short_continuation) {
-                    fail(Status::corrupt, "continuation segment of " + std::to_string(view.payload.size()) + " bytes (sealed " +
+                    static_cast<void>(fail(Status::corrupt, "continuation segment of " + std::to_string(view.payload.size()) + " bytes (sealed " +
                                               std::to_string(view.sealed) + ") for " + std::to_string(needed) +
-                                              " bytes still needed");
+                                              " bytes still needed"));
                 } else {
-                    fail(Status::corrupt, "first record offset " + std::to_string(view.first_record_offset) +
-                                              " disagrees with the record's end at " + std::to_string(needed));
+                    static_cast<void>(fail(Status::corrupt, "first record offset " + std::to_string(view.first_record_offset) +
+                                              " disagrees with the record's end at " + std::to_string(needed)));
                 }
                 return Continued::error;
         }

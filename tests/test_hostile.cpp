@@ -263,7 +263,7 @@ TEST_CASE("damage to the positions a side waits on ends its wait as corrupt") {
         auto writer = RecordWriter::attach(name, geometry(4096, 4));
         const std::string first = "first record";
         REQUIRE(writer.write(std::as_bytes(std::span(first.data(), first.size()))) == Status::ok);
-        writer.flush();
+        REQUIRE(writer.flush() == Status::ok);
         SharedBlock<std::atomic<int>> got_first;
         Child reader([name, &got_first] {
             auto r = RecordReader::attach(name);

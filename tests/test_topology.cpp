@@ -261,8 +261,8 @@ TEST_CASE("a producer of a gate that dies is reported once, and the other channe
     test::Child victim([&] {
         auto writer = RecordWriter::attach(names[1], small_ring());
         std::uint64_t value = 7;
-        writer.write(std::as_bytes(std::span(&value, 1)));
-        writer.flush();
+        CHILD_EXPECT(writer.write(std::as_bytes(std::span(&value, 1))) == Status::ok);
+        CHILD_EXPECT(writer.flush() == Status::ok);
         written->store(1);
         ::pause();  // killed by the test
         return 0;
@@ -320,10 +320,10 @@ TEST_CASE("many channels, one gate: no lost wake-up") {
             for (std::uint64_t i = 0; i < per_channel; ++i) {
                 for (auto& writer : writers) {
                     if (writer.write(std::as_bytes(std::span(&i, 1))) != Status::ok) return 1;
-                    writer.flush();
+                    CHILD_EXPECT(writer.flush() == Status::ok);
                 }
             }
-            for (auto& writer : writers) writer.end_stream();
+            for (auto& writer : writers) CHILD_EXPECT(writer.end_stream() == Status::ok);
             return 0;
         });
     }
@@ -773,15 +773,15 @@ TEST_CASE("unaligned checkpoints: the barrier overtakes the other channels' queu
     // first, channel 1 500 records ahead of it. Round-robin starts at channel 0.
     test::Child first([&] {
         auto writer = RecordWriter::attach(names[0], options.channel);
-        writer.write_barrier(1);
-        for (std::uint64_t i = 0; i < 100; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        CHILD_EXPECT(writer.write_barrier(1) == Status::ok);
+        for (std::uint64_t i = 0; i < 100; ++i) CHILD_EXPECT(writer.write(std::as_bytes(std::span(&i, 1))) == Status::ok);
         return writer.end_stream() == Status::ok ? 0 : 1;
     });
     test::Child second([&] {
         auto writer = RecordWriter::attach(names[1], options.channel);
-        for (std::uint64_t i = 0; i < 500; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
-        writer.write_barrier(1);
-        for (std::uint64_t i = 500; i < 600; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        for (std::uint64_t i = 0; i < 500; ++i) CHILD_EXPECT(writer.write(std::as_bytes(std::span(&i, 1))) == Status::ok);
+        CHILD_EXPECT(writer.write_barrier(1) == Status::ok);
+        for (std::uint64_t i = 500; i < 600; ++i) CHILD_EXPECT(writer.write(std::as_bytes(std::span(&i, 1))) == Status::ok);
         return writer.end_stream() == Status::ok ? 0 : 1;
     });
     REQUIRE(first.exit_code() == 0);
@@ -832,21 +832,21 @@ TEST_CASE("an alignment that times out goes on unaligned") {
     test::SharedBlock<std::atomic<int>> go;
     test::Child first([&] {
         auto writer = RecordWriter::attach(names[0], small_ring());
-        writer.write_barrier(1);
-        writer.flush();
-        for (std::uint64_t i = 0; i < 50; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        CHILD_EXPECT(writer.write_barrier(1) == Status::ok);
+        CHILD_EXPECT(writer.flush() == Status::ok);
+        for (std::uint64_t i = 0; i < 50; ++i) CHILD_EXPECT(writer.write(std::as_bytes(std::span(&i, 1))) == Status::ok);
         return writer.end_stream() == Status::ok ? 0 : 1;
     });
     test::Child second([&] {
         auto writer = RecordWriter::attach(names[1], small_ring());
-        for (std::uint64_t i = 0; i < 50; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
-        writer.flush();
+        for (std::uint64_t i = 0; i < 50; ++i) CHILD_EXPECT(writer.write(std::as_bytes(std::span(&i, 1))) == Status::ok);
+        CHILD_EXPECT(writer.flush() == Status::ok);
         // Its barrier comes only once the test has seen checkpoint 1 delivered without it.
         if (!test::eventually([&] { return go->load() == 1; }, 60s)) return 2;
         // Written after checkpoint 1 was delivered, ahead of this channel's barrier: in flight.
-        for (std::uint64_t i = 100; i < 120; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
-        writer.write_barrier(1);
-        for (std::uint64_t i = 50; i < 60; ++i) writer.write(std::as_bytes(std::span(&i, 1)));
+        for (std::uint64_t i = 100; i < 120; ++i) CHILD_EXPECT(writer.write(std::as_bytes(std::span(&i, 1))) == Status::ok);
+        CHILD_EXPECT(writer.write_barrier(1) == Status::ok);
+        for (std::uint64_t i = 50; i < 60; ++i) CHILD_EXPECT(writer.write(std::as_bytes(std::span(&i, 1))) == Status::ok);
         return writer.end_stream() == Status::ok ? 0 : 1;
     });
     bool barrier = false, ended_in_flight = false;
@@ -906,7 +906,7 @@ TEST_CASE("a gate's event fd: poll until readable, drain with try_read, every re
             auto writer = RecordWriter::attach(names[c], small_ring());
             for (std::uint64_t i = 0; i < per_channel; ++i) {
                 if (writer.write(std::as_bytes(std::span(&i, 1))) != Status::ok) return 1;
-                if (i % 100 == 0) writer.flush();
+                if (i % 100 == 0) CHILD_EXPECT(writer.flush() == Status::ok);
             }
             return writer.end_stream() == Status::ok ? 0 : 2;
         });
@@ -943,16 +943,16 @@ TEST_CASE("a priority barrier overtakes the data queued in every channel, its ow
     // 1, then 50 more; channel 1 300 records, barrier 1 in band only, then 20 more.
     test::Child first([&] {
         auto writer = RecordWriter::attach(names[0], small_ring());
-        for (std::uint64_t i = 0; i < 900; ++i) writer.try_write(std::as_bytes(std::span(&i, 1)));
-        writer.write_barrier(1, /*priority=*/true);
-        for (std::uint64_t i = 900; i < 950; ++i) writer.try_write(std::as_bytes(std::span(&i, 1)));
+        for (std::uint64_t i = 0; i < 900; ++i) CHILD_EXPECT(writer.try_write(std::as_bytes(std::span(&i, 1))) == Status::ok);
+        CHILD_EXPECT(writer.write_barrier(1, /*priority=*/true) == Status::ok);
+        for (std::uint64_t i = 900; i < 950; ++i) CHILD_EXPECT(writer.try_write(std::as_bytes(std::span(&i, 1))) == Status::ok);
         return writer.end_stream() == Status::ok ? 0 : 1;
     });
     test::Child second([&] {
         auto writer = RecordWriter::attach(names[1], small_ring());
-        for (std::uint64_t i = 0; i < 300; ++i) writer.try_write(std::as_bytes(std::span(&i, 1)));
-        writer.write_barrier(1);
-        for (std::uint64_t i = 300; i < 320; ++i) writer.try_write(std::as_bytes(std::span(&i, 1)));
+        for (std::uint64_t i = 0; i < 300; ++i) CHILD_EXPECT(writer.try_write(std::as_bytes(std::span(&i, 1))) == Status::ok);
+        CHILD_EXPECT(writer.write_barrier(1) == Status::ok);
+        for (std::uint64_t i = 300; i < 320; ++i) CHILD_EXPECT(writer.try_write(std::as_bytes(std::span(&i, 1))) == Status::ok);
         return writer.end_stream() == Status::ok ? 0 : 1;
     });
     REQUIRE(first.exit_code() == 0);

@@ -448,7 +448,10 @@ int run_send_lines(const Options& options, const shmchan::ChannelOptions& channe
         // input in slices (signals, a consumer that went away).
         pollfd input_ready{STDIN_FILENO, POLLIN, 0};
         if (::poll(&input_ready, 1, 0) == 0) {
-            writer.flush();
+            // A consumer that died or went away is reported by the liveness check below.
+            if (auto status = writer.flush(); status != shmchan::Status::ok && status != shmchan::Status::peer_died) {
+                return fail("channel " + name + ": flush failed (" + shmchan::to_string(status) + "): " + writer.last_error());
+            }
             while (true) {
                 if (interrupted()) return fail_interrupted();
                 if (Clock::now() - last_liveness_check >= kSlice) {
