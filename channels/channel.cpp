@@ -180,6 +180,18 @@ protected:
         return epoch;
     }
 
+    // The one peer of a side (`who`): would_block while it lives or before it ever attached (wait
+    // for one); peer_died once it is gone.
+    Status check_attachment(const L::Attachment& peer, const char* who) {
+        const std::uint64_t attaches = L::load_relaxed(peer.attach_count);  // loaded before the lock test
+        if (side().peer_alive()) {
+            peer_known_dead_ = false;
+            return Status::would_block;
+        }
+        if (attaches == 0) return Status::would_block;
+        return peer_gone(peer, who);
+    }
+
     // A peer that died (its lock gone) after it had attached at least once.
     Status peer_gone(const L::Attachment& peer, const std::string& who) {
         peer_known_dead_ = true;
@@ -275,14 +287,7 @@ public:
     // would_block: keep waiting (consumer alive, or never had one); peer_died.
     Status check_peer() {
         if (memory_.consumer_slots > 1) return check_slowest_consumers();
-        const L::Attachment& peer = header_->consumers[0].attachment;
-        const std::uint64_t attaches = L::load_relaxed(peer.attach_count);
-        if (peer_alive()) {
-            peer_known_dead_ = false;
-            return Status::would_block;
-        }
-        if (attaches == 0) return Status::would_block;  // never had a consumer: wait for one
-        return peer_gone(peer, "consumer");
+        return check_attachment(header_->consumers[0].attachment, "consumer");
     }
     Status check_positions() { return ring_.check_positions(); }
     WaitWords wait_words() noexcept {
@@ -388,16 +393,7 @@ public:
     bool peer_alive() const { return open_.region.lock_held_by_other(L::kProducerLockByte, shm::LockKind::shared); }
 
     // would_block: keep waiting (producer alive, or never had one); peer_died.
-    Status check_peer() {
-        const L::Attachment& peer = header_->producer_attachment;
-        const std::uint64_t attaches = L::load_relaxed(peer.attach_count);
-        if (peer_alive()) {
-            peer_known_dead_ = false;
-            return Status::would_block;
-        }
-        if (attaches == 0) return Status::would_block;  // never had a producer: wait for one
-        return peer_gone(peer, "producer");
-    }
+    Status check_peer() { return check_attachment(header_->producer_attachment, "producer"); }
     Status check_positions() { return ring_.check_positions(); }
     WaitWords wait_words() noexcept {
         auto& counters = slot().counters;

@@ -41,14 +41,21 @@ Status ConsumerRing::adopt(std::uint32_t slot) {
     return Status::ok;
 }
 
-Status ConsumerRing::refresh_published() {
-    // Rule 2: acquire the producer's publication before reading the segments.
-    const std::uint64_t published = L::load_acquire(memory_.header->producer.published);
-    if (published < position_ || published - position_ > memory_.segment_count) {
+// Rule 2: acquires the producer's `published`, which must lie in [low, position + segments].
+Status ConsumerRing::load_published(std::uint64_t low, std::uint64_t& published) {
+    published = L::load_acquire(memory_.header->producer.published);
+    if (published < low || published - position_ > memory_.segment_count) {
         return fail(Status::corrupt, "producer position " + std::to_string(published) + " is outside [" +
-                                         std::to_string(position_) + ", " +
-                                         std::to_string(position_ + memory_.segment_count) + "]");
+                                         std::to_string(low) + ", " + std::to_string(position_ + memory_.segment_count) +
+                                         "]");
     }
+    return Status::ok;
+}
+
+// Acquire the producer's publication before reading the segments.
+Status ConsumerRing::refresh_published() {
+    std::uint64_t published = 0;
+    if (Status status = load_published(position_, published); status != Status::ok) return status;
     cached_published_ = published;
     return Status::ok;
 }
@@ -256,14 +263,10 @@ bool ConsumerRing::take_priority(std::uint64_t& checkpoint_id) {
 }
 
 Status ConsumerRing::check_positions() {
-    // The producer position we wait on: damage there must end the wait, not prolong it.
-    const std::uint64_t published = L::load_acquire(memory_.header->producer.published);
-    if (published < cached_published_ || published - position_ > memory_.segment_count) {
-        return fail(Status::corrupt, "producer position " + std::to_string(published) + " is outside [" +
-                                         std::to_string(cached_published_) + ", " +
-                                         std::to_string(position_ + memory_.segment_count) + "]");
-    }
-    return Status::ok;
+    // The producer position we wait on (it only grows): damage there must end the wait, not
+    // prolong it.
+    std::uint64_t published = 0;
+    return load_published(cached_published_, published);
 }
 
 std::uint64_t ConsumerRing::buffer_timeout_ns() const noexcept {

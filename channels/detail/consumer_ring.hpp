@@ -45,6 +45,7 @@ public:
     std::uint32_t slot() const noexcept { return slot_; }
 
 private:
+    Status load_published(std::uint64_t low, std::uint64_t& published);
     Status refresh_published();
     layout::ConsumerLine& line() const noexcept { return memory_.header->consumers[slot_].position; }
     Status fail(Status status, const std::string& message) { return diagnostics_->fail(status, message); }
