@@ -27,7 +27,7 @@ public:
     Status try_read(ReadableSegment& out);  // releases a segment still held first
     Status release();                       // the segment of the last try_read
 
-    // Records layer: see Consumer::try_view, poll_view and release_until. poll_view loads only
+    // Records layer: see ConsumerHooks (detail/hooks.hpp). poll_view loads only
     // the producer line unless `eager` (or a new segment is published).
     Status try_view(std::uint64_t position, SegmentView& out);
     Status poll_view(std::uint64_t position, SegmentView& out, bool eager);

@@ -46,7 +46,7 @@ public:
     // What a waiting producer re-checks at each liveness check: the releases it waits on.
     Status check_positions();
 
-    // Restart (layout.hpp SegmentHeader::first_record_ordinal): see Producer::resume_view.
+    // Restart (layout.hpp SegmentHeader::first_record_ordinal): see ProducerHooks::resume_view.
     Status resume_view(SegmentView& out, std::uint64_t& ordinal);
     void set_record_ordinal(std::uint64_t completed) noexcept { record_ordinal_ = completed; }
 
