@@ -51,7 +51,7 @@ using layout::Framing;
 // How a side waits for its peer (Aeron's idle strategies).
 enum class WaitStrategy : std::uint8_t {
     spin,    // busy-poll with the pause instruction: lowest latency, one core busy while waiting
-    hybrid,  // spin for `spin_budget`, then sleep on a futex (the default)
+    hybrid,  // spin while spinning pays off (at most `spin_budget`), then sleep on a futex (the default)
     park,    // sleep on a futex at once: no busy CPU, a wake-up costs a futex round trip
 };
 
@@ -78,9 +78,12 @@ struct ChannelOptions {
     std::chrono::nanoseconds buffer_timeout = std::chrono::milliseconds(100);
 
     WaitStrategy wait = WaitStrategy::hybrid;
-    // Hybrid strategy: how long to spin before sleeping. A sleeping peer costs a futex wake,
+    // Hybrid strategy: the longest spin before sleeping. A sleeping peer costs a futex wake,
     // ~35 us on the reference VM, so this budget decides the latency of bursty traffic; it costs
-    // at most this much CPU per wait that ends in a sleep.
+    // at most this much CPU per wait that ends in a sleep. Each handle adapts its spin within it
+    // (detail/waiter.hpp, SpinBudget): a spin that runs out halves the next one, a spin that is
+    // answered lets it grow back, so that on a machine whose cores are scarce the waits park at
+    // once instead of holding a core the peer needs.
     std::chrono::nanoseconds spin_budget = std::chrono::microseconds(50);
     // How often a waiting side re-checks the peer's liveness and the header (the futex sleep's
     // timeout, a backstop against a lost wake-up, and the bound on noticing a dead peer).

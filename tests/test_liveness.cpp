@@ -14,7 +14,9 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <sstream>
 #include <string>
+#include <thread>
 
 #include <doctest/doctest.h>
 
@@ -72,6 +74,21 @@ int read_pattern(Consumer& consumer, std::uint64_t first, std::uint64_t count, s
 }
 
 std::int64_t ms(std::int64_t ns) { return ns / 1000000; }
+
+// CPU time (user + system) of process `pid` so far, in clock ticks, from /proc/PID/stat.
+std::uint64_t cpu_ticks(pid_t pid) {
+    const std::string stat = test::read_whole_file("/proc/" + std::to_string(pid) + "/stat");
+    const std::size_t end_of_name = stat.rfind(')');
+    if (end_of_name == std::string::npos) return 0;
+    std::istringstream fields(stat.substr(end_of_name + 2));
+    std::string field;
+    std::uint64_t utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && fields >> field; ++i) {
+        if (i == 14) utime = std::stoull(field);
+        if (i == 15) stime = std::stoull(field);
+    }
+    return utime + stime;
+}
 
 }  // namespace
 
@@ -371,6 +388,50 @@ TEST_CASE("a producer record naming a live process with another start time is no
     });
     CHECK(consumer_process.exit_code(kDeadline + 30s) == 0);
     CHECK(shared->status.load() == static_cast<int>(Status::peer_died));
+}
+
+TEST_CASE("a hybrid consumer whose producer is stopped (SIGSTOP) parks: it costs no CPU, then reads on") {
+    const std::string name = test::unique_name("stopped");
+    const ChannelOptions options = test::geometry(4096, 4);  // the default wait: hybrid
+    test::SharedBlock<Shared> shared;
+    // The producer publishes until the test says stop (stage 1), then ends the stream; the
+    // consumer checks every segment until the end.
+    test::Child producer([&] {
+        auto p = Producer::attach(name, options);
+        std::uint64_t i = 0;
+        while (shared->stage.load() == 0) CHILD_EXPECT(publish_pattern(p, i++, 1) == 0);
+        CHILD_EXPECT(p.end_stream() == Status::ok);
+        return 0;
+    });
+    test::Child consumer([&] {
+        auto c = Consumer::attach(name, options);
+        for (std::uint64_t i = 0;; ++i) {
+            ReadableSegment in;
+            const Status status = c.read_for(in, 30s);
+            if (status == Status::end_of_stream) return 0;
+            CHILD_EXPECT(status == Status::ok);
+            CHILD_EXPECT(in.sequence == i);
+            CHILD_EXPECT(test::check_segment(in.payload, i, c.payload_capacity()).empty());
+            CHILD_EXPECT(c.release() == Status::ok);
+            shared->read_ok.fetch_add(1);
+        }
+    });
+    REQUIRE(test::eventually([&] { return shared->read_ok.load() >= 100; }, kDeadline));
+    REQUIRE(::kill(producer.pid(), SIGSTOP) == 0);
+    // The consumer drains what was published, then waits for a producer that cannot run.
+    std::this_thread::sleep_for(100ms);
+    const std::uint64_t before = cpu_ticks(consumer.pid());
+    std::this_thread::sleep_for(1s);  // the window over which its CPU time is measured
+    const std::uint64_t used = cpu_ticks(consumer.pid()) - before;
+    const long ticks_per_second = ::sysconf(_SC_CLK_TCK);
+    MESSAGE("consumer CPU while its producer was stopped: " << used << " of " << ticks_per_second << " ticks");
+    // A waiter that spun through the stop would use the whole window; a parked one wakes only
+    // for its liveness backstop (every 100 ms).
+    CHECK(used * 4 < static_cast<std::uint64_t>(ticks_per_second));
+    REQUIRE(::kill(producer.pid(), SIGCONT) == 0);
+    shared->stage.store(1);
+    CHECK(producer.exit_code() == 0);
+    CHECK(consumer.exit_code() == 0);
 }
 
 }  // TEST_SUITE

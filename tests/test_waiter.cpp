@@ -534,4 +534,61 @@ TEST_CASE("the backstop runs while parked and its status ends the wait; a deadli
     CHECK(sleeping == 0);
 }
 
+TEST_CASE("the hybrid budget halves when spins run out, parks at once below 1 us, probes, grows back") {
+    detail::SpinBudget budget;
+    constexpr std::uint64_t kConfigured = 50'000;
+    CHECK(budget.next(kConfigured) == kConfigured);  // nothing learnt: the configured budget
+    budget.spun_out();
+    CHECK(budget.next(kConfigured) == kConfigured / 2);
+    budget.spun_out();
+    CHECK(budget.next(kConfigured) == kConfigured / 4);
+    // Six spins out: 50 us / 64 = 781 ns, under the minimum: no spin at all from then on.
+    for (int i = 0; i < 4; ++i) {
+        budget.spun_out();
+        budget.next(kConfigured);
+    }
+    budget.spun_out();
+    int parked_at_once = 0;
+    std::uint64_t probe = 0;
+    for (std::uint32_t i = 0; i < detail::SpinBudget::kProbeEvery; ++i) {
+        const std::uint64_t next = budget.next(kConfigured);
+        if (next == 0) ++parked_at_once;
+        else probe = next;
+        budget.spun_out();  // a wait that does not spin leaves the budget as it is
+    }
+    CHECK(parked_at_once == detail::SpinBudget::kProbeEvery - 1);
+    CHECK(probe == kConfigured);  // every kProbeEvery-th wait spins the whole budget once
+    // A probe that is answered after 3 us: the budget grows to 6 us, and spins again.
+    budget.next(kConfigured);
+    budget.answered_after(3'000, kConfigured);
+    CHECK(budget.learnt() == 6'000);
+    CHECK(budget.next(kConfigured) == 6'000);
+    // Never past the configured budget, however long the answer took.
+    budget.answered_after(40'000, kConfigured);
+    CHECK(budget.next(kConfigured) == kConfigured);
+    // A smaller configured budget (a handle re-configured) bounds the learnt one.
+    CHECK(budget.next(10'000) == 10'000);
+}
+
+TEST_CASE("hybrid waits that never end while spinning stop spinning; spin and park do not adapt") {
+    std::uint32_t sleeping = 0;
+    std::uint64_t parks = 0, waiting_since = 0, waited = 0;
+    const detail::WaitWords words{sleeping, parks, waiting_since, waited};
+    auto never = [](bool) { return Status::would_block; };
+    // Each wait: a 20 us budget, a 2 ms deadline; the attempt never succeeds, so each spin runs out.
+    auto timed_wait = [&](detail::SpinRate& rate, WaitStrategy strategy) {
+        const detail::WaitPlan plan{strategy, 20'000, 1'000'000'000, 0};
+        const std::uint64_t start = shmchan::shm::monotonic_ns();
+        return detail::spin_then_park(words, plan, rate, start, start + 2'000'000, never, [] { return Status::would_block; });
+    };
+    detail::SpinRate hybrid;
+    for (int i = 0; i < 8; ++i) CHECK(timed_wait(hybrid, WaitStrategy::hybrid) == Status::timed_out);
+    CHECK(hybrid.budget.learnt() < detail::SpinBudget::kMinSpinNs);
+    CHECK(hybrid.budget.next(20'000) == 0);
+
+    detail::SpinRate park;
+    CHECK(timed_wait(park, WaitStrategy::park) == Status::timed_out);
+    CHECK(park.budget.learnt() == detail::kWaitForever);
+}
+
 }  // TEST_SUITE

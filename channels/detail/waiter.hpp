@@ -141,11 +141,63 @@ struct WaitPlan {
                                        // back-to-back waits do not each start the interval anew.
 };
 
-// The time of one spin, as last measured: a wait that ends while spinning is timed without
-// reading the clock (21 ns here, and the caller's data waits for it).
+// The hybrid strategy's spin budget as a handle learns it from its own waits. Spinning pays only
+// while the peer runs and answers within the spin; when cores are scarce (the peer shares a core
+// with us or with other work) a spin only holds a core the peer may need. glibc's adaptive
+// mutexes and WebKit's ParkingLot learn their spin limits from history the same way:
+//  - a wait whose spin ran out (it then parked) halves the budget;
+//  - a wait that ended while spinning after t ns lets it grow to 2t, within the configured budget;
+//  - a budget under kMinSpinNs is no spin at all (park at once), except that every kProbeEvery-th
+//    such wait spins the configured budget once (a probe: if it runs out, nothing changes), so
+//    that a machine that became free is noticed.
+// Its state is the handle's own memory: nothing shared, no cost outside a wait.
+class SpinBudget {
+public:
+    static constexpr std::uint64_t kMinSpinNs = 1000;
+    static constexpr std::uint32_t kProbeEvery = 16;
+
+    // How long the next wait spins, given the configured budget.
+    std::uint64_t next(std::uint64_t configured) noexcept {
+        std::uint64_t budget = learnt_ < configured ? learnt_ : configured;
+        probing_ = false;
+        if (budget < kMinSpinNs) {
+            budget = 0;
+            if (++skipped_ >= kProbeEvery) {
+                skipped_ = 0;
+                budget = configured;
+                probing_ = true;
+            }
+        }
+        last_ = budget;
+        return budget;
+    }
+    // The wait of the last next() spun its whole budget and parked. A probe that ran out leaves
+    // the budget spent down (the next probe is kProbeEvery waits away).
+    void spun_out() noexcept {
+        if (last_ != 0 && !probing_) learnt_ = last_ / 2;
+    }
+    // The wait of the last next() ended while spinning, after `waited_ns`.
+    void answered_after(std::uint64_t waited_ns, std::uint64_t configured) noexcept {
+        const std::uint64_t wanted = 2 * waited_ns < configured ? 2 * waited_ns : configured;
+        if (learnt_ < wanted) learnt_ = wanted;
+        skipped_ = 0;
+    }
+    std::uint64_t learnt() const noexcept { return learnt_; }
+
+private:
+    std::uint64_t learnt_ = kWaitForever;  // not learnt yet: the configured budget
+    std::uint64_t last_ = 0;
+    std::uint32_t skipped_ = 0;  // waits that did not spin since the last probe
+    bool probing_ = false;       // the last next() was a probe
+};
+
+// What a handle keeps between its waits: the time of one spin, as last measured (a wait that ends
+// while spinning is timed without reading the clock: 21 ns here, and the caller's data waits for
+// it), and the hybrid strategy's learnt budget.
 struct SpinRate {
     static constexpr std::uint64_t kMaxPlausibleNs = 1000;
     std::uint64_t ns_per_spin = 30;
+    SpinBudget budget;
 };
 
 // Runs `attempt(eager)` until it returns something other than would_block: spinning, then parked
@@ -159,7 +211,9 @@ template <class Ops = SystemFutex, class Attempt, class Backstop>
 Status spin_then_park(const WaitWords& words, const WaitPlan& plan, SpinRate& rate, std::uint64_t start,
                       std::uint64_t deadline, Attempt&& attempt, Backstop&& backstop) {
     std::uint64_t next_check = plan.first_check_ns != 0 ? plan.first_check_ns : start + plan.backstop_ns;
-    const std::uint64_t spin_end = spin_until(plan.strategy, start, plan.spin_budget_ns);
+    const bool adaptive = plan.strategy == WaitStrategy::hybrid;
+    const std::uint64_t spin_budget = adaptive ? rate.budget.next(plan.spin_budget_ns) : plan.spin_budget_ns;
+    const std::uint64_t spin_end = spin_until(plan.strategy, start, spin_budget);
     layout::store_relaxed(words.waiting_since_ns, start);
     auto account = [&](Status result, std::uint64_t waited_ns) {
         layout::counter_add(words.waited_ns, waited_ns);
@@ -194,8 +248,13 @@ Status spin_then_park(const WaitWords& words, const WaitPlan& plan, SpinRate& ra
             return status != Status::would_block || now >= spin_end;
         },
         spin_end == start ? 1 : 0);  // park strategy: one look, no spinning
-    if (spins != 0) return account(status, last_clock - start + (spins - spins_at_last_clock) * rate.ns_per_spin);
+    if (spins != 0) {
+        const std::uint64_t waited = last_clock - start + (spins - spins_at_last_clock) * rate.ns_per_spin;
+        if (adaptive) rate.budget.answered_after(waited, plan.spin_budget_ns);
+        return account(status, waited);
+    }
     if (status != Status::would_block) return finish(status);
+    if (adaptive) rate.budget.spun_out();
 
     // Park phase.
     auto ready = [&] { return (status = attempt(true)) != Status::would_block; };
