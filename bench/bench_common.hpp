@@ -360,7 +360,11 @@ struct Spec {
     std::int64_t cap_ns = 0;          // pingpong: stop early after this long
     std::string name;                 // a unique name for channels, queues, endpoints
     std::string dir;                  // a private temporary directory of the run
+    // Background load of the row: "" none; kBusyConsumerCore: a busy loop pinned to the consumer's
+    // core for the whole row (a machine whose cores are scarce: the consumer shares its core).
+    std::string load;
 };
+inline const std::string kBusyConsumerCore = "busy-consumer-core";
 
 std::uint64_t allocation_count();  // operator new calls so far in this process
 

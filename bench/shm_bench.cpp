@@ -790,12 +790,15 @@ struct Row {
     std::optional<double> wakes_per_segment;
     std::optional<std::uint64_t> allocations, channel_file_bytes;
     std::map<std::string, double> ratios;
-    std::string key() const { return spec.transport + "/" + spec.mode + "/" + spec.api; }
-    // transport[/mode][/api], for people
+    std::string key() const {
+        return spec.transport + "/" + spec.mode + "/" + spec.api + (spec.load.empty() ? "" : "/" + spec.load);
+    }
+    // transport[/mode][/api][ +load], for people
     std::string label() const {
         std::string l = spec.transport;
         if (!spec.mode.empty()) l += "/" + spec.mode;
         if (!spec.api.empty()) l += "/" + spec.api;
+        if (!spec.load.empty()) l += " +" + spec.load;
         return l;
     }
 };
@@ -844,6 +847,26 @@ bool run_children(const Spec& spec, const Config& cfg, const SideFn& fn_a, const
     g_shared->~Shared();
     new (g_shared) Shared{};
     const int sides = fn_b ? 2 : 1;
+    // The row's background load: a busy loop on the consumer's core until the row ends.
+    struct BusyLoop {
+        pid_t pid = -1;
+        ~BusyLoop() {
+            if (pid > 0) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0);
+            }
+        }
+    } busy;
+    if (spec.load == kBusyConsumerCore) {
+        std::fflush(nullptr);
+        busy.pid = ::fork();
+        if (busy.pid < 0) die(std::string("fork: ") + std::strerror(errno));
+        if (busy.pid == 0) {
+            ::close_range(3, ~0u, 0);  // hold no end of the row's pipes or sockets open
+            pin_to(cfg.core_b);
+            for (;;) __asm__ volatile("" ::: "memory");  // runnable, never sleeps
+        }
+    }
     std::vector<pid_t> pids;
     pids.push_back(spawn(spec, true, cfg, fn_a));
     if (fn_b) pids.push_back(spawn(spec, false, cfg, fn_b));
@@ -1115,6 +1138,13 @@ std::vector<Spec> plan(const Config& cfg) {
             }
         }
     }
+    // Scarce cores: the stream rows again with a busy loop on the consumer's core, for the pipe
+    // and the copying records calls in each wait strategy.
+    for (std::uint64_t n : {std::uint64_t{64}, std::uint64_t{32768}}) {
+        add("pipe", "", "", Pattern::stream, n, n);
+        for (const char* mode : {"spin", "hybrid", "park"}) add("shmchan", mode, "copy", Pattern::stream, n, n == 32768 ? kAlignedRecordMax : n);
+        for (std::size_t i = specs.size() - 4; i < specs.size(); ++i) specs[i].load = kBusyConsumerCore;
+    }
     std::uint64_t k = 0;
     for (Spec& s : specs) {
         s.name = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(k++);
@@ -1283,10 +1313,10 @@ Row run_once(const Spec& spec, const Config& cfg
 // ---- Ratios, checks, output ----------------------------------------------------------------
 
 const Row* find(const std::vector<Row>& rows, const std::string& t, const std::string& m, const std::string& a,
-                Pattern p, std::uint64_t nominal) {
+                Pattern p, std::uint64_t nominal, const std::string& load = "") {
     for (const Row& r : rows) {
         if (r.spec.transport == t && (m == "*" || r.spec.mode == m) && (a == "*" || r.spec.api == a) &&
-            r.spec.pattern == p && r.spec.nominal_bytes == nominal && r.ok && (r.bytes_per_s || r.p50))
+            r.spec.pattern == p && r.spec.nominal_bytes == nominal && r.spec.load == load && r.ok && (r.bytes_per_s || r.p50))
             return &r;
     }
     return nullptr;
@@ -1298,10 +1328,13 @@ void compute_ratios(std::vector<Row>& rows) {
         if (s.transport != "shmchan" || !r.ok) continue;
         if (s.pattern == Pattern::stream && r.bytes_per_s) {
             for (auto [t, key] : {std::pair{"pipe", "x_pipe"}, {"ring", "x_ring"}, {"unix-socket", "x_unix_socket"}}) {
-                if (const Row* b = find(rows, t, "*", "*", s.pattern, s.nominal_bytes)) r.ratios[key] = *r.bytes_per_s / *b->bytes_per_s;
+                if (const Row* b = find(rows, t, "*", "*", s.pattern, s.nominal_bytes, s.load)) r.ratios[key] = *r.bytes_per_s / *b->bytes_per_s;
             }
             if (s.mode != "spin") {
-                if (const Row* b = find(rows, "shmchan", "spin", s.api, s.pattern, s.nominal_bytes)) r.ratios["x_spin"] = *r.bytes_per_s / *b->bytes_per_s;
+                if (const Row* b = find(rows, "shmchan", "spin", s.api, s.pattern, s.nominal_bytes, s.load)) r.ratios["x_spin"] = *r.bytes_per_s / *b->bytes_per_s;
+            }
+            if (s.mode != "park") {
+                if (const Row* b = find(rows, "shmchan", "park", s.api, s.pattern, s.nominal_bytes, s.load)) r.ratios["x_park"] = *r.bytes_per_s / *b->bytes_per_s;
             }
             if (const Row* b = find(rows, "memcpy", "l2", "*", s.pattern, 32768)) r.ratios["x_memcpy_l2"] = *r.bytes_per_s / *b->bytes_per_s;
             if (const Row* b = find(rows, "cross-core", "spin", "*", s.pattern, s.nominal_bytes)) r.ratios["x_cross_core"] = *r.bytes_per_s / *b->bytes_per_s;
@@ -1340,7 +1373,7 @@ std::string fmt_us(std::optional<double> ns) {
 }
 std::string ratio_text(const Row& r) {
     static const std::vector<std::pair<std::string, std::string>> names = {
-        {"x_pipe", "x pipe"}, {"x_ring", "x ring"}, {"x_unix_socket", "x unix"}, {"x_spin", "x spin"}, {"x_cross_core", "x cross-core"},
+        {"x_pipe", "x pipe"}, {"x_ring", "x ring"}, {"x_unix_socket", "x unix"}, {"x_spin", "x spin"}, {"x_park", "x park"}, {"x_cross_core", "x cross-core"},
         {"rtt_over_cacheline", "/cacheline"}, {"rtt_over_futex", "/futex"}, {"rtt_over_spin", "/spin"},
         {"pipe_rtt_over_rtt", "pipe/rtt"}};
     std::string out;
@@ -1452,6 +1485,15 @@ std::vector<Check> checks(const std::vector<Row>& rows, const Idle& idle) {
     add("32 KiB stream, hybrid, copy: >= 1 x ring", ratio("hybrid", "copy", Pattern::stream, 32768, "x_ring"), true, 1, " x");
     add("32 KiB stream, hybrid, zero-copy: >= 1.2 x ring", ratio("hybrid", "zero-copy", Pattern::stream, 32768, "x_ring"), true, 1.2, " x");
     add("32 KiB stream, hybrid, segments (info): >= 1 x ring", ratio("hybrid", "segments", Pattern::stream, 32768, "x_ring"), true, 1, " x");
+    // Scarce cores (the rows with a busy loop on the consumer's core): the default wait at least
+    // as fast as parking at once.
+    for (std::uint64_t n : {std::uint64_t{64}, std::uint64_t{32768}}) {
+        std::optional<double> v;
+        if (const Row* r = find(rows, "shmchan", "hybrid", "copy", Pattern::stream, n, kBusyConsumerCore)) {
+            if (auto it = r->ratios.find("x_park"); it != r->ratios.end()) v = it->second;
+        }
+        add(std::string(n == 64 ? "64 B" : "32 KiB") + " stream, consumer's core busy, hybrid, copy: >= 1 x park", v, true, 1, " x");
+    }
     add("32 KiB stream, hybrid, copy: >= 3 x unix socket", ratio("hybrid", "copy", Pattern::stream, 32768, "x_unix_socket"), true, 3, " x");
     add("32 KiB stream, hybrid, zero-copy: >= 3 x unix socket", ratio("hybrid", "zero-copy", Pattern::stream, 32768, "x_unix_socket"), true, 3, " x");
     for (const auto& api : apis) add("64 B ping-pong, spin, " + api + ": <= 2 x cache-line RTT", ratio("spin", api, Pattern::pingpong, 64, "rtt_over_cacheline"), false, 2, " x");
@@ -1565,6 +1607,7 @@ void write_json(const std::vector<Row>& rows, const std::vector<Check>& cs, cons
             << ", \"mode\": " << (s.mode.empty() ? "null" : json_str(s.mode))
             << ", \"api\": " << (s.api.empty() ? "null" : json_str(s.api))
             << ", \"pattern\": " << json_str(s.pattern == Pattern::stream ? "stream" : "pingpong")
+            << ", \"load\": " << (s.load.empty() ? "null" : json_str(s.load))
             << ", \"record_bytes\": " << s.record_bytes
             << ", \"records_per_s\": " << json_num(r->records_per_s) << ", \"bytes_per_s\": " << json_num(r->bytes_per_s)
             << ", \"rtt_ns_p50\": " << json_num(r->p50) << ", \"rtt_ns_p99\": " << json_num(r->p99)
