@@ -61,9 +61,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "channels/channel.hpp"
-#include "channels/detail/frame_decoder.hpp"
-#include "channels/layout.hpp"
+#include "channel.hpp"
+#include "detail/frame_decoder.hpp"
+#include "layout.hpp"
 
 namespace shmchan {
 
