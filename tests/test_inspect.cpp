@@ -18,6 +18,7 @@
 #include "channel_support.hpp"
 #include "channels/records.hpp"
 #include "shm/region.hpp"
+#include "shmchan/version.hpp"
 #include "tools/inspect_format.hpp"
 
 #ifndef SHMCHAN_SHM_INSPECT_PATH
@@ -572,8 +573,21 @@ TEST_CASE("output helpers: JSON strings, Prometheus labels, text or hex") {
 }
 
 TEST_CASE("usage: exit 2 on bad usage, 0 with --help for every command") {
-    CHECK(run_inspect({}).code == 2);
-    CHECK(run_inspect({"frobnicate"}).code == 2);
+    Run none = run_inspect({});
+    CHECK(none.code == 2);
+    CHECK_MESSAGE(none.err.find("shm-inspect: no command given; the commands are: list, show, watch, peek, gc, metrics") == 0,
+                  none.err);
+    Run unknown = run_inspect({"--allow-owner", "0", "frobnicate"});
+    CHECK(unknown.code == 2);
+    CHECK_MESSAGE(unknown.err.find("shm-inspect: unknown command 'frobnicate'; the commands are: list, show, watch, "
+                                   "peek, gc, metrics") == 0,
+                  unknown.err);
+    Run version = run_inspect({"--version"});
+    CHECK(version.code == 0);
+    CHECK(version.out == "shm-inspect (shmchan) " SHMCHAN_VERSION_STRING "\n");
+    Run help_all = run_inspect({"--help-all"});
+    CHECK(help_all.code == 0);
+    CHECK_MESSAGE(contains(help_all.out, "--older-than"), help_all.out);  // gc's option: every command's help
     CHECK(run_inspect({"show"}).code == 2);
     CHECK(run_inspect({"peek"}).code == 2);
     CHECK(run_inspect({"list", "--bogus"}).code == 2);

@@ -47,6 +47,7 @@
 
 #include "channels/channel.hpp"
 #include "channels/detail/frame_decoder.hpp"
+#include "tools/cli.hpp"
 #include "tools/sigbus.hpp"
 #include "channels/layout.hpp"
 #include "shm/error.hpp"
@@ -1542,6 +1543,11 @@ int main(int argc, char** argv) {
 
     auto* metrics = app.add_subcommand("metrics", "every channel in the Prometheus text exposition format");
 
+    shmchan::tools::add_standard_flags(app);
+    if (auto error = shmchan::tools::command_word_error(app, argc, argv, {"--allow-owner"})) {
+        std::fprintf(stderr, "%s\n", error->c_str());
+        return kExitUsage;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {
