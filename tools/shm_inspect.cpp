@@ -14,6 +14,11 @@
 //           corrupt or missing channel, an unreadable directory, a failed removal)
 //   exit 2  bad usage (arguments, channel name)
 //
+// JSON (show, list): the brief's keys and more; wall-clock times in milliseconds since the epoch
+// (`created_unix_ms`, `last_publish_unix_ms`, `last_release_unix_ms`), durations in nanoseconds.
+// Every integer is exact for a JSON reader: a number up to 2^53, its decimal string above
+// (a counter that grew that large), never a number that a double would round.
+//
 // Never disturbing a channel: the tool maps files read-only (shmchan::inspect, or shm::Region
 // opened without write access), reads shared fields with relaxed/acquire loads only, and asks
 // about locks with F_OFD_GETLK (a query: it takes nothing). It never writes a futex word, so it
@@ -356,6 +361,11 @@ std::string iso_time(std::uint64_t realtime_ns) {
 
 // ---- JSON ------------------------------------------------------------------------------------------
 
+constexpr std::uint64_t kJsonExactInteger = 1ull << 53;
+
+// Wall-clock nanoseconds as milliseconds since the epoch (exact in JSON until the year 287,396).
+std::uint64_t unix_ms(std::uint64_t realtime_ns) { return realtime_ns / 1'000'000u; }
+
 class JsonObject {
 public:
     JsonObject& raw(std::string_view key, const std::string& value) {
@@ -367,7 +377,12 @@ public:
         return *this;
     }
     JsonObject& str(std::string_view key, std::string_view value) { return raw(key, fmt::json_string(value)); }
-    JsonObject& num(std::string_view key, std::uint64_t value) { return raw(key, std::to_string(value)); }
+    // An integer a JSON reader holds exactly (at most 2^53, a double's integers) is a number; a
+    // larger one (a counter of bytes or nanoseconds after months) is its decimal string, so that
+    // no reader rounds it.
+    JsonObject& num(std::string_view key, std::uint64_t value) {
+        return raw(key, value <= kJsonExactInteger ? std::to_string(value) : fmt::json_string(std::to_string(value)));
+    }
     JsonObject& inum(std::string_view key, std::int64_t value) { return raw(key, std::to_string(value)); }
     JsonObject& real(std::string_view key, double value) { return raw(key, fmt::number(value, true)); }
     JsonObject& boolean(std::string_view key, bool value) { return raw(key, value ? "true" : "false"); }
@@ -427,12 +442,12 @@ std::string snapshot_json(const Snapshot& s) {
     if (!s.ready) {
         for (const char* key :
              {"abi_version", "segment_size", "segments", "payload_capacity", "total_bytes", "framing", "checksums",
-              "max_record_bytes", "created_realtime_ns", "end_of_stream", "removed", "producer", "consumer",
-              "published_segments", "released_segments", "unread_segments", "fill", "outPoolUsage",
-              "bytes_written", "records_written", "segments_published", "events_written", "bytes_read",
-              "records_read", "segments_released", "events_read", "wakeups", "producer_wake_syscalls",
+              "max_record_bytes", "created_unix_ms", "end_of_stream", "removed", "producer", "consumer",
+              "published_segments", "released_segments", "unread_segments", "fill",
+              "bytes_written", "records_written", "events_written", "bytes_read",
+              "records_read", "events_read", "wakeups", "producer_wake_syscalls",
               "consumer_wake_syscalls", "parks", "producer_parks", "consumer_parks", "backpressured_ns", "idle_ns",
-              "last_publish_realtime_ns", "last_release_realtime_ns", "buffer_timeout_ns", "flushed_segment",
+              "last_publish_unix_ms", "last_release_unix_ms", "buffer_timeout_ns", "flushed_segment",
               "flushed_bytes", "resume_segment", "resume_offset", "in_flight_record_bytes"}) {
             o.null(key);
         }
@@ -443,21 +458,19 @@ std::string snapshot_json(const Snapshot& s) {
     o.num("abi_version", i.abi_version).num("segment_size", i.segment_size).num("segments", i.segment_count);
     o.num("payload_capacity", L::segment_payload_capacity(i.segment_size)).num("total_bytes", i.total_bytes);
     o.str("framing", framing_name(i.framing)).boolean("checksums", (i.flags & L::kFlagChecksums) != 0);
-    o.num("max_record_bytes", i.max_record_bytes).num("created_realtime_ns", i.created_realtime_ns);
+    o.num("max_record_bytes", i.max_record_bytes).num("created_unix_ms", unix_ms(i.created_realtime_ns));
     o.boolean("end_of_stream", i.end_of_stream).boolean("removed", i.removed);
     o.raw("producer", side_json(i.producer, s.producer_state));
     o.raw("consumer", side_json(i.consumer, s.consumer_state));
     o.num("published_segments", i.published).num("released_segments", i.released).num("unread_segments", s.unread);
-    o.real("fill", s.fill).real("outPoolUsage", s.fill);
-    o.num("bytes_written", p.bytes).num("records_written", p.records).num("segments_published", p.segments);
-    o.num("events_written", p.events);
-    o.num("bytes_read", c.bytes).num("records_read", c.records).num("segments_released", c.segments);
-    o.num("events_read", c.events);
+    o.real("fill", s.fill);  // Flink's outPoolUsage
+    o.num("bytes_written", p.bytes).num("records_written", p.records).num("events_written", p.events);
+    o.num("bytes_read", c.bytes).num("records_read", c.records).num("events_read", c.events);
     o.num("wakeups", p.wake_syscalls + c.wake_syscalls);
     o.num("producer_wake_syscalls", p.wake_syscalls).num("consumer_wake_syscalls", c.wake_syscalls);
     o.num("parks", p.parks + c.parks).num("producer_parks", p.parks).num("consumer_parks", c.parks);
     o.num("backpressured_ns", p.waited_ns).num("idle_ns", c.waited_ns);
-    o.num("last_publish_realtime_ns", p.last_realtime_ns).num("last_release_realtime_ns", c.last_realtime_ns);
+    o.num("last_publish_unix_ms", unix_ms(p.last_realtime_ns)).num("last_release_unix_ms", unix_ms(c.last_realtime_ns));
     // Records layer: where the flush word and the resume point stand (null: they name no
     // segment in the ring, e.g. nothing flushed yet).
     const RecordsPoints points = records_points(i);
