@@ -4,7 +4,10 @@
 // its output in files of the test's directory (files not named shmchan-*, so the tool skips
 // them). JSON is parsed by the small parser below and checked field by field; the Prometheus
 // output is checked line by line against the text exposition format.
+#include <poll.h>
+#include <pty.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <array>
@@ -1107,6 +1110,77 @@ TEST_CASE("gc removes exactly the channels that no live process holds") {
     CHECK(live_consumer.exit_code() == 0);
     CHECK(creator.exit_code() == 0);
     ::rmdir((channel_directory() + "/shmchan-" + stem + "dir").c_str());
+}
+
+// What `shm-inspect watch --count 2` draws on a pseudo-terminal `columns` wide.
+std::string watch_on_terminal(unsigned short columns, bool no_colour) {
+    winsize size{};
+    size.ws_row = 40;
+    size.ws_col = columns;
+    int terminal = -1;
+    pid_t pid = ::forkpty(&terminal, nullptr, nullptr, &size);
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        if (no_colour) ::setenv("NO_COLOR", "1", 1); else ::unsetenv("NO_COLOR");
+        ::unsetenv("COLUMNS");
+        ::execl(SHMCHAN_SHM_INSPECT_PATH, "shm-inspect", "watch", "--count", "2", "--interval", "0.05", nullptr);
+        ::_exit(127);
+    }
+    std::string out;
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < deadline) {
+        pollfd ready{terminal, POLLIN, 0};
+        if (::poll(&ready, 1, 1000) <= 0) continue;
+        char buffer[4096];
+        ssize_t n = ::read(terminal, buffer, sizeof buffer);
+        if (n > 0) out.append(buffer, static_cast<std::size_t>(n));
+        else if (n < 0 && errno == EINTR) continue;
+        else break;  // EIO: the program exited and closed its side
+    }
+    ::kill(pid, SIGKILL);  // gone already unless it hung past the deadline
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ::close(terminal);
+    return out;
+}
+
+// The text of terminal output without escape sequences (CSI ... final byte) and carriage returns.
+std::string visible(const std::string& drawn) {
+    std::string out;
+    for (std::size_t k = 0; k < drawn.size(); ++k) {
+        if (drawn[k] == '\x1b' && k + 1 < drawn.size() && drawn[k + 1] == '[') {
+            k += 2;
+            while (k < drawn.size() && !(drawn[k] >= 0x40 && drawn[k] <= 0x7e)) ++k;
+            continue;
+        }
+        if (drawn[k] != '\r') out += drawn[k];
+    }
+    return out;
+}
+
+TEST_CASE("watch on a terminal: rows fit its width, colour unless NO_COLOR") {
+    const std::string name = unique_name("a-channel-with-a-rather-long-name-for-the-watch-view");
+    make_left_channel(name, /*end=*/false);
+    const std::regex colour("\x1b\\[[0-9;]*m");
+    for (unsigned short columns : {40, 60, 80, 100, 250}) {
+        CAPTURE(columns);
+        std::string drawn = watch_on_terminal(columns, /*no_colour=*/false);
+        CHECK_MESSAGE(std::regex_search(drawn, colour), drawn);
+        std::string text = visible(drawn);
+        CHECK_MESSAGE(contains(text, name.substr(0, 6)), text);
+        if (columns >= 60) CHECK_MESSAGE(contains(text, "MB/s"), text);
+        int rows = 0;
+        for (const auto& line : lines_of(text)) {
+            CHECK_MESSAGE(line.size() <= columns, "a row of " << line.size() << " columns: " << line);
+            ++rows;
+        }
+        CHECK(rows >= 6);  // two frames of title, header and the channel
+        if (columns >= 250) CHECK_MESSAGE(contains(text, "idle ms/s"), text);  // wide: every column
+    }
+    std::string plain = watch_on_terminal(80, /*no_colour=*/true);
+    CHECK_MESSAGE(contains(visible(plain), "MB/s"), plain);
+    CHECK_MESSAGE(!std::regex_search(plain, colour), plain);
+    CHECK(run_inspect({"gc", name}).code == 0);
 }
 
 TEST_CASE("watch runs until SIGINT or SIGTERM and exits 0") {
