@@ -18,7 +18,7 @@ bash "$root/scripts/setup.sh"
 bash "$root/scripts/build.sh" "$build_dir"
 echo
 echo "==== shm-pipeline: source -> transform -> sink ===="
-"$build_dir/bench/shm-pipeline" "$@"
+"$build_dir/examples/shm-pipeline" "$@"
 echo
 echo "==== shm-demo: one channel against one pipe, same work ===="
-"$build_dir/bench/shm-demo" --gib "${SHMCHAN_DEMO_GIB:-2}"
+"$build_dir/examples/shm-demo" --gib "${SHMCHAN_DEMO_GIB:-2}"
