@@ -27,7 +27,7 @@ int main() {
     while ((status = consumer.read(in)) == Status::ok) {  // in.payload: a view into shared memory
         ++segments;
         bytes += in.payload.size();
-        consumer.release();  // hands the segment back: one more credit for the producer
+        if (consumer.release() != Status::ok) break;  // hands it back: a credit for the producer
     }
     int child = 0;
     ::wait(&child);
