@@ -52,10 +52,11 @@ cmake --install "$build_dir" --prefix "$work/prefix" >"$work/install.log"
 
 phase "find_package(shmchan CONFIG REQUIRED), shmchan::shmchan and shmchan::shmchan_static"
 build_and_run find -DSHMCHAN_CONSUME=find -DCMAKE_PREFIX_PATH="$work/prefix"
-if ldd "$work/find/consumer" | grep -q "$work/prefix/.*libshmchan.so.0"; then
-    echo "consumer runs with: $(ldd "$work/find/consumer" | grep libshmchan)"
+libraries=$(ldd "$work/find/consumer")  # (not piped into grep -q: pipefail and SIGPIPE)
+if grep -q "$work/prefix/.*libshmchan.so.0" <<<"$libraries"; then
+    echo "consumer runs with: $(grep libshmchan <<<"$libraries")"
 else
-    ldd "$work/find/consumer"; echo "consumer_test: the consumer does not run with the installed libshmchan.so.0" >&2; exit 1
+    echo "$libraries"; echo "consumer_test: the consumer does not run with the installed libshmchan.so.0" >&2; exit 1
 fi
 
 phase "pkg-config --cflags --libs shmchan"
