@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // shm-bench: shmchan side by side with the transports a user would pick instead, and with the
-// limits of the machine, in one run. See bench/README.md for the method and the latest results.
+// limits of the machine, in one run. See bench/README.md for the method, bench/results/ for the runs.
 //
 //   shm-bench [--quick] [--json FILE] [--markdown FILE] [--plot FILE.png] [--filter SUBSTRING]
 //             [--cores A,B]
@@ -1572,7 +1572,7 @@ std::vector<Check> checks(const std::vector<Row>& rows, const Idle& idle) {
 }
 
 void print_checks(const std::vector<Check>& cs, std::FILE* out, bool markdown) {
-    if (markdown) std::fprintf(out, "| figure (BRIEF.md) | measured | result |\n|---|---:|---|\n");
+    if (markdown) std::fprintf(out, "| figure (target) | measured | result |\n|---|---:|---|\n");
     for (const Check& c : cs) {
         const char* res = !c.pass ? "n/a" : *c.pass ? "pass" : "FAIL";
         if (markdown) std::fprintf(out, "| %s | %s | %s |\n", c.figure.c_str(), c.measured.c_str(), res);
@@ -1818,7 +1818,7 @@ int main(int argc, char** argv) {
     app.add_flag("--quick", quick, "64 B and 32 KiB only, short streams, 10,000 round trips where a transport sleeps (< 1 min)");
     app.add_option("--json", json_path, "write the results as JSON ({\"results\": [...]})");
     app.add_option("--plot", plot_path, "draw throughput and latency into a PNG (needs gnuplot)");
-    app.add_option("--markdown", markdown_path, "write the table and the checks against BRIEF.md as markdown");
+    app.add_option("--markdown", markdown_path, "write the table and the checks against the target figures as markdown");
     app.add_option("--filter", filter, "run only rows whose transport/mode/api contains this");
     app.add_option("--cores", cores, "the two CPUs to pin producer and consumer to")->capture_default_str();
     int round_count = Config{}.reps;
@@ -1988,7 +1988,7 @@ int main(int argc, char** argv) {
 
     std::printf("\n");
     print_table(rows, stdout, false);
-    std::printf("\nAgainst the brief's figures:\n");
+    std::printf("\nAgainst the target figures:\n");
     print_checks(cs, stdout, false);
     const double total_s = static_cast<double>(now_ns() - start) / 1e9;
     std::printf("\nvCPU placement: %s\ntotal %.1f s\n", placement, total_s);
@@ -2000,7 +2000,7 @@ int main(int argc, char** argv) {
         std::fprintf(md, "Machine: %s. vCPU placement: %s. Run took %.1f s%s.\n\n", machine.c_str(), placement, total_s,
                      quick ? " (--quick)" : "");
         print_table(rows, md, true);
-        std::fprintf(md, "\n### Against the brief's figures (computed by shm-bench from the rows above)\n\n");
+        std::fprintf(md, "\n### Against the target figures (computed by shm-bench from the rows above)\n\n");
         print_checks(cs, md, true);
         std::fclose(md);
     }

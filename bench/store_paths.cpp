@@ -13,7 +13,7 @@
 // with a cache-line ping-pong that tells where the hypervisor put the two vCPUs (same core
 // complex: ~100 ns; across dies: ~500 ns). The summary gives each variant's median per placement.
 // Why it exists: on this VM the in-place rows of shm-bench swing by 3-4 x with the placement,
-// while the ring does not; this program shows the store path is the cause (see bench/README.md).
+// while the ring does not; this program shows the store path is the cause (see docs/PERFORMANCE.md).
 #include <CLI/CLI.hpp>
 
 #include "bench_common.hpp"

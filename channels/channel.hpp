@@ -41,8 +41,8 @@
 #include <string>
 #include <string_view>
 
-#include "channels/layout.hpp"
-#include "shm/error.hpp"
+#include "layout.hpp"
+#include "../shm/error.hpp"
 
 namespace shmchan {
 

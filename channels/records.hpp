@@ -61,9 +61,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "channels/channel.hpp"
-#include "channels/detail/record_cursors.hpp"
-#include "channels/layout.hpp"
+#include "channel.hpp"
+#include "detail/record_cursors.hpp"
+#include "layout.hpp"
 
 namespace shmchan {
 
@@ -363,4 +363,4 @@ private:
 }  // namespace shmchan
 
 // The inline fast paths and the template definitions (internal).
-#include "channels/detail/records_inline.hpp"
+#include "detail/records_inline.hpp"

@@ -52,7 +52,7 @@
 #include <string_view>
 #include <vector>
 
-#include "channels/records.hpp"
+#include "records.hpp"
 
 namespace shmchan {
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Configures and builds shmchan.
-#   scripts/build.sh [--asan|--tsan] [BUILD_DIR]
+# Configures and builds shmchan (every target, or only the --target ones).
+#   scripts/build.sh [--asan|--tsan] [--target TARGET]... [BUILD_DIR]
 # Default build directories: build, build-asan (ASan+UBSan), build-tsan (TSan), at the repo root.
 # With CI=true warnings are errors (-DSHMCHAN_WERROR=ON).
 set -euo pipefail
@@ -9,17 +9,22 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 variant=plain
 build_dir=
+targets=()
 
-for arg in "$@"; do
-    case "$arg" in
+while [[ $# -gt 0 ]]; do
+    case "$1" in
         --asan) variant=asan ;;
         --tsan) variant=tsan ;;
+        --target)
+            [[ $# -ge 2 ]] || { echo "build: --target needs a target name" >&2; exit 2; }
+            targets+=(--target "$2"); shift ;;
         -h|--help)
-            echo "usage: $0 [--asan|--tsan] [BUILD_DIR]"
+            echo "usage: $0 [--asan|--tsan] [--target TARGET]... [BUILD_DIR]"
             exit 0 ;;
-        -*) echo "build: unknown option $arg" >&2; exit 2 ;;
-        *) build_dir=$arg ;;
+        -*) echo "build: unknown option $1" >&2; exit 2 ;;
+        *) build_dir=$1 ;;
     esac
+    shift
 done
 
 options=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
@@ -39,4 +44,4 @@ fi
 
 echo "build: $variant in $build_dir"
 cmake -S "$root" -B "$build_dir" "${options[@]}"
-cmake --build "$build_dir" -j2
+cmake --build "$build_dir" -j2 "${targets[@]}"

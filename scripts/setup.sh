@@ -10,7 +10,9 @@ set -euo pipefail
 #                                  scripts/fuzz.sh for clang and libclang-rt-14-dev)
 # cmake, g++, make: the build. libboost-dev: Boost headers (Interprocess, Lockfree).
 # doctest-dev: the test framework. libcli11-dev: command-line parsing of the tools.
-packages=(cmake g++ make libboost-dev doctest-dev libcli11-dev)
+# help2man: the tools' man pages. pkg-config: the consumer test (scripts/consumer_test.sh) builds
+# a program with `pkg-config --cflags --libs shmchan`.
+packages=(cmake g++ make libboost-dev doctest-dev libcli11-dev help2man pkg-config)
 if [[ $# -gt 0 ]]; then packages=("$@"); fi
 
 missing=()

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "channels/channel.hpp"
+#include "shmchan/version.hpp"
 #include "support.hpp"
 
 namespace {
@@ -502,7 +503,16 @@ TEST_CASE("bad usage exits 2") {
     };
     SUBCASE("no arguments") { CHECK(run({}).first == 2); }
     SUBCASE("no channel name") { CHECK(run({"send"}).first == 2); }
-    SUBCASE("unknown command") { CHECK(run({"push", name}).first == 2); }
+    SUBCASE("no arguments: the commands are listed") {
+        auto [code, errors] = run({});
+        CHECK(code == 2);
+        CHECK_MESSAGE(errors.find("shm-pipe: no command given; the commands are: send, recv") == 0, errors);
+    }
+    SUBCASE("unknown command: named, and the valid ones listed") {
+        auto [code, errors] = run({"push", name});
+        CHECK(code == 2);
+        CHECK_MESSAGE(errors.find("shm-pipe: unknown command 'push'; the commands are: send, recv") == 0, errors);
+    }
     SUBCASE("a name with a slash") {
         auto [code, errors] = run({"send", "a/b"});
         CHECK(code == 2);
@@ -516,6 +526,12 @@ TEST_CASE("bad usage exits 2") {
     }
     SUBCASE("a negative segment count") { CHECK(run({"send", name, "--segments", "-1"}).first == 2); }
     CHECK_FALSE(channel_exists(name));
+}
+
+TEST_CASE("--version names the tool and the library's version") {
+    shmchan::test::ProgramRun run = shmchan::test::run_program({SHMCHAN_SHM_PIPE_PATH, "--version"});
+    CHECK(run.code == 0);
+    CHECK(run.out == "shm-pipe (shmchan) " SHMCHAN_VERSION_STRING "\n");
 }
 
 TEST_CASE("--timeout bounds send's wait for a consumer") {

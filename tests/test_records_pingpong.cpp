@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Regression guard for the spin-mode stall the bench once saw (bench/README.md): a ping-pong of
+// Regression guard for the spin-mode stall the bench once saw (docs/PERFORMANCE.md): a ping-pong of
 // records larger than the ring with WaitStrategy::spin on both sides, in the "records" suite.
 //
 // What it checks, with no timing verdict except a blocking call's generous deadline:

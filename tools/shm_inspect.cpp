@@ -14,6 +14,11 @@
 //           corrupt or missing channel, an unreadable directory, a failed removal)
 //   exit 2  bad usage (arguments, channel name)
 //
+// JSON (show, list): the brief's keys and more; wall-clock times in milliseconds since the epoch
+// (`created_unix_ms`, `last_publish_unix_ms`, `last_release_unix_ms`), durations in nanoseconds.
+// Every integer is exact for a JSON reader: a number up to 2^53, its decimal string above
+// (a counter that grew that large), never a number that a double would round.
+//
 // Never disturbing a channel: the tool maps files read-only (shmchan::inspect, or shm::Region
 // opened without write access), reads shared fields with relaxed/acquire loads only, and asks
 // about locks with F_OFD_GETLK (a query: it takes nothing). It never writes a futex word, so it
@@ -27,6 +32,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +44,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -47,6 +54,7 @@
 
 #include "channels/channel.hpp"
 #include "channels/detail/frame_decoder.hpp"
+#include "tools/cli.hpp"
 #include "tools/sigbus.hpp"
 #include "channels/layout.hpp"
 #include "shm/error.hpp"
@@ -355,6 +363,11 @@ std::string iso_time(std::uint64_t realtime_ns) {
 
 // ---- JSON ------------------------------------------------------------------------------------------
 
+constexpr std::uint64_t kJsonExactInteger = 1ull << 53;
+
+// Wall-clock nanoseconds as milliseconds since the epoch (exact in JSON until the year 287,396).
+std::uint64_t unix_ms(std::uint64_t realtime_ns) { return realtime_ns / 1'000'000u; }
+
 class JsonObject {
 public:
     JsonObject& raw(std::string_view key, const std::string& value) {
@@ -366,7 +379,12 @@ public:
         return *this;
     }
     JsonObject& str(std::string_view key, std::string_view value) { return raw(key, fmt::json_string(value)); }
-    JsonObject& num(std::string_view key, std::uint64_t value) { return raw(key, std::to_string(value)); }
+    // An integer a JSON reader holds exactly (at most 2^53, a double's integers) is a number; a
+    // larger one (a counter of bytes or nanoseconds after months) is its decimal string, so that
+    // no reader rounds it.
+    JsonObject& num(std::string_view key, std::uint64_t value) {
+        return raw(key, value <= kJsonExactInteger ? std::to_string(value) : fmt::json_string(std::to_string(value)));
+    }
     JsonObject& inum(std::string_view key, std::int64_t value) { return raw(key, std::to_string(value)); }
     JsonObject& real(std::string_view key, double value) { return raw(key, fmt::number(value, true)); }
     JsonObject& boolean(std::string_view key, bool value) { return raw(key, value ? "true" : "false"); }
@@ -426,12 +444,12 @@ std::string snapshot_json(const Snapshot& s) {
     if (!s.ready) {
         for (const char* key :
              {"abi_version", "segment_size", "segments", "payload_capacity", "total_bytes", "framing", "checksums",
-              "max_record_bytes", "created_realtime_ns", "end_of_stream", "removed", "producer", "consumer",
-              "published_segments", "released_segments", "unread_segments", "fill", "outPoolUsage",
-              "bytes_written", "records_written", "segments_published", "events_written", "bytes_read",
-              "records_read", "segments_released", "events_read", "wakeups", "producer_wake_syscalls",
+              "max_record_bytes", "created_unix_ms", "end_of_stream", "removed", "producer", "consumer",
+              "published_segments", "released_segments", "unread_segments", "fill",
+              "bytes_written", "records_written", "events_written", "bytes_read",
+              "records_read", "events_read", "wakeups", "producer_wake_syscalls",
               "consumer_wake_syscalls", "parks", "producer_parks", "consumer_parks", "backpressured_ns", "idle_ns",
-              "last_publish_realtime_ns", "last_release_realtime_ns", "buffer_timeout_ns", "flushed_segment",
+              "last_publish_unix_ms", "last_release_unix_ms", "buffer_timeout_ns", "flushed_segment",
               "flushed_bytes", "resume_segment", "resume_offset", "in_flight_record_bytes"}) {
             o.null(key);
         }
@@ -442,21 +460,19 @@ std::string snapshot_json(const Snapshot& s) {
     o.num("abi_version", i.abi_version).num("segment_size", i.segment_size).num("segments", i.segment_count);
     o.num("payload_capacity", L::segment_payload_capacity(i.segment_size)).num("total_bytes", i.total_bytes);
     o.str("framing", framing_name(i.framing)).boolean("checksums", (i.flags & L::kFlagChecksums) != 0);
-    o.num("max_record_bytes", i.max_record_bytes).num("created_realtime_ns", i.created_realtime_ns);
+    o.num("max_record_bytes", i.max_record_bytes).num("created_unix_ms", unix_ms(i.created_realtime_ns));
     o.boolean("end_of_stream", i.end_of_stream).boolean("removed", i.removed);
     o.raw("producer", side_json(i.producer, s.producer_state));
     o.raw("consumer", side_json(i.consumer, s.consumer_state));
     o.num("published_segments", i.published).num("released_segments", i.released).num("unread_segments", s.unread);
-    o.real("fill", s.fill).real("outPoolUsage", s.fill);
-    o.num("bytes_written", p.bytes).num("records_written", p.records).num("segments_published", p.segments);
-    o.num("events_written", p.events);
-    o.num("bytes_read", c.bytes).num("records_read", c.records).num("segments_released", c.segments);
-    o.num("events_read", c.events);
+    o.real("fill", s.fill);  // Flink's outPoolUsage
+    o.num("bytes_written", p.bytes).num("records_written", p.records).num("events_written", p.events);
+    o.num("bytes_read", c.bytes).num("records_read", c.records).num("events_read", c.events);
     o.num("wakeups", p.wake_syscalls + c.wake_syscalls);
     o.num("producer_wake_syscalls", p.wake_syscalls).num("consumer_wake_syscalls", c.wake_syscalls);
     o.num("parks", p.parks + c.parks).num("producer_parks", p.parks).num("consumer_parks", c.parks);
     o.num("backpressured_ns", p.waited_ns).num("idle_ns", c.waited_ns);
-    o.num("last_publish_realtime_ns", p.last_realtime_ns).num("last_release_realtime_ns", c.last_realtime_ns);
+    o.num("last_publish_unix_ms", unix_ms(p.last_realtime_ns)).num("last_release_unix_ms", unix_ms(c.last_realtime_ns));
     // Records layer: where the flush word and the resume point stand (null: they name no
     // segment in the ring, e.g. nothing flushed yet).
     const RecordsPoints points = records_points(i);
@@ -661,49 +677,208 @@ std::string pad(std::string text, std::size_t width, bool right = false) {
     return right ? spaces + text : text + spaces;
 }
 
-std::string watch_frame(const std::vector<Snapshot>& now, const std::map<std::string, Snapshot>& before,
-                        double interval, bool terminal, const std::string& error) {
+// How watch draws: on a terminal, rows fit its width (columns are dropped, the fill bar and the
+// names shortened, then every row cut) and colour is used unless NO_COLOR is set; otherwise plain
+// full rows, the same every time, for logs and scripts.
+struct Screen {
+    bool terminal = false;
+    bool colour = false;
+    std::size_t width = 0;  // 0: unbounded
+};
+
+Screen screen_of_stdout() {
+    Screen screen;
+    screen.terminal = ::isatty(STDOUT_FILENO) == 1;
+    if (!screen.terminal) return screen;
+    const char* no_colour = std::getenv("NO_COLOR");  // https://no-color.org: set and not empty
+    screen.colour = !(no_colour && *no_colour);
+    winsize size{};
+    if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) {
+        screen.width = size.ws_col;
+    } else if (const char* columns = std::getenv("COLUMNS"); columns && std::atoi(columns) > 0) {
+        screen.width = static_cast<std::size_t>(std::atoi(columns));
+    } else {
+        screen.width = 80;
+    }
+    return screen;
+}
+
+// ANSI colours (SGR) of the watch view.
+constexpr const char* kRed = "\x1b[31m";
+constexpr const char* kGreen = "\x1b[32m";
+constexpr const char* kYellow = "\x1b[33m";
+constexpr const char* kDim = "\x1b[2m";
+constexpr const char* kBold = "\x1b[1m";
+constexpr const char* kReset = "\x1b[0m";
+
+const char* state_colour(const std::string& state) {
+    if (state == "active") return kGreen;
+    if (state == "broken" || state == "corrupt" || state == "missing") return kRed;
+    if (state == "creating") return kYellow;
+    return kDim;  // ended, foreign
+}
+const char* fill_colour(double fill) { return fill >= 0.9 ? kRed : fill >= 0.5 ? kYellow : kGreen; }
+const char* activity_colour(const std::string& activity) {
+    if (activity.find("back-pressured") != std::string::npos) return kYellow;
+    if (activity.find("dead") != std::string::npos || activity.find("reused") != std::string::npos) return kRed;
+    if (activity.find("idle") != std::string::npos || activity.find("none") != std::string::npos) return kDim;
+    return "";
+}
+
+// One cell: its text (printable ASCII, so one byte is one column) and its colour, if any.
+struct Cell {
+    std::string text;
+    const char* colour = "";
+};
+
+// The columns of a watch row, in order, with the order they are dropped in when the terminal is
+// too narrow (drop 1 first; 0: never dropped).
+enum Column : std::size_t { kName, kState, kFill, kMbps, kRecps, kSegps, kBp, kIdle, kProducer, kConsumer, kColumns };
+struct ColumnSpec {
+    const char* title;
+    std::size_t width;  // 0: as wide as its widest cell
+    bool right;
+    int drop_order;
+};
+constexpr ColumnSpec kColumnSpecs[kColumns] = {
+    {"NAME", 0, false, 0},      {"STATE", 8, false, 0},      {"FILL", 27, false, 0},
+    {"MB/s", 9, true, 0},       {"rec/s", 10, true, 2},      {"seg/s", 8, true, 1},
+    {"bp ms/s", 7, true, 4},    {"idle ms/s", 9, true, 3},   {"PRODUCER", 22, false, 5},
+    {"CONSUMER", 0, false, 6},
+};
+
+// A row cut to the screen's width; a cell's colour ends with the cell. `used`: the columns it
+// takes on the screen.
+std::string render_row(const std::vector<Cell>& cells, const std::vector<std::size_t>& widths,
+                       const std::vector<bool>& shown, const Screen& screen, std::size_t& used) {
     std::string out;
+    used = 0;
+    for (std::size_t column = 0; column < cells.size(); ++column) {
+        if (!shown[column]) continue;
+        bool last = true;  // the last cell shown: not padded
+        for (std::size_t next = column + 1; next < cells.size(); ++next) last = last && !shown[next];
+        std::string text = cells[column].text;
+        if (widths[column] && text.size() > widths[column]) text = text.substr(0, widths[column] - 1) + "~";
+        if (!last && widths[column]) text = pad(text, widths[column], kColumnSpecs[column].right);
+        std::string separator = used == 0 ? "" : (column == kFill || column == kMbps || column >= kProducer) ? "  " : " ";
+        if (screen.width) {
+            if (used + separator.size() >= screen.width) break;
+            text = text.substr(0, screen.width - used - separator.size());
+        }
+        used += separator.size() + text.size();
+        const char* colour = cells[column].colour;
+        out += separator;
+        out += screen.colour && *colour ? colour + text + kReset : text;
+    }
+    return out;
+}
+
+// A line of free text (the title, an error, a reason) cut to the screen.
+std::string cut(std::string text, const Screen& screen) {
+    if (screen.width && text.size() > screen.width) text = text.substr(0, screen.width - 1) + "~";
+    return text;
+}
+
+std::string watch_frame(const std::vector<Snapshot>& now, const std::map<std::string, Snapshot>& before,
+                        double interval, const Screen& screen, const std::string& error) {
+    std::string out;
+    const bool terminal = screen.terminal;
     std::string eol = terminal ? "\x1b[K\n" : "\n";
-    out += "shm-inspect watch  " + shmchan::shm::region_directory() + "  " + iso_time(shmchan::shm::realtime_ns()) +
-           "  every " + fixed(interval, 1) + " s  channels " + std::to_string(now.size()) +
-           (terminal ? "  (Ctrl-C quits)" : "") + eol;
-    if (!error.empty()) out += "error: " + error + eol;
-    std::size_t name_width = 4;
-    for (const auto& s : now) name_width = std::max(name_width, s.name.size());
-    if (terminal) name_width = std::min<std::size_t>(name_width, 32);
-    out += pad("NAME", name_width) + "  " + pad("STATE", 8) + "  " + pad("FILL", 22) + " " + pad("", 4) + "  " +
-           pad("MB/s", 9, true) + " " + pad("rec/s", 10, true) + " " + pad("seg/s", 8, true) + " " +
-           pad("bp ms/s", 7, true) + " " + pad("idle ms/s", 9, true) + "  " + pad("PRODUCER", 22) + "  CONSUMER" + eol;
+    std::string title = "shm-inspect watch  " + shmchan::shm::region_directory() + "  " +
+                        iso_time(shmchan::shm::realtime_ns()) + "  every " + fixed(interval, 1) + " s  channels " +
+                        std::to_string(now.size()) + (terminal ? "  (Ctrl-C quits)" : "");
+    out += (screen.colour ? std::string(kBold) + cut(title, screen) + kReset : cut(title, screen)) + eol;
+    if (!error.empty()) {
+        out += (screen.colour ? std::string(kRed) + cut("error: " + error, screen) + kReset : cut("error: " + error, screen)) + eol;
+    }
+
+    // The cells of every row first, then the widths that fit.
+    std::vector<std::vector<Cell>> rows;
+    std::vector<std::string> notes;  // a row of a channel that is not ready: its reason
+    std::size_t fill_bar_width = 20;
     for (const auto& s : now) {
-        std::string name = s.name;
-        if (terminal && name.size() > name_width) name = name.substr(0, name_width - 1) + "~";
-        std::string line = pad(name, name_width) + "  " + pad(s.state, 8) + "  ";
+        std::vector<Cell> cells(kColumns);
+        cells[kName] = {s.name, ""};
+        cells[kState] = {s.state, state_colour(s.state)};
         if (!s.ready) {
-            line += s.reason.empty() ? std::string() : s.reason;
-            if (s.stale) line += " (stale)";
-            out += line + eol;
+            cells.resize(kState + 1);
+            std::string note = s.reason;
+            if (s.stale) note += note.empty() ? "(stale)" : " (stale)";
+            notes.push_back(note);
+            rows.push_back(std::move(cells));
             continue;
         }
+        notes.emplace_back();
         auto found = before.find(s.name);
         const Snapshot* previous = found == before.end() ? nullptr : &found->second;
         Rates r = previous ? rates_between(*previous, s) : Rates{};
-        line += fill_bar(s.fill, 20) + " " + pad(percent(s.fill), 4, true) + "  ";
-        if (r.known) {
-            line += pad(fixed(r.mb_per_s, 1), 9, true) + " " + pad(fixed(r.records_per_s, 0), 10, true) + " " +
-                    pad(fixed(r.segments_per_s, 0), 8, true) + " " + pad(fixed(r.backpressured_ms_per_s, 0), 7, true) +
-                    " " + pad(fixed(r.idle_ms_per_s, 0), 9, true);
-        } else {
-            line += pad("-", 9, true) + " " + pad("-", 10, true) + " " + pad("-", 8, true) + " " + pad("-", 7, true) +
-                    " " + pad("-", 9, true);
-        }
+        cells[kFill] = {"", fill_colour(s.fill)};  // drawn once the bar's width is known
+        auto rate = [&](double value, int decimals) { return r.known ? fixed(value, decimals) : std::string("-"); };
+        cells[kMbps] = {rate(r.mb_per_s, 1)};
+        cells[kRecps] = {rate(r.records_per_s, 0)};
+        cells[kSegps] = {rate(r.segments_per_s, 0)};
+        cells[kBp] = {rate(r.backpressured_ms_per_s, 0), r.known && r.backpressured_ms_per_s >= 1 ? kYellow : ""};
+        cells[kIdle] = {rate(r.idle_ms_per_s, 0)};
         const ChannelInfo& i = s.info;
-        std::string producer = (i.producer.attach_count ? std::to_string(i.producer.pid) + " " : std::string()) +
-                               producer_activity(s, r, previous);
-        std::string consumer = (i.consumer.attach_count ? std::to_string(i.consumer.pid) + " " : std::string()) +
-                               consumer_activity(s, previous);
-        line += "  " + pad(producer, 22) + "  " + consumer;
-        if (s.stale) line += "  stale";
+        std::string producer = producer_activity(s, r, previous);
+        std::string consumer = consumer_activity(s, previous);
+        cells[kProducer] = {(i.producer.attach_count ? std::to_string(i.producer.pid) + " " : std::string()) + producer,
+                            activity_colour(producer)};
+        cells[kConsumer] = {(i.consumer.attach_count ? std::to_string(i.consumer.pid) + " " : std::string()) + consumer +
+                                (s.stale ? "  stale" : ""),
+                            activity_colour(consumer)};
+        rows.push_back(std::move(cells));
+    }
+
+    std::vector<std::size_t> widths(kColumns);
+    std::vector<bool> shown(kColumns, true);
+    for (std::size_t column = 0; column < kColumns; ++column) {
+        widths[column] = std::max(std::strlen(kColumnSpecs[column].title), kColumnSpecs[column].width);
+    }
+    for (const auto& cells : rows) widths[kName] = std::max(widths[kName], cells[kName].text.size());
+    if (terminal) widths[kName] = std::min<std::size_t>(widths[kName], 32);
+    widths[kConsumer] = 0;  // the last column: not padded
+    auto total = [&] {
+        std::size_t sum = 0;
+        for (std::size_t column = 0; column < kColumns; ++column) {
+            if (!shown[column]) continue;
+            sum += (column == kConsumer ? 16 : widths[column]) + 2;
+        }
+        return sum;
+    };
+    if (screen.width) {
+        // Narrow terminal: drop the rates but MB/s, then shorten the fill bar (to 8) and the names
+        // (to 12), then drop the sides, then shorten the names to 8; render_row cuts what is still
+        // too long.
+        auto drop = [&](int first, int last) {
+            for (int order = first; order <= last && total() > screen.width; ++order) {
+                for (std::size_t column = 0; column < kColumns; ++column) {
+                    if (kColumnSpecs[column].drop_order == order) shown[column] = false;
+                }
+            }
+        };
+        drop(1, 4);
+        for (; total() > screen.width && fill_bar_width > 8; --fill_bar_width) --widths[kFill];
+        while (total() > screen.width && widths[kName] > 12) --widths[kName];
+        drop(5, 6);
+        while (total() > screen.width && widths[kName] > 8) --widths[kName];
+    }
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+        if (rows[k].size() == kColumns) rows[k][kFill].text = fill_bar(now[k].fill, static_cast<int>(fill_bar_width)) +
+                                                              " " + pad(percent(now[k].fill), 4, true);
+    }
+
+    std::vector<Cell> header(kColumns);
+    for (std::size_t column = 0; column < kColumns; ++column) header[column] = {kColumnSpecs[column].title, ""};
+    std::size_t used = 0;
+    out += render_row(header, widths, shown, screen, used) + eol;
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+        std::string line = render_row(rows[k], widths, shown, screen, used);
+        if (!notes[k].empty()) {
+            Screen rest = screen;
+            if (screen.width) rest.width = screen.width > used + 2 ? screen.width - used - 2 : 1;
+            line += "  " + cut(notes[k], rest);
+        }
         out += line + eol;
     }
     return out;
@@ -742,7 +917,8 @@ void interruptible_sleep(double seconds) {
 int run_watch(const std::optional<std::string>& name, double interval, std::optional<std::uint64_t> count) {
     const sigset_t set = stop_signals();
     ::sigprocmask(SIG_BLOCK, &set, nullptr);
-    const bool terminal = ::isatty(STDOUT_FILENO) == 1;
+    const Screen screen = screen_of_stdout();
+    const bool terminal = screen.terminal;
     std::map<std::string, Snapshot> before;
     for (std::uint64_t frame = 0; !g_signal && (!count || frame < *count); ++frame) {
         if (frame > 0) {
@@ -761,7 +937,7 @@ int run_watch(const std::optional<std::string>& name, double interval, std::opti
         } else {
             now = snapshot_all(&error);
         }
-        std::string out = watch_frame(now, before, interval, terminal, error);
+        std::string out = watch_frame(now, before, interval, screen, error);
         if (terminal) {
             out = "\x1b[H" + out + "\x1b[J";  // home, the frame (each line clears its rest), clear below
             if (frame == 0) out = "\x1b[2J" + out;
@@ -1542,6 +1718,11 @@ int main(int argc, char** argv) {
 
     auto* metrics = app.add_subcommand("metrics", "every channel in the Prometheus text exposition format");
 
+    shmchan::tools::add_standard_flags(app);
+    if (auto error = shmchan::tools::command_word_error(app, argc, argv, {"--allow-owner"})) {
+        std::fprintf(stderr, "%s\n", error->c_str());
+        return kExitUsage;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {

@@ -49,6 +49,7 @@
 #include <string>
 
 #include "channels/channel.hpp"
+#include "tools/cli.hpp"
 #include "tools/sigbus.hpp"
 #include "channels/records.hpp"
 #include "shm/error.hpp"
@@ -637,6 +638,11 @@ int main(int argc, char** argv) {
     add_common_options(*send, options);
     add_common_options(*recv, options);
 
+    shmchan::tools::add_standard_flags(app);
+    if (auto error = shmchan::tools::command_word_error(app, argc, argv)) {
+        std::fprintf(stderr, "%s\n", error->c_str());
+        return kExitUsage;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {

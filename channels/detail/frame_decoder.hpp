@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <span>
 
-#include "channels/layout.hpp"
+#include "../layout.hpp"
 
 namespace shmchan::detail {
 

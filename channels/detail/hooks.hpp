@@ -11,7 +11,7 @@
 #include <span>
 #include <string_view>
 
-#include "channels/channel.hpp"
+#include "../channel.hpp"
 
 namespace shmchan::detail {
 

@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <cstring>
 
-#include "channels/detail/frame_decoder.hpp"
-#include "channels/detail/hooks.hpp"
-#include "channels/layout.hpp"
+#include "frame_decoder.hpp"
+#include "hooks.hpp"
+#include "../layout.hpp"
 
 namespace shmchan {
 

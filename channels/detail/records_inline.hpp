@@ -6,7 +6,7 @@
 #include <cstring>
 #include <span>
 
-#include "channels/records.hpp"
+#include "../records.hpp"
 
 namespace shmchan {
 

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -28,14 +29,25 @@
 #include <unordered_map>
 #include <vector>
 
-#include "channels/topology.hpp"
-#include "shm/process.hpp"
-#include "shm/region.hpp"
+#include <shmchan/shmchan.hpp>
 
 namespace {
 
 using namespace shmchan;
 using Counts = std::unordered_map<std::string, std::uint64_t>;
+
+// CLOCK_MONOTONIC (libstdc++'s steady_clock), the clock the channels' counters use.
+std::uint64_t monotonic_ns() {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::steady_clock::now().time_since_epoch())
+                                          .count());
+}
+
+// Where channel and gate files live: $SHMCHAN_DIR, or /dev/shm.
+std::string channel_directory() {
+    const char* dir = std::getenv("SHMCHAN_DIR");
+    return dir && *dir ? dir : "/dev/shm";
+}
 
 struct Config {
     std::uint64_t lines = 6'000'000;
@@ -100,11 +112,11 @@ int run_source(const Config& c, int attempt, std::uint64_t restored) {
     auto partition = OutputPartition::attach({channel(c, attempt, "m0"), channel(c, attempt, "m1")},
                                              PartitionMode::round_robin, options);
     std::uint64_t checkpoint = restored;
-    std::uint64_t next_barrier = shm::monotonic_ns() + 1'000'000'000;
+    std::uint64_t next_barrier = monotonic_ns() + 1'000'000'000;
     for (std::uint64_t k = offset; k < c.lines; ++k) {
         std::string line = make_line(k);
         if (partition.write(std::as_bytes(std::span(line.data(), line.size()))) != Status::ok) return 1;
-        if ((k & 1023) == 0 && shm::monotonic_ns() >= next_barrier) {
+        if ((k & 1023) == 0 && monotonic_ns() >= next_barrier) {
             ++checkpoint;
             write_atomically(state_file(c, "source", checkpoint), std::to_string(k + 1));
             if (partition.write_barrier(checkpoint) != Status::ok) return 1;
@@ -268,7 +280,7 @@ int main(int argc, char** argv) {
         }
         for (const char* what : {"m0", "m1", "r0", "r1"}) remove_channel(channel(c, attempt, what), true);
         std::error_code ignored;
-        std::filesystem::remove(shm::region_directory() + "/shmgate-" + channel(c, attempt, "gate"), ignored);
+        std::filesystem::remove(channel_directory() + "/shmgate-" + channel(c, attempt, "gate"), ignored);
     }
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
 

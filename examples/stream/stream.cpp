@@ -42,7 +42,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "channels/channel.hpp"
+#include <shmchan/shmchan.hpp>
 
 namespace {
 

@@ -31,12 +31,18 @@
 #include <thread>
 #include <vector>
 
-#include "channels/records.hpp"
-#include "shm/process.hpp"
+#include <shmchan/shmchan.hpp>
 
 namespace {
 
 using namespace shmchan;
+
+// CLOCK_MONOTONIC (libstdc++'s steady_clock), the clock the channels' counters use.
+std::uint64_t monotonic_ns() {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::steady_clock::now().time_since_epoch())
+                                          .count());
+}
 
 struct Trade {
     std::uint64_t id;
@@ -128,7 +134,7 @@ int run_source(const Config& config, Shared& shared) {
         return o;
     }());
     std::vector<std::byte> report;
-    std::uint64_t next_barrier = shm::monotonic_ns() + 1'000'000'000;
+    std::uint64_t next_barrier = monotonic_ns() + 1'000'000'000;
     std::uint64_t checkpoint = 0;
     for (std::uint64_t id = 0; id < config.records; ++id) {
         Status status = writer.write_value(make_trade(id));
@@ -136,7 +142,7 @@ int run_source(const Config& config, Shared& shared) {
             fill_report(report, id / config.large_every, config.large_bytes);
             status = writer.write(std::span<const std::byte>(report));
         }
-        if (status == Status::ok && (id & 4095) == 0 && shm::monotonic_ns() >= next_barrier) {
+        if (status == Status::ok && (id & 4095) == 0 && monotonic_ns() >= next_barrier) {
             status = writer.write_barrier(++checkpoint);
             next_barrier += 1'000'000'000;
         }
@@ -178,8 +184,8 @@ int run_transform(const Config& config, Shared& shared) {
             volume[symbol] += trade.quantity;
             value[symbol] += trade.price * trade.quantity;
             if (config.transform_cost_ns > 0) {
-                std::uint64_t until = shm::monotonic_ns() + static_cast<std::uint64_t>(config.transform_cost_ns);
-                while (shm::monotonic_ns() < until) {
+                std::uint64_t until = monotonic_ns() + static_cast<std::uint64_t>(config.transform_cost_ns);
+                while (monotonic_ns() < until) {
                 }
             }
             // Zero-copy write: build the enriched record in place in the segment.
@@ -280,7 +286,7 @@ Sample sample(const std::string& name) {
         s.ok = s.info.abi_version != 0;
     } catch (const Error&) {
     }
-    s.at_ns = shm::monotonic_ns();
+    s.at_ns = monotonic_ns();
     return s;
 }
 
@@ -361,7 +367,7 @@ int main(int argc, char** argv) {
         }
         return pid;
     };
-    const std::uint64_t started = shm::monotonic_ns();
+    const std::uint64_t started = monotonic_ns();
     pid_t sink = start_child(run_sink, 1);
     pid_t transform = start_child(run_transform, 1);
     pid_t source = start_child(run_source, 0);
@@ -394,7 +400,7 @@ int main(int argc, char** argv) {
         }
         Sample trades = sample(config.prefix + "-trades");
         Sample enriched = sample(config.prefix + "-enriched");
-        double elapsed = static_cast<double>(shm::monotonic_ns() - started) / 1e9;
+        double elapsed = static_cast<double>(monotonic_ns() - started) / 1e9;
         std::printf("t=%5.1fs  sink verified %" PRIu64 " trades\n", elapsed, shared.sink_records.load());
         print_channel("trades", trades, trades_before);
         print_channel("enriched", enriched, enriched_before);
@@ -405,7 +411,7 @@ int main(int argc, char** argv) {
     for (pid_t child : children) {
         if (child > 0) ::waitpid(child, nullptr, 0);
     }
-    double elapsed = static_cast<double>(shm::monotonic_ns() - started) / 1e9;
+    double elapsed = static_cast<double>(monotonic_ns() - started) / 1e9;
     if (shared.failed || exit_code != 0) {
         std::printf("\nFAILED: %s\n", shared.failed ? shared.error : "a stage exited with an error");
         remove_channel(config.prefix + "-trades", true);
