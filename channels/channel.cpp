@@ -1111,6 +1111,41 @@ public:
         return check_peer();
     }
 
+    // Waits until a live peer is attached (a live consumer in every slot, for a producer): after
+    // peer_died, or before the first one came. Parks on our own `sleeping` word, which a side
+    // that attaches wakes (attach(): its lock is taken before that wake, so a waiter that found
+    // no lock holder after arming its word is woken); the backstop re-checks the header every
+    // liveness interval. ok; timed_out; interrupted (a signal handler ran while we slept);
+    // corrupt (the header failed validation).
+    Status wait_for_peer(std::uint64_t timeout_ns) {
+        auto attempt = [&] {
+            if (!peer_alive()) return Status::would_block;
+            peer_known_dead_ = false;
+            return Status::ok;
+        };
+        if (attempt() == Status::ok) return Status::ok;
+        if (timeout_ns == 0) return Status::timed_out;
+        const std::uint64_t start = shm::monotonic_ns();
+        const std::uint64_t deadline = timeout_ns == kNoDeadline ? kNoDeadline : start + timeout_ns;
+        const detail::WaitWords words =
+            side_ == Side::producer
+                ? detail::WaitWords{header_->producer.sleeping, header_->producer_counters.parks,
+                                    header_->producer_counters.waiting_since_ns, header_->producer_counters.backpressured_ns}
+                : detail::WaitWords{consumer_slot().wake.sleeping, consumer_slot().counters.parks,
+                                    consumer_slot().counters.waiting_since_ns, consumer_slot().counters.idle_ns};
+        const std::uint64_t interval = static_cast<std::uint64_t>(options_.liveness_interval.count());
+        // Park at once: a peer attaching is a process starting, not a cache line to spin for.
+        const detail::WaitPlan plan{WaitStrategy::park, 0, interval, 0, 0};
+        auto backstop = [&] {
+            Geometry now;
+            std::string problem = check_identity(*header_, region_.size(), now);
+            if (!problem.empty()) return fail(Status::corrupt, "header: " + problem);
+            return attempt();
+        };
+        return detail::spin_then_park(words, plan, spin_rate_, start, deadline, [&](bool) { return attempt(); },
+                                      backstop);
+    }
+
     // ---- info ----------------------------------------------------------------------------------
 
     std::uint32_t capacity() const noexcept { return capacity_; }
@@ -1214,6 +1249,17 @@ private:
             if (resume_.position != released) cached_peer_ = published;  // release_until may go there
         }
         attached_ = true;
+        wake_waiting_peer();
+    }
+
+    // A peer parked in wait_for_peer (or any wait) re-checks now: our lock is held, so it finds
+    // us alive. Rule 5's waker half; a peer that is not asleep costs a fence and a load.
+    void wake_waiting_peer() noexcept {
+        if (side_ == Side::producer) {
+            notify_consumer();
+        } else {
+            wake_if_sleeping(header_->producer.sleeping, consumer_slot().counters.wake_syscalls);
+        }
     }
 
     void detach() noexcept {
@@ -1393,6 +1439,9 @@ Status Producer::publish(std::uint32_t bytes, std::uint32_t flags, std::uint32_t
     return attached_->publish(bytes, flags, record_count, first_record_offset, checksum);
 }
 Status Producer::end_stream() { return attached_->end_stream(); }
+Status Producer::wait_for_peer(std::chrono::nanoseconds timeout) {
+    return attached_->wait_for_peer(timeout.count() < 0 ? kForever : attached_->timeout_ns(timeout));
+}
 bool Producer::consumer_alive() const { return attached_->peer_alive(); }
 std::uint32_t Producer::payload_capacity() const noexcept { return attached_->capacity(); }
 std::uint32_t Producer::segment_count() const noexcept { return attached_->segment_count(); }
@@ -1439,6 +1488,9 @@ Status Consumer::read_for(ReadableSegment& out, std::chrono::nanoseconds timeout
     return attached_->wait_for([&] { return attached_->try_read(out); }, attached_->timeout_ns(timeout));
 }
 Status Consumer::release() { return attached_->release(); }
+Status Consumer::wait_for_peer(std::chrono::nanoseconds timeout) {
+    return attached_->wait_for_peer(timeout.count() < 0 ? kForever : attached_->timeout_ns(timeout));
+}
 bool Consumer::producer_alive() const { return attached_->peer_alive(); }
 void Consumer::remove_channel() { attached_->remove_file(); }
 std::uint32_t Consumer::payload_capacity() const noexcept { return attached_->capacity(); }

@@ -229,6 +229,13 @@ public:
     // Ends the stream (after publishing a held segment, if any) and wakes the consumer.
     Status end_stream();
 
+    // After peer_died (waits return it at once until a new consumer attaches), or before the
+    // first consumer: waits until a live consumer holds every slot, for at most `timeout`
+    // (negative: no limit). ok: it is there (waits no longer report the old death); timed_out;
+    // interrupted: a signal handler ran while it slept; corrupt: see last_error(). Parks on a
+    // futex (an attaching consumer wakes it): no busy CPU.
+    Status wait_for_peer(std::chrono::nanoseconds timeout);
+
     bool consumer_alive() const;  // a syscall: not for every record
     std::uint32_t payload_capacity() const noexcept;
     std::uint32_t segment_count() const noexcept;
@@ -289,6 +296,11 @@ public:
     Status read_for(ReadableSegment& out, std::chrono::nanoseconds timeout);
     // Hands the segment of the last read back to the producer (a credit), waking it if it sleeps.
     Status release();
+
+    // After peer_died, or before the first producer: waits until a live producer is attached,
+    // for at most `timeout` (negative: no limit); as Producer::wait_for_peer. The new producer
+    // resumes the stream where the old one stopped.
+    Status wait_for_peer(std::chrono::nanoseconds timeout);
 
     bool producer_alive() const;  // a syscall: not for every record
 
