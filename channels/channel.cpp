@@ -17,6 +17,7 @@
 #include "channels/channel.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -25,6 +26,7 @@
 #include <thread>
 #include <utility>
 
+#include "channels/detail/leftover.hpp"
 #include "channels/detail/waiter.hpp"
 #include "shm/process.hpp"
 #include "shm/region.hpp"
@@ -248,6 +250,7 @@ void lock_in_use(shm::Region& region, const std::string& name, std::chrono::nano
 struct OpenChannel {
     shm::Region region;
     Geometry geometry;
+    std::string discarded_leftover;  // on_leftover = fresh: what the removed leftover held
 };
 
 OpenChannel open_or_create(const std::string& name, const ChannelOptions& options) {
@@ -257,6 +260,10 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
     const std::uint64_t size = L::region_bytes(options.segment_size.value_or(L::kDefaultSegmentSize),
                                                options.segment_count.value_or(L::kDefaultSegmentCount));
 
+    std::string discarded;
+    // A leftover that stays busy (held by openers only) this long is opened as it is.
+    const std::uint64_t leftover_deadline =
+        shm::monotonic_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(options.ready_timeout.count(), 0));
     for (int attempt = 0; attempt < kMaxRestarts; ++attempt) {
         shm::Region region;
         bool created = false;
@@ -323,6 +330,21 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
             continue;
         }
         if (region.unlinked_or_replaced()) continue;
+        // Before the geometry checks: a leftover of another geometry or framing is replaced too.
+        if (!created && options.on_leftover == OnLeftover::fresh) {
+            LeftoverCheck leftover = discard_if_leftover(region);
+            if (leftover.outcome == LeftoverCheck::Outcome::discarded) {
+                discarded = std::move(leftover.what);
+                continue;  // removed: create a fresh one (or open a racing creator's)
+            }
+            if (leftover.outcome == LeftoverCheck::Outcome::busy && shm::monotonic_ns() < leftover_deadline) {
+                // Another opener holds it and no side does yet: let go, look again. Staggered by
+                // pid so that two openers deciding the same thing do not keep colliding.
+                std::this_thread::sleep_for(std::chrono::microseconds(500 + ::getpid() % 1000));  // setup path
+                --attempt;  // bounded by the deadline, not by kMaxRestarts
+                continue;
+            }
+        }
 
         if (options.segment_size && *options.segment_size != geometry.segment_size) {
             throw Error(Errc::geometry_mismatch,
@@ -345,7 +367,7 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
                         describe_channel(name) + " carries " + framing_name(geometry.framing) + ", not " +
                             framing_name(static_cast<std::uint32_t>(options.framing)));
         }
-        return OpenChannel{std::move(region), geometry};
+        return OpenChannel{std::move(region), geometry, std::move(discarded)};
     }
     throw Error(Errc::not_ready, describe_channel(name) + ": removed again on every one of " +
                                      std::to_string(kMaxRestarts) + " attempts to open it");
@@ -370,6 +392,7 @@ public:
         OpenChannel open = open_or_create(name_, options_);
         region_ = std::move(open.region);
         geometry_ = open.geometry;
+        discarded_leftover_ = std::move(open.discarded_leftover);
         header_ = static_cast<L::ChannelHeader*>(region_.data());
         segments_ = static_cast<std::byte*>(region_.data()) + L::kHeaderBytes;
         capacity_ = L::segment_payload_capacity(geometry_.segment_size);
@@ -1154,6 +1177,7 @@ public:
     std::uint64_t max_record_bytes() const noexcept { return geometry_.max_record_bytes; }
     const std::string& name() const noexcept { return name_; }
     const std::string& last_error() const noexcept { return last_error_; }
+    const std::string& discarded_leftover() const noexcept { return discarded_leftover_; }
     const shm::Region& region() const noexcept { return region_; }
     void remove_file() {
         L::store_relaxed(header_->control.removed, L::kRemovedMark);
@@ -1338,6 +1362,7 @@ private:
     bool attached_ = false;
     bool peer_known_dead_ = false;
     std::string last_error_;
+    std::string discarded_leftover_;  // attach() removed a leftover (on_leftover = fresh): what it held
     // Producer: per consumer slot, the gate that consumes it, if any (see notify_consumer).
     std::array<MappedGate, L::kMaxConsumers> gates_;
     bool priority_pending_ = false;  // notify_consumer() is announcing a priority event
@@ -1468,6 +1493,7 @@ void Producer::set_buffer_timeout(std::chrono::nanoseconds timeout) { attached_-
 void Producer::add_written(std::uint64_t records, std::uint64_t events) { attached_->add_written(records, events); }
 const std::string& Producer::name() const noexcept { return attached_->name(); }
 const std::string& Producer::last_error() const noexcept { return attached_->last_error(); }
+const std::string& Producer::discarded_leftover() const noexcept { return attached_->discarded_leftover(); }
 ChannelInfo Producer::info() const { return read_info(attached_->name(), attached_->region(), Self::producer); }
 
 // ---- Consumer ------------------------------------------------------------------------------------
@@ -1526,6 +1552,7 @@ Status Consumer::release_until(std::uint64_t position, std::uint64_t resume_offs
 }
 const std::string& Consumer::name() const noexcept { return attached_->name(); }
 const std::string& Consumer::last_error() const noexcept { return attached_->last_error(); }
+const std::string& Consumer::discarded_leftover() const noexcept { return attached_->discarded_leftover(); }
 ChannelInfo Consumer::info() const { return read_info(attached_->name(), attached_->region(), Self::consumer); }
 
 // ---- Without attaching ---------------------------------------------------------------------------

@@ -58,6 +58,21 @@ enum class WaitStrategy : std::uint8_t {
 const char* to_string(WaitStrategy strategy) noexcept;
 std::optional<WaitStrategy> wait_strategy_from_string(std::string_view text) noexcept;
 
+// What attach() does with a leftover: a channel that no live process holds and whose stream did
+// not end cleanly (a side died, was killed, or detached before end of stream), found under the
+// name when it opens. A channel held by a live process, or whose stream ended cleanly, or that
+// nobody ever attached to, is never a leftover: it is opened as it is.
+enum class OnLeftover : std::uint8_t {
+    // Continue it (the default): a consumer reads every segment the last one did not release
+    // (records it had read but not released come again: at least once), a producer continues the
+    // stream after the last published segment (records: after the last committed record).
+    resume,
+    // Remove it (its unread data is dropped) and create a fresh channel under the name, with this
+    // attach's options; discarded_leftover() then says what it held. A process opening the name
+    // at the same moment ends up on the fresh channel too (the removal protocol of remove_channel).
+    fresh,
+};
+
 struct ChannelOptions {
     // Geometry. Unset: the defaults when creating (16 x 32 KiB), the existing values when opening.
     // Set: used when creating; when opening, a different existing value is an error.
@@ -92,6 +107,9 @@ struct ChannelOptions {
     // accepted on open (group sharing).
     mode_t mode = 0600;
     std::optional<uid_t> allowed_owner;
+
+    // attach(): continue a leftover channel, or replace it with a fresh one (OnLeftover).
+    OnLeftover on_leftover = OnLeftover::resume;
 };
 
 enum class Status : std::uint8_t {
@@ -243,6 +261,8 @@ public:
     std::uint64_t max_record_bytes() const noexcept;
     const std::string& name() const noexcept;
     const std::string& last_error() const noexcept;
+    // Non-empty when attach() removed a leftover under the name (OnLeftover::fresh): what it held.
+    const std::string& discarded_leftover() const noexcept;
     ChannelInfo info() const;
 
     // ---- Hooks of the records layer (channels/records.hpp); raw-segment users need none. ----
@@ -341,6 +361,8 @@ public:
     std::uint32_t payload_capacity() const noexcept;
     const std::string& name() const noexcept;
     const std::string& last_error() const noexcept;
+    // Non-empty when attach() removed a leftover under the name (OnLeftover::fresh): what it held.
+    const std::string& discarded_leftover() const noexcept;
     ChannelInfo info() const;
 
 private:

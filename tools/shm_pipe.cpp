@@ -30,6 +30,12 @@
 //   - recv writes every byte published before the producer died, then exits 1.
 //   - recv with a closed standard output (EPIPE; SIGPIPE is ignored) exits 1; its Consumer detaches
 //     and the producer then sees peer_died.
+//   - A leftover under the name (no live process holds it, its stream did not end cleanly: an
+//     earlier run crashed, was interrupted, timed out or lost its reader) is replaced by a fresh
+//     channel (OnLeftover::fresh), with one line on stderr; --resume continues it
+//     (OnLeftover::resume). A peer that was already dead when we attached is not reported: we
+//     wait for its replacement (wait_for_peer) as for a first peer; one that attaches after us
+//     (or was alive then) and dies is.
 // Signals are handled by a flag (no SA_RESTART, so read/poll/write return EINTR) and every wait
 // is sliced into <= 200 ms pieces that re-check it, so Ctrl-C takes effect within 200 ms.
 #include <fcntl.h>
@@ -106,6 +112,7 @@ struct Options {
     std::string wait = "hybrid";
     std::optional<double> timeout_seconds;
     bool lines = false;
+    bool resume = false;
 };
 
 std::chrono::nanoseconds timeout_of(const Options& options) {
@@ -118,17 +125,39 @@ std::string seconds_text(double seconds) {
     return buffer;
 }
 
+// --- leftovers and peers --------------------------------------------------------------------------
+
+// The peer's attach count when we attached, not counting a live peer: a peer that was already
+// dead then (a leftover continued with --resume) is waited for like a first one, not reported as
+// gone; a peer that attaches after it (or was alive) and then dies is.
+std::uint64_t g_peer_baseline = 0;
+
+std::uint64_t peer_baseline(const shmchan::ChannelInfo::Side& peer) {
+    return peer.alive && peer.attach_count > 0 ? peer.attach_count - 1 : peer.attach_count;
+}
+
+// attach() removed a leftover (default, without --resume): one line saying so.
+void report_leftover(const std::string& name, const std::string& discarded) {
+    if (discarded.empty()) return;
+    std::fprintf(stderr,
+                 "shm-pipe: channel %s was left over by an earlier run that did not end its stream (%s): "
+                 "starting fresh (--resume continues it)\n",
+                 name.c_str(), discarded.c_str());
+}
+
 // --- send ----------------------------------------------------------------------------------------
 
-// The consumer attached at some point and is gone now. A channel that never had a consumer is
-// not an error: send waits for one.
+// A consumer attached since we did (or was attached then) and is gone now. A channel that never
+// had a consumer is not an error: send waits for one.
 bool consumer_went_away(const shmchan::Producer& producer) {
     if (producer.consumer_alive()) return false;
-    return producer.info().consumer.attach_count > 0;
+    return producer.info().consumer.attach_count > g_peer_baseline;
 }
 
 int run_send(const Options& options, const shmchan::ChannelOptions& channel_options) {
     auto producer = shmchan::Producer::attach(options.name, channel_options);
+    report_leftover(options.name, producer.discarded_leftover());
+    g_peer_baseline = peer_baseline(producer.info().consumer);
     const std::string& name = options.name;
     auto consumer_gone = [&] { return fail("consumer of channel " + name + " died or went away"); };
 
@@ -169,6 +198,10 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
                 case shmchan::Status::timed_out:
                 case shmchan::Status::interrupted:  // the loop head acts on the signal
                 case shmchan::Status::would_block:
+                    continue;
+                case shmchan::Status::peer_died:
+                    if (consumer_went_away(producer)) return acquire_failed(status);
+                    producer.wait_for_peer(slice);  // the leftover's dead consumer: wait for a new one
                     continue;
                 default:
                     return acquire_failed(status);
@@ -277,6 +310,12 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
 
 // --- recv ----------------------------------------------------------------------------------------
 
+// A producer attached since we did (or was attached then) and is gone now.
+bool producer_went_away(const shmchan::Consumer& consumer) {
+    if (consumer.producer_alive()) return false;
+    return consumer.info().producer.attach_count > g_peer_baseline;
+}
+
 enum class WriteResult { ok, interrupted, closed, failed };
 
 WriteResult write_all(const std::byte* data, std::size_t size, int& error) {
@@ -304,6 +343,8 @@ WriteResult write_all(const std::byte* data, std::size_t size, int& error) {
 
 int run_recv(const Options& options, const shmchan::ChannelOptions& channel_options) {
     auto consumer = shmchan::Consumer::attach(options.name, channel_options);
+    report_leftover(options.name, consumer.discarded_leftover());
+    g_peer_baseline = peer_baseline(consumer.info().producer);
     const std::string& name = options.name;
     shmchan::ReadableSegment segment;
 
@@ -354,7 +395,9 @@ int run_recv(const Options& options, const shmchan::ChannelOptions& channel_opti
                 consumer.remove_channel();
                 return kExitOk;
             case shmchan::Status::peer_died:
-                return fail("producer of channel " + name + " died before end of stream");
+                if (producer_went_away(consumer)) return fail("producer of channel " + name + " died before end of stream");
+                consumer.wait_for_peer(slice);  // the leftover's dead producer: wait for a new one
+                break;
             case shmchan::Status::corrupt:
                 return fail("channel " + name + " is corrupt: " + consumer.last_error());
             default:
@@ -396,7 +439,9 @@ int wait_in_slices(const Options& options, shmchan::RecordWriter& writer, Attemp
                 }
                 continue;
             case shmchan::Status::peer_died:
-                return fail("consumer of channel " + name + " died or went away");
+                if (consumer_went_away(writer.producer())) return fail("consumer of channel " + name + " died or went away");
+                writer.producer().wait_for_peer(slice);  // the leftover's dead consumer: wait for a new one
+                continue;
             case shmchan::Status::too_large:
                 return fail("a line of channel " + name + " is too long: " + writer.last_error());
             default:
@@ -408,6 +453,8 @@ int wait_in_slices(const Options& options, shmchan::RecordWriter& writer, Attemp
 
 int run_send_lines(const Options& options, const shmchan::ChannelOptions& channel_options) {
     auto writer = shmchan::RecordWriter::attach(options.name, channel_options);
+    report_leftover(options.name, writer.producer().discarded_leftover());
+    g_peer_baseline = peer_baseline(writer.producer().info().consumer);
     const std::string& name = options.name;
     std::vector<char> input(64 * 1024);
     std::string pending;  // a line that goes on past the input buffer
@@ -494,6 +541,8 @@ int run_send_lines(const Options& options, const shmchan::ChannelOptions& channe
 
 int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channel_options) {
     auto reader = shmchan::RecordReader::attach(options.name, channel_options);
+    report_leftover(options.name, reader.consumer().discarded_leftover());
+    g_peer_baseline = peer_baseline(reader.consumer().info().producer);
     const std::string& name = options.name;
     std::vector<std::byte> output;
     output.reserve(64 * 1024);
@@ -564,7 +613,9 @@ int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channe
                 return kExitOk;
             case shmchan::Status::peer_died:
                 if (int code = flush_output(); code != kExitOk) return code;
-                return fail("producer of channel " + name + " died before end of stream");
+                if (producer_went_away(reader.consumer())) return fail("producer of channel " + name + " died before end of stream");
+                reader.consumer().wait_for_peer(kSlice);  // the leftover's dead producer: wait for a new one
+                break;
             case shmchan::Status::corrupt:
                 flush_output();
                 return fail("channel " + name + " is corrupt: " + reader.last_error());
@@ -595,6 +646,10 @@ void add_common_options(CLI::App& command, Options& options) {
                 return {};
             },
             "SECONDS"));
+    command.add_flag("--resume", options.resume,
+                     "continue a channel left over by an earlier run that did not end its stream (a side died "
+                     "or gave up) instead of starting fresh: recv reads what it left unread (at least once) "
+                     "and waits for a new producer; send continues its stream and waits for a new consumer");
     command.add_flag("--lines", options.lines,
                      "one record per line (the records layer: a long line spans segments); recv writes each "
                      "record and a newline");
@@ -643,6 +698,7 @@ int main(int argc, char** argv) {
 
     shmchan::ChannelOptions channel_options;
     channel_options.framing = options.lines ? shmchan::Framing::records : shmchan::Framing::raw_bytes;
+    channel_options.on_leftover = options.resume ? shmchan::OnLeftover::resume : shmchan::OnLeftover::fresh;
     if (options.segment_size) {
         if (*options.segment_size > std::numeric_limits<std::uint32_t>::max()) {
             return fail("--segment-size " + std::to_string(*options.segment_size) + " is too large", kExitUsage);
