@@ -26,6 +26,7 @@
 #include <thread>
 #include <utility>
 
+#include "channels/detail/framing_refusal.hpp"
 #include "channels/detail/leftover.hpp"
 #include "channels/detail/waiter.hpp"
 #include "shm/process.hpp"
@@ -74,6 +75,7 @@ const char* to_string(Status status) noexcept {
         case Status::record_lost: return "record_lost";
         case Status::decode_error: return "decode_error";
         case Status::too_large: return "too_large";
+        case Status::incompatible: return "incompatible";
     }
     return "?";
 }
@@ -253,7 +255,7 @@ struct OpenChannel {
     std::string discarded_leftover;  // on_leftover = fresh: what the removed leftover held
 };
 
-OpenChannel open_or_create(const std::string& name, const ChannelOptions& options) {
+OpenChannel open_or_create(const std::string& name, const ChannelOptions& options, Side side) {
     validate_options(name, options);
     const std::string path = shm::region_path(name, L::kChannelFilePrefix);
     shm::AccessPolicy policy{options.mode, options.allowed_owner};
@@ -362,6 +364,8 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
                             " consumer slots, not " + std::to_string(*options.consumers));
         }
         if (static_cast<std::uint32_t>(options.framing) != geometry.framing) {
+            // Tell a peer that waits for this side that it will not come (framing_refusal.hpp).
+            mark_framing_refusal(region, side == Side::producer, static_cast<std::uint32_t>(options.framing));
             auto framing_name = [](std::uint32_t f) { return f == 1 ? "raw bytes" : "records"; };
             throw Error(Errc::framing_mismatch,
                         describe_channel(name) + " carries " + framing_name(geometry.framing) + ", not " +
@@ -389,7 +393,7 @@ class Attached {
 public:
     Attached(std::string name, const ChannelOptions& options, Side side)
         : name_(std::move(name)), options_(options), side_(side) {
-        OpenChannel open = open_or_create(name_, options_);
+        OpenChannel open = open_or_create(name_, options_, side_);
         region_ = std::move(open.region);
         geometry_ = open.geometry;
         discarded_leftover_ = std::move(open.discarded_leftover);
@@ -397,6 +401,7 @@ public:
         segments_ = static_cast<std::byte*>(region_.data()) + L::kHeaderBytes;
         capacity_ = L::segment_payload_capacity(geometry_.segment_size);
         attach();
+        framing_refusals_seen_ = L::load_acquire(header_->control.framing_refusals);  // only later ones count
     }
 
     ~Attached() { detach(); }
@@ -1131,7 +1136,24 @@ public:
             std::uint64_t released = 0;
             if (Status status = load_slowest_release(released); status != Status::ok) return status;
         }
+        if (Status refused = check_framing_refusal(); refused != Status::would_block) return refused;
         return check_peer();
+    }
+
+    // A would-be peer refused since we last looked, because it asked for the other framing
+    // (framing_refusal.hpp): it will not come. incompatible, once per refusal; would_block if none.
+    Status check_framing_refusal() {
+        // Acquire: pairs with the refused opener's release add; refused_framing is its store.
+        const std::uint32_t refusals = L::load_acquire(header_->control.framing_refusals);
+        if (refusals == framing_refusals_seen_) return Status::would_block;
+        framing_refusals_seen_ = refusals;
+        const std::uint32_t refused = L::load_relaxed(header_->control.refused_framing);
+        const bool as_producer = (refused & kRefusedAsProducer) != 0;
+        if (as_producer == (side_ == Side::producer)) return Status::would_block;  // our own side: not our peer
+        auto framing_name = [](std::uint32_t f) { return f == 1 ? "raw bytes" : f == 2 ? "records" : "an unknown framing"; };
+        return fail(Status::incompatible, std::string("a ") + (as_producer ? "producer" : "consumer") +
+                                              " was refused: it asked for " + framing_name(refused & 0xff) +
+                                              ", the channel carries " + framing_name(geometry_.framing));
     }
 
     // Waits until a live peer is attached (a live consumer in every slot, for a producer): after
@@ -1363,6 +1385,7 @@ private:
     bool peer_known_dead_ = false;
     std::string last_error_;
     std::string discarded_leftover_;  // attach() removed a leftover (on_leftover = fresh): what it held
+    std::uint32_t framing_refusals_seen_ = 0;  // Control::framing_refusals as last checked
     // Producer: per consumer slot, the gate that consumes it, if any (see notify_consumer).
     std::array<MappedGate, L::kMaxConsumers> gates_;
     bool priority_pending_ = false;  // notify_consumer() is announcing a priority event
@@ -1403,6 +1426,8 @@ ChannelInfo read_info(const std::string& name, const shm::Region& region, Self s
     }
     info.end_of_stream = layout::load_relaxed(header.producer.end_of_stream) != 0;
     info.removed = layout::load_relaxed(header.control.removed) != 0;
+    info.framing_refusals = layout::load_relaxed(header.control.framing_refusals);
+    info.refused_framing = layout::load_relaxed(header.control.refused_framing);
     info.buffer_timeout_ns = layout::load_relaxed(header.producer.buffer_timeout_ns);
     info.flush_word = layout::load_relaxed(header.producer.flushed);
     info.resume_word = layout::load_relaxed(header.consumers[0].position.resume_point);

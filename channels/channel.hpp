@@ -129,6 +129,8 @@ enum class Status : std::uint8_t {
                     // the previous consumer died; its size is in the Record (never half given)
     decode_error,   // read_value(): the record does not decode as the type asked for
     too_large,      // write: the record exceeds the channel's max record size (nothing written)
+    incompatible,   // a would-be peer was refused because it asked for the other framing (raw
+                    // bytes / records): it will not come. Reported once per refusal; see last_error()
 };
 
 const char* to_string(Status status) noexcept;
@@ -197,6 +199,9 @@ struct ChannelInfo {
     std::uint64_t buffer_timeout_ns = 0, flush_word = 0, resume_word = 0, in_flight_record_bytes = 0;
     std::uint32_t consumer_slots = 0;
     bool end_of_stream = false, removed = false;
+    // Openers refused for asking the other framing (layout.hpp Control), and the last one's
+    // framing (bit 8: as the producer).
+    std::uint32_t framing_refusals = 0, refused_framing = 0;
     std::uint64_t file_bytes = 0;  // bytes mapped (the file's size when opened)
     bool creator_alive = false;    // a live process is still creating it (abi_version 0)
     bool in_use = false;           // some handle holds it (the in-use lock byte)

@@ -166,3 +166,78 @@ TEST_CASE("wait_for_peer returns interrupted when a signal handler runs") {
 
 }  // TEST_SUITE("peer")
 
+// --- a peer refused for its framing (raw bytes / records) ----------------------------------------
+
+TEST_SUITE("peer") {
+
+TEST_CASE("a producer waiting for credits learns that its consumer was refused for its framing") {
+    const std::string name = unique_name("peer-framing-consumer");
+    auto producer = Producer::attach(name, geometry(4096, 4));  // raw bytes
+    WritableSegment out;
+    for (int i = 0; i < 4; ++i) {
+        REQUIRE(producer.try_acquire(out) == Status::ok);
+        REQUIRE(producer.publish(8) == Status::ok);
+    }
+    Child refused([name] {
+        ChannelOptions records;
+        records.framing = Framing::records;
+        try {
+            auto consumer = Consumer::attach(name, records);
+        } catch (const Error& error) {
+            return error.code() == Errc::framing_mismatch ? 0 : 2;
+        }
+        return 1;
+    });
+    CHECK(refused.exit_code(30s) == 0);
+    CHECK(producer.info().framing_refusals == 1);
+    // The wait ends at its next liveness check (100 ms) with the reason, not at its deadline.
+    CHECK(producer.acquire_for(out, 25s) == Status::incompatible);
+    CHECK_MESSAGE(producer.last_error().find("a consumer was refused: it asked for records, the channel carries raw bytes") !=
+                      std::string::npos,
+                  producer.last_error());
+    // Reported once: a consumer of the right framing may still come.
+    CHECK(producer.try_acquire(out) == Status::would_block);
+    remove_channel(name, true);
+}
+
+TEST_CASE("a consumer waiting for data learns that its producer was refused for its framing") {
+    const std::string name = unique_name("peer-framing-producer");
+    ChannelOptions options = geometry(4096, 4);
+    options.framing = Framing::records;
+    auto consumer = Consumer::attach(name, options);
+    Child refused([name] {
+        try {
+            auto producer = Producer::attach(name);  // raw bytes
+        } catch (const Error& error) {
+            return error.code() == Errc::framing_mismatch ? 0 : 2;
+        }
+        return 1;
+    });
+    CHECK(refused.exit_code(30s) == 0);
+    ReadableSegment in;
+    CHECK(consumer.read_for(in, 25s) == Status::incompatible);
+    CHECK_MESSAGE(consumer.last_error().find("a producer was refused: it asked for raw bytes, the channel carries records") !=
+                      std::string::npos,
+                  consumer.last_error());
+    remove_channel(name, true);
+}
+
+TEST_CASE("a side refused while a live process holds it leaves no mark") {
+    const std::string name = unique_name("peer-framing-held");
+    auto producer = Producer::attach(name, geometry(4096, 4));
+    auto consumer = Consumer::attach(name);
+    Child refused([name] {
+        ChannelOptions records;
+        records.framing = Framing::records;
+        try {
+            auto second = Consumer::attach(name, records);
+        } catch (const Error& error) {
+            return error.code() == Errc::framing_mismatch ? 0 : 2;
+        }
+        return 1;
+    });
+    CHECK(refused.exit_code(30s) == 0);
+    CHECK(producer.info().framing_refusals == 0);  // the live consumer is not told to go
+}
+
+}  // TEST_SUITE("peer")

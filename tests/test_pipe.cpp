@@ -770,3 +770,66 @@ TEST_CASE("--lines: a killed sender's leftover is replaced by the next run") {
 
 }  // TEST_SUITE("pipe")
 
+// --- --lines on one side only: both sides exit 1 with the reason -----------------------------------
+
+TEST_SUITE("pipe") {
+
+TEST_CASE("--lines on one side only: send --lines first, waiting for a consumer, then a raw recv") {
+    Scratch scratch;
+    const std::string name = unique_name("pipe-lines-send-first");
+    std::string text;
+    for (int i = 0; i < 4000; ++i) text += std::string(300, static_cast<char>('a' + i % 26)) + "\n";  // > the ring
+    write_file(scratch.file("input"), text);
+    SUBCASE("send waits for a free segment") {
+        PipeRun send(args({"send", name, "--lines"}), scratch.file("input"), "/dev/null", scratch.file("send.err"));
+        REQUIRE(eventually([&] {
+            auto info = try_inspect(name);
+            return info && info->published == 16;
+        }));
+        PipeRun recv(args({"recv", name}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+        CHECK(recv.exit_code(30s) == 1);
+        CHECK_MESSAGE(recv.errors().find("carries records, not raw bytes") != std::string::npos, recv.errors());
+        CHECK(send.exit_code(30s) == 1);
+        CHECK_MESSAGE(send.errors().find("a consumer was refused: it asked for raw bytes, the channel carries records") !=
+                          std::string::npos,
+                      send.errors());
+        CHECK(send.errors().find("give --lines to both sides or to neither") != std::string::npos);
+    }
+    SUBCASE("send waits for input") {
+        PipeFds input;  // held open, nothing written: send waits for input
+        int err = open_or_die(scratch.file("send.err"), O_WRONLY | O_CREAT | O_TRUNC);
+        int null_out = open_or_die("/dev/null", O_WRONLY);
+        Process send({kShmPipe, "send", name, "--lines"}, input.read_end, null_out, err);
+        ::close(err);
+        ::close(null_out);
+        input.close_read();
+        REQUIRE(eventually([&] { return try_inspect(name).has_value(); }));
+        PipeRun recv(args({"recv", name}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+        CHECK(recv.exit_code(30s) == 1);
+        CHECK(send.exit_code(30s) == 1);
+        const std::string errors = read_file(scratch.file("send.err"));
+        CHECK_MESSAGE(errors.find("a consumer was refused: it asked for raw bytes") != std::string::npos, errors);
+    }
+    shmchan::remove_channel(name, true);
+}
+
+TEST_CASE("--lines on one side only: a raw recv first, waiting for data, then send --lines") {
+    Scratch scratch;
+    const std::string name = unique_name("pipe-lines-recv-first");
+    write_file(scratch.file("input"), "one\ntwo\n");
+    PipeRun recv(args({"recv", name}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+    REQUIRE(eventually([&] {
+        auto info = try_inspect(name);
+        return info && info->consumer.alive;
+    }));
+    PipeRun send(args({"send", name, "--lines"}), scratch.file("input"), "/dev/null", scratch.file("send.err"));
+    CHECK(send.exit_code(30s) == 1);
+    CHECK_MESSAGE(send.errors().find("carries raw bytes, not records") != std::string::npos, send.errors());
+    CHECK(recv.exit_code(30s) == 1);
+    CHECK_MESSAGE(recv.errors().find("a producer was refused: it asked for records, the channel carries raw bytes") !=
+                      std::string::npos,
+                  recv.errors());
+    shmchan::remove_channel(name, true);
+}
+
+}  // TEST_SUITE("pipe")

@@ -136,6 +136,25 @@ std::uint64_t peer_baseline(const shmchan::ChannelInfo::Side& peer) {
     return peer.alive && peer.attach_count > 0 ? peer.attach_count - 1 : peer.attach_count;
 }
 
+// --lines on one side only: the side that opens second is refused (framing mismatch) and marks
+// the channel; the waiting side's library wait then returns incompatible with the reason, and a
+// send that waits for input looks at the mark itself (the refusal count it saw at attach).
+std::uint32_t g_refusals_seen = 0;
+
+int fail_incompatible(const std::string& error) {
+    return fail(error + " (give --lines to both sides or to neither)");
+}
+
+std::string framing_text(std::uint32_t framing) { return framing == 2 ? "records (--lines)" : "raw bytes"; }
+
+// send, while it waits for input: was a would-be consumer refused since we attached?
+std::optional<int> consumer_refused(const std::string& name, const shmchan::ChannelInfo& info) {
+    if (info.framing_refusals == g_refusals_seen || (info.refused_framing & 0x100) != 0) return std::nullopt;
+    return fail_incompatible("channel " + name + ": a consumer was refused: it asked for " +
+                             framing_text(info.refused_framing & 0xff) + ", the channel carries " +
+                             framing_text(static_cast<std::uint32_t>(info.framing)));
+}
+
 // attach() removed a leftover (default, without --resume): one line saying so.
 void report_leftover(const std::string& name, const std::string& discarded) {
     if (discarded.empty()) return;
@@ -158,6 +177,7 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
     auto producer = shmchan::Producer::attach(options.name, channel_options);
     report_leftover(options.name, producer.discarded_leftover());
     g_peer_baseline = peer_baseline(producer.info().consumer);
+    g_refusals_seen = producer.info().framing_refusals;
     const std::string& name = options.name;
     auto consumer_gone = [&] { return fail("consumer of channel " + name + " died or went away"); };
 
@@ -168,6 +188,7 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
 
     auto acquire_failed = [&](shmchan::Status status) -> int {
         if (status == shmchan::Status::peer_died) return consumer_gone();
+        if (status == shmchan::Status::incompatible) return fail_incompatible(producer.last_error());
         if (status == shmchan::Status::corrupt) {
             return fail("channel " + name + " is corrupt: " + producer.last_error());
         }
@@ -240,6 +261,7 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
             if (Clock::now() - last_liveness_check >= kSlice) {
                 last_liveness_check = Clock::now();
                 if (consumer_went_away(producer)) return consumer_gone();
+                if (auto refused = consumer_refused(name, producer.info())) return *refused;
             }
             pollfd input{STDIN_FILENO, POLLIN, 0};
             int ready = ::poll(&input, 1, static_cast<int>(kSlice / 1ms));
@@ -400,6 +422,8 @@ int run_recv(const Options& options, const shmchan::ChannelOptions& channel_opti
                 break;
             case shmchan::Status::corrupt:
                 return fail("channel " + name + " is corrupt: " + consumer.last_error());
+            case shmchan::Status::incompatible:
+                return fail_incompatible(consumer.last_error());
             default:
                 return fail("channel " + name + ": read failed: " + consumer.last_error());
         }
@@ -444,6 +468,8 @@ int wait_in_slices(const Options& options, shmchan::RecordWriter& writer, Attemp
                 continue;
             case shmchan::Status::too_large:
                 return fail("a line of channel " + name + " is too long: " + writer.last_error());
+            case shmchan::Status::incompatible:
+                return fail_incompatible(writer.last_error());
             default:
                 return fail("channel " + name + ": write failed (" + shmchan::to_string(status) + "): " +
                             writer.last_error());
@@ -455,6 +481,7 @@ int run_send_lines(const Options& options, const shmchan::ChannelOptions& channe
     auto writer = shmchan::RecordWriter::attach(options.name, channel_options);
     report_leftover(options.name, writer.producer().discarded_leftover());
     g_peer_baseline = peer_baseline(writer.producer().info().consumer);
+    g_refusals_seen = writer.producer().info().framing_refusals;
     const std::string& name = options.name;
     std::vector<char> input(64 * 1024);
     std::string pending;  // a line that goes on past the input buffer
@@ -501,6 +528,7 @@ int run_send_lines(const Options& options, const shmchan::ChannelOptions& channe
                 if (Clock::now() - last_liveness_check >= kSlice) {
                     last_liveness_check = Clock::now();
                     if (consumer_went_away(writer.producer())) return fail("consumer of channel " + name + " died or went away");
+                    if (auto refused = consumer_refused(name, writer.producer().info())) return *refused;
                 }
                 int ready = ::poll(&input_ready, 1, static_cast<int>(kSlice / 1ms));
                 if (ready > 0) break;
@@ -619,6 +647,9 @@ int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channe
             case shmchan::Status::corrupt:
                 flush_output();
                 return fail("channel " + name + " is corrupt: " + reader.last_error());
+            case shmchan::Status::incompatible:
+                flush_output();
+                return fail_incompatible(reader.last_error());
             default:
                 flush_output();
                 return fail("channel " + name + ": read failed (" + shmchan::to_string(status) + "): " + reader.last_error());
@@ -730,6 +761,7 @@ int main(int argc, char** argv) {
         if (code == shmchan::Errc::bad_name || code == shmchan::Errc::bad_options) {
             return fail(error.what(), kExitUsage);
         }
+        if (code == shmchan::Errc::framing_mismatch) return fail_incompatible(error.what());
         if (code == shmchan::Errc::stream_ended) {
             return fail("channel " + options.name + " has already ended: receive or remove it first");
         }
