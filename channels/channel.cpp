@@ -1161,12 +1161,20 @@ public:
     // that attaches wakes (attach(): its lock is taken before that wake, so a waiter that found
     // no lock holder after arming its word is woken); the backstop re-checks the header every
     // liveness interval. ok; timed_out; interrupted (a signal handler ran while we slept);
-    // corrupt (the header failed validation).
+    // peer_died (a peer attached and went away again before we saw it alive: its attach count
+    // moved, which it stores after taking its lock); corrupt (the header failed validation).
     Status wait_for_peer(std::uint64_t timeout_ns) {
+        const std::uint64_t attaches_before = peer_attaches();
         auto attempt = [&] {
-            if (!peer_alive()) return Status::would_block;
-            peer_known_dead_ = false;
-            return Status::ok;
+            if (peer_alive()) {
+                peer_known_dead_ = false;
+                return Status::ok;
+            }
+            if (peer_attaches() == attaches_before) return Status::would_block;
+            peer_known_dead_ = true;
+            last_error_ = std::string(side_ == Side::producer ? "a consumer" : "the producer") + " of " +
+                          describe_channel(name_) + " attached and went away again while we waited";
+            return Status::peer_died;
         };
         if (attempt() == Status::ok) return Status::ok;
         if (timeout_ns == 0) return Status::timed_out;
@@ -1189,6 +1197,17 @@ public:
         };
         return detail::spin_then_park(words, plan, spin_rate_, start, deadline, [&](bool) { return attempt(); },
                                       backstop);
+    }
+
+    // How many times the peer side was attached (every slot's, for a producer): relaxed loads,
+    // compared only with an earlier value of ours.
+    std::uint64_t peer_attaches() const {
+        if (side_ == Side::consumer) return L::load_relaxed(header_->producer_attachment.attach_count);
+        std::uint64_t sum = 0;
+        for (std::uint32_t i = 0; i < geometry_.consumer_slots; ++i) {
+            sum += L::load_relaxed(header_->consumers[i].attachment.attach_count);
+        }
+        return sum;
     }
 
     // ---- info ----------------------------------------------------------------------------------

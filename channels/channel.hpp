@@ -255,8 +255,9 @@ public:
     // After peer_died (waits return it at once until a new consumer attaches), or before the
     // first consumer: waits until a live consumer holds every slot, for at most `timeout`
     // (negative: no limit). ok: it is there (waits no longer report the old death); timed_out;
-    // interrupted: a signal handler ran while it slept; corrupt: see last_error(). Parks on a
-    // futex (an attaching consumer wakes it): no busy CPU.
+    // interrupted: a signal handler ran while it slept; peer_died: a consumer attached and went
+    // away again before it was seen alive; corrupt: see last_error(). Parks on a futex (an
+    // attaching consumer wakes it): no busy CPU.
     Status wait_for_peer(std::chrono::nanoseconds timeout);
 
     bool consumer_alive() const;  // a syscall: not for every record

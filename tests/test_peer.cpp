@@ -135,6 +135,33 @@ TEST_CASE("a producer waits for a replacement consumer, which resumes where the 
     CHECK(second.exit_code(30s) == 0);
 }
 
+TEST_CASE("a peer that attaches and goes away before the waiter looks is reported, not missed") {
+    const std::string name = unique_name("peer-came-and-went");
+    SharedBlock<std::atomic<int>> waiting;
+    Child waiter([name, &waiting] {
+        auto consumer = Consumer::attach(name, slow_backstop());
+        waiting->store(1);
+        Status status = consumer.wait_for_peer(8s);
+        CHILD_EXPECT(status == Status::peer_died);
+        CHILD_EXPECT(consumer.last_error().find("attached and went away again") != std::string::npos);
+        return 0;
+    });
+    REQUIRE(wait_for_flag(*waiting, 1));
+    // Stop the waiter once it sleeps; a producer attaches (waking it) and dies while it is
+    // stopped, so that when it runs again the producer is gone: only its attach count tells.
+    REQUIRE(eventually([&] { return inspect(name).consumer.sleeping; }));
+    waiter.kill(SIGSTOP);
+    Child producer([name] {
+        auto p = Producer::attach(name, geometry(4096, 4));
+        ::_exit(0);
+        return 0;
+    });
+    CHECK(producer.exit_code(30s) == 0);
+    waiter.kill(SIGCONT);
+    CHECK(waiter.exit_code(30s) == 0);
+    remove_channel(name, true);
+}
+
 TEST_CASE("wait_for_peer returns interrupted when a signal handler runs") {
     const std::string name = unique_name("peer-signal");
     SharedBlock<std::atomic<int>> waiting;
