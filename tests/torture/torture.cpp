@@ -19,7 +19,9 @@
 //   - the survivor of a kill reports peer_died; the delay from the kill to that report is
 //     collected and printed (p50, p99, max) with the count over 1 s.
 //
-//   shmchan_torture [--trials N] [--seed S] [--side producer|consumer|both] [--max-delay-ms M]
+//   shmchan_torture [--trials N] [--seed S] [--from K] [--side producer|consumer|both] [--max-delay-ms M]
+//
+// --from K runs trials K, K+1, ... of the seed (a failed trial again, alone).
 //
 // Exit 0 when no trial failed (--max-delay-ms also fails a trial whose report came later).
 // Channel files go to $SHMCHAN_DIR, or to a directory of its own under /dev/shm.
@@ -178,21 +180,29 @@ struct VictimFault {
 }
 
 // After peer_died: note the report (the first after a kill; a stopped peer is never dead), then
-// wait for a replacement.
+// wait for a replacement. A replacement that is killed before we see it alive is reported by
+// wait_for_peer itself (peer_died): noted the same way, then we wait on.
 template <class Handle>
 bool survive(Shared& shared, Handle& handle) {
-    if (shared.stopped.load() != 0 && shared.kill_ns.load() == 0) shared.false_death.fetch_add(1);
-    std::uint64_t expected = 0;
-    if (shared.kill_ns.load() != 0) shared.report_ns.compare_exchange_strong(expected, now_ns());
+    auto note_report = [&] {
+        if (shared.stopped.load() != 0 && shared.kill_ns.load() == 0) shared.false_death.fetch_add(1);
+        std::uint64_t expected = 0;
+        if (shared.kill_ns.load() != 0) shared.report_ns.compare_exchange_strong(expected, now_ns());
+    };
+    note_report();
     for (int i = 0; i < 60; ++i) {
-        Status status = handle.wait_for_peer(1s);
+        Status status = handle.wait_for_peer(30s);
         if (status == Status::ok) return true;
-        if (status != Status::timed_out && status != Status::interrupted) {
+        if (status == Status::peer_died) {
+            note_report();
+            continue;
+        }
+        if (status != Status::interrupted) {
             shared.note_error(std::string("wait_for_peer: ") + to_string(status) + ": " + handle.last_error());
             return false;
         }
     }
-    shared.note_error("no replacement peer within 60 s");
+    shared.note_error("no replacement peer");
     return false;
 }
 
@@ -326,7 +336,7 @@ struct Totals {
 };
 
 struct Options {
-    std::uint64_t trials = 100, seed = 1;
+    std::uint64_t trials = 100, seed = 1, from = 0;
     int side = 2;  // 0 producer, 1 consumer, 2 both (alternating)
     double max_delay_ms = 0;  // 0: not a verdict
     bool verbose = false;
@@ -560,7 +570,7 @@ double percentile(std::vector<double> values, double p) {
 }
 
 int usage() {
-    std::fprintf(stderr, "usage: shmchan_torture [--trials N] [--seed S] [--side producer|consumer|both] "
+    std::fprintf(stderr, "usage: shmchan_torture [--trials N] [--seed S] [--from K] [--side producer|consumer|both] "
                          "[--max-delay-ms M] [--verbose]\n");
     return 2;
 }
@@ -572,7 +582,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-        if (arg == "--trials" || arg == "--seed" || arg == "--max-delay-ms" || arg == "--side") {
+        if (arg == "--trials" || arg == "--seed" || arg == "--max-delay-ms" || arg == "--side" || arg == "--from") {
             const char* text = value();
             if (!text) return usage();
             if (arg == "--side") {
@@ -587,6 +597,7 @@ int main(int argc, char** argv) {
                 if (end == text || *end != '\0' || number < 0) return usage();
                 if (arg == "--trials") options.trials = static_cast<std::uint64_t>(number);
                 if (arg == "--seed") options.seed = static_cast<std::uint64_t>(number);
+                if (arg == "--from") options.from = static_cast<std::uint64_t>(number);
                 if (arg == "--max-delay-ms") options.max_delay_ms = number;
             }
         } else if (arg == "--verbose") {
@@ -611,7 +622,7 @@ int main(int argc, char** argv) {
 
     Totals totals;
     const auto start = std::chrono::steady_clock::now();
-    for (std::uint64_t i = 0; i < options.trials; ++i) run_trial(i, options, totals);
+    for (std::uint64_t i = options.from; i < options.from + options.trials; ++i) run_trial(i, options, totals);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     std::printf("shmchan_torture: %llu trials (seed %llu, %.1f s): %llu failed, %llu hangs\n",
