@@ -299,9 +299,20 @@ int run_consumer(const std::string& name, const Plan& plan, Shared& shared, Vict
             case Status::record_lost:
                 shared.record_lost.fetch_add(1);
                 break;
-            default:
-                shared.note_error(std::string("consumer read: ") + to_string(status) + ": " + reader.last_error());
+            default: {
+                // What the channel looked like, for the report of a failed trial.
+                ChannelInfo info = reader.consumer().info();
+                shared.note_error(std::string("consumer read: ") + to_string(status) + ": " + reader.last_error() +
+                                  " [published " + std::to_string(info.published) + ", released " +
+                                  std::to_string(info.released) + ", producer alive " +
+                                  std::to_string(info.producer.alive) + " attaches " +
+                                  std::to_string(info.producer.attach_count) + " sleeping " +
+                                  std::to_string(info.producer.sleeping) + ", consumer attaches " +
+                                  std::to_string(info.consumer.attach_count) + ", flush word " +
+                                  std::to_string(info.flush_word) + ", resume word " + std::to_string(info.resume_word) +
+                                  ", next expected " + std::to_string(shared.next_expected.load()) + "]");
                 return 3;
+            }
         }
     }
 }
