@@ -527,13 +527,39 @@ bool run_trial(std::uint64_t index, const Options& options, Totals& totals) {
         if (producer.done && consumer.done) break;
         ::usleep(500);
     }
+    std::string hang_state;
     if (hang) {
+        // Where each unfinished process is (its kernel wait channel) and where the channel stands,
+        // for the report, before they are killed.
+        auto where = [](const ChildState& child, const char* role) {
+            if (child.done) return std::string(role) + " done";
+            std::string wchan;
+            if (FILE* f = std::fopen(("/proc/" + std::to_string(child.pid) + "/wchan").c_str(), "r")) {
+                char text[128] = {};
+                if (std::fgets(text, sizeof text, f)) wchan = text;
+                std::fclose(f);
+            }
+            return std::string(role) + " " + std::to_string(child.pid) + " waits in " + (wchan.empty() ? "?" : wchan);
+        };
+        hang_state = " [" + where(producer, "producer") + "; " + where(consumer, "consumer");
+        try {
+            ChannelInfo info = inspect(name);
+            hang_state += "; published " + std::to_string(info.published) + ", released " + std::to_string(info.released) +
+                          ", producer alive " + std::to_string(info.producer.alive) + " attaches " +
+                          std::to_string(info.producer.attach_count) + ", consumer alive " +
+                          std::to_string(info.consumer.alive) + " attaches " + std::to_string(info.consumer.attach_count) +
+                          ", next expected " + std::to_string(shared.next_expected.load()) + " of " +
+                          std::to_string(plan.records);
+        } catch (const Error& error) {
+            hang_state += std::string("; ") + error.what();
+        }
+        hang_state += "]";
         producer.kill_now();
         consumer.kill_now();
     }
 
     std::string why;
-    if (hang) why = "hang: a process did not finish within 60 s";
+    if (hang) why = "hang: a process did not finish within 60 s" + hang_state;
     else if (shared.errors.load() != 0) why = shared.error;
     else if (!producer.exited_ok()) why = "producer exit status " + std::to_string(producer.status);
     else if (!consumer.exited_ok()) why = "consumer exit status " + std::to_string(consumer.status);
