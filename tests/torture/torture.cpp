@@ -38,6 +38,7 @@
 #include <cstring>
 #include <filesystem>
 #include <new>
+#include <optional>
 #include <string>
 #include <sys/mman.h>
 #include <vector>
@@ -208,7 +209,15 @@ bool survive(Shared& shared, Handle& handle) {
 
 int run_producer(const std::string& name, const Plan& plan, Shared& shared, VictimFault fault) {
     if (fault.active && fault.point == Point::before_attach) die_here(shared);
-    RecordWriter writer = RecordWriter::attach(name, channel_options(plan));
+    std::optional<RecordWriter> attached;
+    try {
+        attached.emplace(RecordWriter::attach(name, channel_options(plan)));
+    } catch (const Error& error) {
+        // The producer it replaces was killed after it had ended the stream: nothing left to do.
+        if (error.code() == Errc::stream_ended) return 0;
+        throw;
+    }
+    RecordWriter& writer = *attached;
     if (fault.active) shared.victim_attached.store(1);
     if (fault.active && fault.point == Point::after_attach) die_here(shared);
     std::vector<std::byte> record(plan.max_record);
@@ -290,8 +299,10 @@ int run_consumer(const std::string& name, const Plan& plan, Shared& shared, Vict
                 break;
             }
             case Status::end_of_stream:
+                // The parent removes the channel at the end of the trial: a consumer killed after
+                // this point is replaced by one that reads the same ended channel (and a killed
+                // producer's replacement finds it ended), never by one on a fresh channel.
                 shared.ended.store(1);
-                reader.remove_channel();
                 return 0;
             case Status::peer_died:
                 if (!survive(shared, reader.consumer())) return 2;
