@@ -17,6 +17,7 @@
 
 #include "channels/detail/channel_file.hpp"
 #include "channels/detail/consumer_ring.hpp"
+#include "channels/detail/framing_refusal.hpp"
 #include "channels/detail/hooks.hpp"
 #include "channels/detail/notifier.hpp"
 #include "channels/detail/producer_ring.hpp"
@@ -58,6 +59,7 @@ const char* to_string(Status status) noexcept {
         case Status::record_lost: return "record_lost";
         case Status::decode_error: return "decode_error";
         case Status::too_large: return "too_large";
+        case Status::incompatible: return "incompatible";
     }
     return "?";
 }
@@ -68,12 +70,13 @@ constexpr std::uint64_t kNoDeadline = std::numeric_limits<std::uint64_t>::max();
 }  // namespace
 
 // What both sides hold: the open channel file, the ring's memory, the diagnostics, and the wait
-// loop. `Side` (CRTP) supplies wait_words(), check_peer() and check_positions().
+// loops. `Side` (CRTP) supplies kProducer, wait_words(), peer_alive(), peer_attaches(),
+// check_peer(), check_positions() and wake_peer().
 template <class Side>
 class Endpoint {
 public:
     Endpoint(std::string name, const ChannelOptions& options)
-        : name_(std::move(name)), options_(options), open_(open_or_create(name_, options_)) {
+        : name_(std::move(name)), options_(options), open_(open_or_create(name_, options_, Side::kProducer)) {
         header_ = static_cast<L::ChannelHeader*>(open_.region.data());
         memory_ = RingMemory{header_, static_cast<std::byte*>(open_.region.data()) + L::kHeaderBytes,
                              open_.geometry.segment_size, open_.geometry.segment_count, open_.geometry.consumer_slots};
@@ -89,6 +92,7 @@ public:
     const std::string& name() const noexcept { return name_; }
     const std::string& last_error() const noexcept { return diagnostics_.last_error; }
     const shm::Region& region() const noexcept { return open_.region; }
+    const std::string& discarded_leftover() const noexcept { return open_.discarded_leftover; }
     std::uint64_t timeout_ns(std::chrono::nanoseconds timeout) const {
         return timeout.count() <= 0 ? 0 : static_cast<std::uint64_t>(timeout.count());
     }
@@ -145,6 +149,43 @@ public:
                               backstop);
     }
 
+    // Waits until a live peer is attached (a live consumer in every slot, for a producer): after
+    // peer_died, or before the first one came. Parks on our own `sleeping` word, which a side
+    // that attaches wakes (finish_attach(): its lock is taken before that wake, so a waiter that
+    // found no lock holder after arming its word is woken); the backstop re-checks the header
+    // every liveness interval. ok; timed_out; interrupted (a signal handler ran while we slept);
+    // peer_died (a peer attached and went away again before we saw it alive: its attach count
+    // moved, which it stores after taking its lock); corrupt (the header failed validation).
+    Status wait_for_peer(std::uint64_t timeout_ns) {
+        const std::uint64_t attaches_before = side().peer_attaches();
+        auto attempt = [&] {
+            if (side().peer_alive()) {
+                peer_known_dead_ = false;
+                return Status::ok;
+            }
+            if (side().peer_attaches() == attaches_before) return Status::would_block;
+            peer_known_dead_ = true;
+            diagnostics_.last_error = std::string(Side::kProducer ? "a consumer" : "the producer") + " of " +
+                                      diagnostics_.subject + " attached and went away again while we waited";
+            return Status::peer_died;
+        };
+        if (attempt() == Status::ok) return Status::ok;
+        if (timeout_ns == 0) return Status::timed_out;
+        const std::uint64_t start = shm::monotonic_ns();
+        const std::uint64_t deadline = timeout_ns == kNoDeadline ? kNoDeadline : start + timeout_ns;
+        const std::uint64_t interval = static_cast<std::uint64_t>(options_.liveness_interval.count());
+        // Park at once: a peer attaching is a process starting, not a cache line to spin for.
+        const WaitPlan plan{WaitStrategy::park, 0, interval, 0, 0};
+        auto backstop = [&] {
+            Geometry now;
+            std::string problem = check_identity(*header_, open_.region.size(), now);
+            if (!problem.empty()) return diagnostics_.fail(Status::corrupt, "header: " + problem);
+            return attempt();
+        };
+        return spin_then_park(side().wait_words(), plan, spin_rate_, start, deadline, [&](bool) { return attempt(); },
+                              backstop);
+    }
+
     // Removes the file now (the mappings stay valid); later openers get a fresh channel.
     void remove_file() {
         L::store_relaxed(header_->control.removed, L::kRemovedMark);  // read after the in-use lock
@@ -164,7 +205,31 @@ protected:
         }
         if (!problem.empty()) return diagnostics_.fail(Status::corrupt, "header: " + problem);
         if (Status status = side().check_positions(); status != Status::ok) return status;
+        if (Status refused = check_framing_refusal(); refused != Status::would_block) return refused;
         return side().check_peer();
+    }
+
+    // A would-be peer refused since we last looked, because it asked for the other framing
+    // (framing_refusal.hpp): it will not come. incompatible, once per refusal; would_block if none.
+    Status check_framing_refusal() {
+        // Acquire: pairs with the refused opener's release add; refused_framing is its store.
+        const std::uint32_t refusals = L::load_acquire(header_->control.framing_refusals);
+        if (refusals == framing_refusals_seen_) return Status::would_block;
+        framing_refusals_seen_ = refusals;
+        const std::uint32_t refused = L::load_relaxed(header_->control.refused_framing);
+        const bool as_producer = (refused & kRefusedAsProducer) != 0;
+        if (as_producer == Side::kProducer) return Status::would_block;  // our own side: not our peer
+        auto framing_name = [](std::uint32_t f) { return f == 1 ? "raw bytes" : f == 2 ? "records" : "an unknown framing"; };
+        return diagnostics_.fail(Status::incompatible, std::string("a ") + (as_producer ? "producer" : "consumer") +
+                                                           " was refused: it asked for " + framing_name(refused & 0xff) +
+                                                           ", the channel carries " + framing_name(open_.geometry.framing));
+    }
+
+    // The end of a side's attach: only refusals from now on count, and a peer parked waiting for
+    // us (wait_for_peer, or any wait) re-checks now: our lock is held, so it finds us alive.
+    void finish_attach() noexcept {
+        framing_refusals_seen_ = L::load_acquire(header_->control.framing_refusals);
+        side().wake_peer();
     }
 
     // Writes our attachment (we hold the side's lock: its only writer from here on); returns our
@@ -209,12 +274,15 @@ protected:
     RingMemory memory_;
     Diagnostics diagnostics_;
     bool peer_known_dead_ = false;
+    std::uint32_t framing_refusals_seen_ = 0;  // Control::framing_refusals as last checked
     std::uint64_t last_liveness_check_ns_ = shm::monotonic_ns();  // the last backstop of a wait
     SpinRate spin_rate_;                                          // wait_for: one spin's time, as measured
 };
 
 class ProducerSide : public Endpoint<ProducerSide> {
 public:
+    static constexpr bool kProducer = true;
+
     ProducerSide(std::string name, const ChannelOptions& options)
         : Endpoint(std::move(name), options),
           ring_(memory_, diagnostics_),
@@ -237,6 +305,7 @@ public:
         }
         L::store_relaxed(header_->producer.sleeping, 0u);  // a dead predecessor's, nobody waits on it
         attached_ = true;
+        finish_attach();
     }
 
     ~ProducerSide() {
@@ -290,6 +359,14 @@ public:
         return check_attachment(header_->consumers[0].attachment, "consumer");
     }
     Status check_positions() { return ring_.check_positions(); }
+    void wake_peer() noexcept { notifier_.notify(); }
+    // How many times a consumer attached, over every slot: relaxed loads, compared only with an
+    // earlier value of ours.
+    std::uint64_t peer_attaches() const noexcept {
+        std::uint64_t sum = 0;
+        for (std::uint32_t i = 0; i < memory_.consumer_slots; ++i) sum += L::load_relaxed(header_->consumers[i].attachment.attach_count);
+        return sum;
+    }
     WaitWords wait_words() noexcept {
         auto& counters = header_->producer_counters;
         return WaitWords{header_->producer.sleeping, counters.parks, counters.waiting_since_ns, counters.backpressured_ns};
@@ -319,6 +396,8 @@ private:
 
 class ConsumerSide : public Endpoint<ConsumerSide> {
 public:
+    static constexpr bool kProducer = false;
+
     ConsumerSide(std::string name, const ChannelOptions& options)
         : Endpoint(std::move(name), options), ring_(memory_, diagnostics_) {
         shm::Region& region = open_.region;
@@ -353,6 +432,7 @@ public:
             throw Error(Errc::corrupt, diagnostics_.last_error);
         }
         attached_ = true;
+        finish_attach();
     }
 
     ~ConsumerSide() {
@@ -395,6 +475,8 @@ public:
     // would_block: keep waiting (producer alive, or never had one); peer_died.
     Status check_peer() { return check_attachment(header_->producer_attachment, "producer"); }
     Status check_positions() { return ring_.check_positions(); }
+    void wake_peer() noexcept { wake_producer(); }
+    std::uint64_t peer_attaches() const noexcept { return L::load_relaxed(header_->producer_attachment.attach_count); }
     WaitWords wait_words() noexcept {
         auto& counters = slot().counters;
         return WaitWords{slot().wake.sleeping, counters.parks, counters.waiting_since_ns, counters.idle_ns};
@@ -449,6 +531,9 @@ Status detail::ProducerHooks::publish(std::uint32_t bytes, std::uint32_t flags, 
     return side_->publish(bytes, flags, record_count, first_record_offset, checksum);
 }
 Status Producer::end_stream() { return side_->end_stream(); }
+Status Producer::wait_for_peer(std::chrono::nanoseconds timeout) {
+    return side_->wait_for_peer(timeout.count() < 0 ? kForever : side_->timeout_ns(timeout));
+}
 bool Producer::consumer_alive() const { return side_->peer_alive(); }
 std::uint32_t Producer::payload_capacity() const noexcept { return side_->capacity(); }
 std::uint32_t Producer::segment_count() const noexcept { return side_->segment_count(); }
@@ -476,6 +561,7 @@ void detail::ProducerHooks::set_buffer_timeout(std::chrono::nanoseconds timeout)
 void detail::ProducerHooks::add_written(std::uint64_t records, std::uint64_t events) { side_->ring().add_written(records, events); }
 const std::string& Producer::name() const noexcept { return side_->name(); }
 const std::string& Producer::last_error() const noexcept { return side_->last_error(); }
+const std::string& Producer::discarded_leftover() const noexcept { return side_->discarded_leftover(); }
 ChannelInfo Producer::info() const { return detail::read_info(side_->name(), side_->region(), detail::Self::producer); }
 
 // ---- Consumer ------------------------------------------------------------------------------------
@@ -496,6 +582,9 @@ Status Consumer::read_for(ReadableSegment& out, std::chrono::nanoseconds timeout
     return side_->wait_for([&] { return side_->try_read(out); }, side_->timeout_ns(timeout));
 }
 Status Consumer::release() { return side_->release(); }
+Status Consumer::wait_for_peer(std::chrono::nanoseconds timeout) {
+    return side_->wait_for_peer(timeout.count() < 0 ? kForever : side_->timeout_ns(timeout));
+}
 bool Consumer::producer_alive() const { return side_->peer_alive(); }
 void Consumer::remove_channel() { side_->remove_file(); }
 std::uint32_t Consumer::payload_capacity() const noexcept { return side_->capacity(); }
@@ -532,6 +621,7 @@ Status detail::ConsumerHooks::release_until(std::uint64_t position, std::uint64_
 }
 const std::string& Consumer::name() const noexcept { return side_->name(); }
 const std::string& Consumer::last_error() const noexcept { return side_->last_error(); }
+const std::string& Consumer::discarded_leftover() const noexcept { return side_->discarded_leftover(); }
 ChannelInfo Consumer::info() const { return detail::read_info(side_->name(), side_->region(), detail::Self::consumer); }
 
 }  // namespace shmchan

@@ -58,6 +58,21 @@ enum class WaitStrategy : std::uint8_t {
 const char* to_string(WaitStrategy strategy) noexcept;
 std::optional<WaitStrategy> wait_strategy_from_string(std::string_view text) noexcept;
 
+// What attach() does with a leftover: a channel that no live process holds and whose stream did
+// not end cleanly (a side died, was killed, or detached before end of stream), found under the
+// name when it opens. A channel held by a live process, or whose stream ended cleanly, or that
+// nobody ever attached to, is never a leftover: it is opened as it is.
+enum class OnLeftover : std::uint8_t {
+    // Continue it (the default): a consumer reads every segment the last one did not release
+    // (records it had read but not released come again: at least once), a producer continues the
+    // stream after the last published segment (records: after the last committed record).
+    resume,
+    // Remove it (its unread data is dropped) and create a fresh channel under the name, with this
+    // attach's options; discarded_leftover() then says what it held. A process opening the name
+    // at the same moment ends up on the fresh channel too (the removal protocol of remove_channel).
+    fresh,
+};
+
 struct ChannelOptions {
     // Geometry. Unset: the defaults when creating (16 x 32 KiB), the existing values when opening.
     // Set: used when creating; when opening, a different existing value is an error.
@@ -95,6 +110,9 @@ struct ChannelOptions {
     // accepted on open (group sharing).
     mode_t mode = 0600;
     std::optional<uid_t> allowed_owner;
+
+    // attach(): continue a leftover channel, or replace it with a fresh one (OnLeftover).
+    OnLeftover on_leftover = OnLeftover::resume;
 };
 
 enum class [[nodiscard]] Status : std::uint8_t {
@@ -114,6 +132,8 @@ enum class [[nodiscard]] Status : std::uint8_t {
                     // the previous consumer died; its size is in the Record (never half given)
     decode_error,   // read_value(): the record does not decode as the type asked for
     too_large,      // write: the record exceeds the channel's max record size (nothing written)
+    incompatible,   // a would-be peer was refused because it asked for the other framing (raw
+                    // bytes / records): it will not come. Reported once per refusal; see last_error()
 };
 
 const char* to_string(Status status) noexcept;
@@ -155,6 +175,9 @@ struct ChannelInfo {
     std::uint64_t buffer_timeout_ns = 0, flush_word = 0, resume_word = 0, in_flight_record_bytes = 0;
     std::uint32_t consumer_slots = 0;
     bool end_of_stream = false, removed = false;
+    // Openers refused for asking the other framing (layout.hpp Control), and the last one's
+    // framing (bit 8: as the producer).
+    std::uint32_t framing_refusals = 0, refused_framing = 0;
     std::uint64_t file_bytes = 0;  // bytes mapped (the file's size when opened)
     bool creator_alive = false;    // a live process is still creating it (abi_version 0)
     bool in_use = false;           // some handle holds it (the in-use lock byte)
@@ -205,6 +228,14 @@ public:
     // Ends the stream (after publishing a held segment, if any) and wakes the consumer.
     Status end_stream();
 
+    // After peer_died (waits return it at once until a new consumer attaches), or before the
+    // first consumer: waits until a live consumer holds every slot, for at most `timeout`
+    // (negative: no limit). ok: it is there (waits no longer report the old death); timed_out;
+    // interrupted: a signal handler ran while it slept; peer_died: a consumer attached and went
+    // away again before it was seen alive; corrupt: see last_error(). Parks on a futex (an
+    // attaching consumer wakes it): no busy CPU.
+    Status wait_for_peer(std::chrono::nanoseconds timeout);
+
     bool consumer_alive() const;  // a syscall: not for every record
     std::uint32_t payload_capacity() const noexcept;
     std::uint32_t segment_count() const noexcept;
@@ -212,6 +243,8 @@ public:
     std::uint64_t max_record_bytes() const noexcept;
     const std::string& name() const noexcept;
     const std::string& last_error() const noexcept;
+    // Non-empty when attach() removed a leftover under the name (OnLeftover::fresh): what it held.
+    const std::string& discarded_leftover() const noexcept;
     ChannelInfo info() const;
 
 private:
@@ -237,6 +270,11 @@ public:
     // Hands the segment of the last read back to the producer (a credit), waking it if it sleeps.
     Status release();
 
+    // After peer_died, or before the first producer: waits until a live producer is attached,
+    // for at most `timeout` (negative: no limit); as Producer::wait_for_peer. The new producer
+    // resumes the stream where the old one stopped.
+    Status wait_for_peer(std::chrono::nanoseconds timeout);
+
     bool producer_alive() const;  // a syscall: not for every record
 
     // Removes the channel's file now (the mappings stay valid). For a consumer done with the
@@ -248,6 +286,8 @@ public:
     std::uint64_t max_record_bytes() const noexcept;
     const std::string& name() const noexcept;
     const std::string& last_error() const noexcept;
+    // Non-empty when attach() removed a leftover under the name (OnLeftover::fresh): what it held.
+    const std::string& discarded_leftover() const noexcept;
     ChannelInfo info() const;
 
 private:

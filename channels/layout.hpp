@@ -67,10 +67,11 @@
 namespace shmchan::layout {
 
 inline constexpr std::uint64_t kMagic = 0x314E414843'4D4853ull;  // "SHMCHAN1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 5;  // 2: flush word, consumer wake line, resume tag; 3: record runs;
+inline constexpr std::uint32_t kAbiVersion = 6;  // 2: flush word, consumer wake line, resume tag; 3: record runs;
                                                  // 4: a gate link per consumer slot (header 8 KiB);
                                                  // 5: Control::removed holds kRemovedMark, not 1;
-                                                 //    record ordinals per segment
+                                                 //    record ordinals per segment;
+                                                 // 6: Control::framing_refusals, refused_framing
 inline constexpr std::size_t kCacheLine = 64;
 
 // File names in the channel directory ($SHMCHAN_DIR or /dev/shm): a channel NAME is the file
@@ -184,7 +185,13 @@ struct alignas(kCacheLine) Control {
                                     // see channel.cpp); 0 otherwise
     std::uint32_t creator_pid;      // display only
     std::uint64_t creator_start_time;
-    std::uint8_t reserved[48];
+    // A process that opened the channel as a side nobody holds, asking for the other framing
+    // (raw bytes / records), was refused: it stores the framing it asked for (relaxed), then adds
+    // 1 here (release). A waiting side compares the count (acquire) with the one it saw last at
+    // each liveness check, and ends its wait if the refused opener was its peer's side.
+    SharedU32 framing_refusals;     // any refused opener; release / acquire
+    SharedU32 refused_framing;      // the last refused opener's framing (1, 2); bit 8: as producer
+    std::uint8_t reserved[40];
 };
 
 // Producer-owned, read by consumers: the position line (hot: read by the consumer per segment).
@@ -513,6 +520,9 @@ static_assert(offsetof(GateHeader, sleeping) == 64);
 static_assert(offsetof(GateHeader, ready) == 512);
 static_assert(offsetof(GateHeader, priority) == 1024);
 static_assert(offsetof(ChannelHeader, consumers) == 768);
+static_assert(offsetof(Control, removed) == 0);
+static_assert(offsetof(Control, framing_refusals) == 16);
+static_assert(offsetof(Control, refused_framing) == 20);
 static_assert(offsetof(ProducerLine, published) == 0);
 static_assert(offsetof(ProducerLine, end_of_stream) == 8);
 static_assert(offsetof(ProducerLine, sleeping) == 12);

@@ -122,7 +122,9 @@ struct RecordWriter::State {
             default: status = producer.acquire(segment); break;
         }
         if (status != Status::ok) {
-            if (status == Status::peer_died || status == Status::corrupt) last_error = producer.last_error();
+            if (status == Status::peer_died || status == Status::corrupt || status == Status::incompatible) {
+                last_error = producer.last_error();
+            }
             return status;
         }
         holding = true;
@@ -762,7 +764,8 @@ struct RecordReader::State {
         return status;
     }
     Status from_core(Status status) {
-        if (status == Status::corrupt || status == Status::peer_died || status == Status::invalid_call) {
+        if (status == Status::corrupt || status == Status::peer_died || status == Status::invalid_call ||
+            status == Status::incompatible) {
             last_error = consumer.last_error();
         }
         return status;

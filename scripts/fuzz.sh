@@ -19,13 +19,14 @@ build="$root/build-fuzz"
 bash "$root/scripts/setup.sh" clang libclang-rt-14-dev
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMCHAN_FUZZ=ON \
     -DSHMCHAN_BENCH=OFF
-targets=(fuzz_frames fuzz_records)
+targets=(fuzz_frames fuzz_records fuzz_open)
 cmake --build "$build" -j2 --target "${targets[@]}"
 
 # -max_len: the input layouts at the top of each target (a preamble and one segment of 4 KiB;
-# fuzz_records: 15 bytes and four segments). -len_control=0: long inputs from the start.
+# fuzz_records: 15 bytes and four segments; fuzz_open: 2 bytes, the header and four segments).
+# -len_control=0: long inputs from the start.
 # -timeout: an input that takes 10 s is a hang (one normally takes well under 1 ms).
-declare -A max_len=([fuzz_frames]=4200 [fuzz_records]=16400)
+declare -A max_len=([fuzz_frames]=4200 [fuzz_records]=16400 [fuzz_open]=24600)
 for target in "${targets[@]}"; do
     corpus="$build/corpus/$target"
     artifacts="$build/artifacts/$target"

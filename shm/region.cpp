@@ -193,8 +193,32 @@ std::string space_hint(int error) {
     return {};
 }
 
+// A descriptor per attached channel: running out of them is its own cause, not the directory's.
+std::string descriptor_hint(int error) {
+    if (error == EMFILE) return " (this process reached its descriptor limit, RLIMIT_NOFILE: each attached channel holds one)";
+    if (error == ENFILE) return " (the system's table of open files is full)";
+    return {};
+}
+
+// A world-writable directory without the sticky bit lets any user rename or unlink our files and
+// put their own under our names: refused. (With the sticky bit, as /tmp and /dev/shm have, only
+// a file's owner can do that; a name another user planted is refused at open: no symlink is
+// followed, no name is overwritten, and a file must be ours, root's or an allowed owner's.)
+void check_directory(const std::string& path) {
+    const std::string directory = directory_of(path);
+    struct stat st {};
+    if (::stat(directory.c_str(), &st) != 0) return;  // the open or create that follows reports it
+    if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        throw Error(Errc::unsafe_file, "refusing channel files in " + directory + ": it is world-writable without the "
+                                       "sticky bit (mode " + mode + "), so any user could replace them");
+    }
+}
+
 Error create_failed(const std::string& path, int error) {
     if (error == EEXIST) return Error::from_errno(error, "create " + path);
+    if (error == EMFILE || error == ENFILE) return Error::from_errno(error, "create " + path + descriptor_hint(error));
     return Error::from_errno(error, "create " + path +
                                         (error == ENOSPC ? space_hint(error)
                                                          : std::string(" (is the directory there and writable?)")));
@@ -216,6 +240,7 @@ void Region::reserve_and_map(std::size_t size, mode_t mode) {
 
 Region Region::create(const std::string& path, std::size_t size, const AccessPolicy& policy,
                       std::uint64_t creating_lock_offset) {
+    check_directory(path);
     Region region;
     region.path_ = path;
     region.writable_ = true;
@@ -238,6 +263,7 @@ Region Region::create(const std::string& path, std::size_t size, const AccessPol
 }
 
 Region Region::create_unnamed(const std::string& path, std::size_t size, const AccessPolicy& policy) {
+    check_directory(path);
     Region region;
     region.path_ = path;
     region.writable_ = true;
@@ -296,6 +322,7 @@ bool Region::link_name() {
 }
 
 Region Region::open(const std::string& path, const AccessPolicy& policy, bool writable) {
+    if (writable) check_directory(path);  // reading (inspect) where others may write is harmless
     Region region;
     region.path_ = path;
     region.writable_ = writable;
@@ -317,7 +344,7 @@ Region Region::open(const std::string& path, const AccessPolicy& policy, bool wr
         if (error == ELOOP) {
             throw Error(Errc::unsafe_file, "refusing to open " + path + ": it is a symbolic link");
         }
-        throw Error::from_errno(error, "open " + path);
+        throw Error::from_errno(error, "open " + path + descriptor_hint(error));
     }
     // Check the file we actually opened, not whatever the path names now.
     struct stat st {};

@@ -64,6 +64,8 @@ TEST_CASE("docs/LAYOUT.md gives every documented offset as layout.hpp has it") {
         {at(identity + offsetof(L::Identity, consumer_slots)), "identity.consumer_slots"},
         {at(offsetof(H, control) + offsetof(L::Control, removed)), "control.removed"},
         {at(offsetof(H, control) + offsetof(L::Control, creator_pid)), "control.creator_pid"},
+        {at(offsetof(H, control) + offsetof(L::Control, framing_refusals)), "control.framing_refusals"},
+        {at(offsetof(H, control) + offsetof(L::Control, refused_framing)), "control.refused_framing"},
         {at(producer + offsetof(L::ProducerLine, published)), "producer.published"},
         {at(producer + offsetof(L::ProducerLine, end_of_stream)), "producer.end_of_stream"},
         {at(producer + offsetof(L::ProducerLine, sleeping)), "producer.sleeping"},

@@ -640,3 +640,212 @@ TEST_CASE("--lines on one side only is refused with a message") {
 }
 
 }  // TEST_SUITE("pipe")
+
+// --- leftovers: a channel no live process holds whose stream did not end cleanly -----------------
+
+namespace {
+
+// Waits until channel `name` shows `bytes` written by its producer.
+bool producer_wrote(const std::string& name, std::uint64_t bytes) {
+    return eventually([&] {
+        auto info = try_inspect(name);
+        return info && info->producer_counters.bytes == bytes;
+    });
+}
+
+// A sender fed `data` through a pipe the test holds open, SIGKILLed once all of it is published:
+// the channel is left over with `data` unread.
+void leave_killed_sender(const Scratch& scratch, const std::string& name, const std::string& data) {
+    PipeFds input;
+    int err = open_or_die(scratch.file("killed.err"), O_WRONLY | O_CREAT | O_TRUNC);
+    int null_out = open_or_die("/dev/null", O_WRONLY);
+    Process send({kShmPipe, "send", name}, input.read_end, null_out, err);
+    ::close(err);
+    ::close(null_out);
+    input.close_read();
+    REQUIRE(write_all(input.write_end, data.data(), data.size()));
+    REQUIRE(producer_wrote(name, data.size()));
+    send.signal(SIGKILL);
+    REQUIRE(send.exit_code(10s) == -(100 + SIGKILL));
+}
+
+const char* const kStartingFresh = "starting fresh (--resume continues it)";
+
+}  // namespace
+
+TEST_SUITE("pipe") {
+
+TEST_CASE("after `recv | head` left the channel over, the next run delivers only its own data") {
+    Scratch scratch;
+    const std::string name = unique_name("pipe-head");
+    write_file(scratch.file("first"), random_bytes(8 << 20, 23));  // 16 x the default ring
+    {
+        // recv's standard output is a pipe that nobody reads (head exited): recv fails, then send.
+        PipeFds output;
+        int err = open_or_die(scratch.file("recv1.err"), O_WRONLY | O_CREAT | O_TRUNC);
+        int null_in = open_or_die("/dev/null", O_RDONLY);
+        Process recv({kShmPipe, "recv", name}, null_in, output.write_end, err);
+        ::close(err);
+        ::close(null_in);
+        output.close_write();
+        output.close_read();
+        PipeRun send(args({"send", name}), scratch.file("first"), "/dev/null", scratch.file("send1.err"));
+        CHECK(recv.exit_code(30s) == 1);
+        CHECK(send.exit_code(30s) == 1);
+    }
+    REQUIRE(channel_exists(name));  // the leftover
+    auto leftover = try_inspect(name);
+    REQUIRE(leftover);
+    CHECK_FALSE(leftover->end_of_stream);
+
+    // The next run: its own 100 KiB, and nothing of the first run's.
+    const std::string second = random_bytes(100 << 10, 29);
+    write_file(scratch.file("second"), second);
+    PipeRun send(args({"send", name}), scratch.file("second"), "/dev/null", scratch.file("send2.err"));
+    CHECK_MESSAGE(send.exit_code() == 0, send.errors());
+    CHECK_MESSAGE(send.errors().find(kStartingFresh) != std::string::npos, send.errors());
+    CHECK(send.errors().find("channel " + name + " was left over by an earlier run") != std::string::npos);
+    PipeRun recv(args({"recv", name}), "/dev/null", scratch.file("out"), scratch.file("recv2.err"));
+    CHECK_MESSAGE(recv.exit_code() == 0, recv.errors());
+    CHECK(recv.errors().empty());
+    CHECK(read_file(scratch.file("out")) == second);
+    CHECK_FALSE(channel_exists(name));
+}
+
+TEST_CASE("after a killed sender, the next run starts fresh; --resume continues the stream") {
+    Scratch scratch;
+    const std::string name = unique_name("pipe-killed-sender");
+    const std::string first = random_bytes(10000, 31), second = random_bytes(50000, 37);
+    write_file(scratch.file("second"), second);
+    leave_killed_sender(scratch, name, first);
+    REQUIRE(channel_exists(name));
+
+    SUBCASE("recv started first: only the second run's data") {
+        PipeRun recv(args({"recv", name}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+        REQUIRE(eventually([&] {
+            auto info = try_inspect(name);
+            return info && info->consumer.alive && info->published == 0;
+        }));
+        PipeRun send(args({"send", name}), scratch.file("second"), "/dev/null", scratch.file("send.err"));
+        CHECK_MESSAGE(send.exit_code() == 0, send.errors());
+        CHECK_MESSAGE(recv.exit_code() == 0, recv.errors());
+        CHECK_MESSAGE(recv.errors().find(kStartingFresh) != std::string::npos, recv.errors());
+        CHECK(recv.errors().find("the producer died") != std::string::npos);
+        CHECK(send.errors().empty());
+        CHECK(read_file(scratch.file("out")) == second);
+    }
+    SUBCASE("send --resume continues the stream: the first run's bytes, then the second's") {
+        PipeRun send(args({"send", name, "--resume"}), scratch.file("second"), "/dev/null", scratch.file("send.err"));
+        CHECK_MESSAGE(send.exit_code() == 0, send.errors());
+        CHECK(send.errors().empty());
+        PipeRun recv(args({"recv", name}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+        CHECK_MESSAGE(recv.exit_code() == 0, recv.errors());
+        CHECK(read_file(scratch.file("out")) == first + second);
+    }
+    SUBCASE("recv --resume reads what is left and waits for a new producer") {
+        PipeRun recv(args({"recv", name, "--resume"}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+        REQUIRE(eventually([&] { return std::filesystem::file_size(scratch.file("out")) == first.size(); }));
+        CHECK(recv.process->running());  // the dead producer is not reported: it waits for a new one
+        PipeRun send(args({"send", name}), scratch.file("second"), "/dev/null", scratch.file("send.err"));
+        CHECK_MESSAGE(send.exit_code() == 0, send.errors());
+        CHECK_MESSAGE(recv.exit_code() == 0, recv.errors());
+        CHECK(read_file(scratch.file("out")) == first + second);
+        CHECK(recv.errors().empty());
+    }
+    CHECK_FALSE(channel_exists(name));
+}
+
+TEST_CASE("--lines: a killed sender's leftover is replaced by the next run") {
+    Scratch scratch;
+    const std::string name = unique_name("pipe-lines-leftover");
+    {
+        PipeFds input;
+        int err = open_or_die(scratch.file("killed.err"), O_WRONLY | O_CREAT | O_TRUNC);
+        int null_out = open_or_die("/dev/null", O_WRONLY);
+        Process send({kShmPipe, "send", name, "--lines"}, input.read_end, null_out, err);
+        ::close(err);
+        ::close(null_out);
+        input.close_read();
+        const std::string old_lines = "old 1\nold 2\n";
+        REQUIRE(write_all(input.write_end, old_lines.data(), old_lines.size()));
+        REQUIRE(eventually([&] {
+            auto info = try_inspect(name);
+            return info && info->flush_word != 0;  // both lines committed and flushed (one read)
+        }));
+        send.signal(SIGKILL);
+        REQUIRE(send.exit_code(10s) == -(100 + SIGKILL));
+    }
+    write_file(scratch.file("input"), "new 1\nnew 2\n");
+    PipeRun send(args({"send", name, "--lines"}), scratch.file("input"), "/dev/null", scratch.file("send.err"));
+    CHECK_MESSAGE(send.exit_code() == 0, send.errors());
+    CHECK(send.errors().find(kStartingFresh) != std::string::npos);
+    PipeRun recv(args({"recv", name, "--lines"}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+    CHECK_MESSAGE(recv.exit_code() == 0, recv.errors());
+    CHECK(read_file(scratch.file("out")) == "new 1\nnew 2\n");
+}
+
+}  // TEST_SUITE("pipe")
+
+// --- --lines on one side only: both sides exit 1 with the reason -----------------------------------
+
+TEST_SUITE("pipe") {
+
+TEST_CASE("--lines on one side only: send --lines first, waiting for a consumer, then a raw recv") {
+    Scratch scratch;
+    const std::string name = unique_name("pipe-lines-send-first");
+    std::string text;
+    for (int i = 0; i < 4000; ++i) text += std::string(300, static_cast<char>('a' + i % 26)) + "\n";  // > the ring
+    write_file(scratch.file("input"), text);
+    SUBCASE("send waits for a free segment") {
+        PipeRun send(args({"send", name, "--lines"}), scratch.file("input"), "/dev/null", scratch.file("send.err"));
+        REQUIRE(eventually([&] {
+            auto info = try_inspect(name);
+            return info && info->published == 16;
+        }));
+        PipeRun recv(args({"recv", name}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+        CHECK(recv.exit_code(30s) == 1);
+        CHECK_MESSAGE(recv.errors().find("carries records, not raw bytes") != std::string::npos, recv.errors());
+        CHECK(send.exit_code(30s) == 1);
+        CHECK_MESSAGE(send.errors().find("a consumer was refused: it asked for raw bytes, the channel carries records") !=
+                          std::string::npos,
+                      send.errors());
+        CHECK(send.errors().find("give --lines to both sides or to neither") != std::string::npos);
+    }
+    SUBCASE("send waits for input") {
+        PipeFds input;  // held open, nothing written: send waits for input
+        int err = open_or_die(scratch.file("send.err"), O_WRONLY | O_CREAT | O_TRUNC);
+        int null_out = open_or_die("/dev/null", O_WRONLY);
+        Process send({kShmPipe, "send", name, "--lines"}, input.read_end, null_out, err);
+        ::close(err);
+        ::close(null_out);
+        input.close_read();
+        REQUIRE(eventually([&] { return try_inspect(name).has_value(); }));
+        PipeRun recv(args({"recv", name}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+        CHECK(recv.exit_code(30s) == 1);
+        CHECK(send.exit_code(30s) == 1);
+        const std::string errors = read_file(scratch.file("send.err"));
+        CHECK_MESSAGE(errors.find("a consumer was refused: it asked for raw bytes") != std::string::npos, errors);
+    }
+    shmchan::remove_channel(name, true);
+}
+
+TEST_CASE("--lines on one side only: a raw recv first, waiting for data, then send --lines") {
+    Scratch scratch;
+    const std::string name = unique_name("pipe-lines-recv-first");
+    write_file(scratch.file("input"), "one\ntwo\n");
+    PipeRun recv(args({"recv", name}), "/dev/null", scratch.file("out"), scratch.file("recv.err"));
+    REQUIRE(eventually([&] {
+        auto info = try_inspect(name);
+        return info && info->consumer.alive;
+    }));
+    PipeRun send(args({"send", name, "--lines"}), scratch.file("input"), "/dev/null", scratch.file("send.err"));
+    CHECK(send.exit_code(30s) == 1);
+    CHECK_MESSAGE(send.errors().find("carries raw bytes, not records") != std::string::npos, send.errors());
+    CHECK(recv.exit_code(30s) == 1);
+    CHECK_MESSAGE(recv.errors().find("a producer was refused: it asked for records, the channel carries raw bytes") !=
+                      std::string::npos,
+                  recv.errors());
+    shmchan::remove_channel(name, true);
+}
+
+}  // TEST_SUITE("pipe")

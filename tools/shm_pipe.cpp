@@ -30,6 +30,12 @@
 //   - recv writes every byte published before the producer died, then exits 1.
 //   - recv with a closed standard output (EPIPE; SIGPIPE is ignored) exits 1; its Consumer detaches
 //     and the producer then sees peer_died.
+//   - A leftover under the name (no live process holds it, its stream did not end cleanly: an
+//     earlier run crashed, was interrupted, timed out or lost its reader) is replaced by a fresh
+//     channel (OnLeftover::fresh), with one line on stderr; --resume continues it
+//     (OnLeftover::resume). A peer that was already dead when we attached is not reported: we
+//     wait for its replacement (wait_for_peer) as for a first peer; one that attaches after us
+//     (or was alive then) and dies is.
 // Signals are handled by a flag (no SA_RESTART, so read/poll/write return EINTR) and every wait
 // is sliced into <= 200 ms pieces that re-check it, so Ctrl-C takes effect within 200 ms.
 #include <fcntl.h>
@@ -107,6 +113,7 @@ struct Options {
     std::string wait = "hybrid";
     std::optional<double> timeout_seconds;
     bool lines = false;
+    bool resume = false;
 };
 
 std::chrono::nanoseconds timeout_of(const Options& options) {
@@ -119,17 +126,59 @@ std::string seconds_text(double seconds) {
     return buffer;
 }
 
+// --- leftovers and peers --------------------------------------------------------------------------
+
+// The peer's attach count when we attached, not counting a live peer: a peer that was already
+// dead then (a leftover continued with --resume) is waited for like a first one, not reported as
+// gone; a peer that attaches after it (or was alive) and then dies is.
+std::uint64_t g_peer_baseline = 0;
+
+std::uint64_t peer_baseline(const shmchan::ChannelInfo::Side& peer) {
+    return peer.alive && peer.attach_count > 0 ? peer.attach_count - 1 : peer.attach_count;
+}
+
+// --lines on one side only: the side that opens second is refused (framing mismatch) and marks
+// the channel; the waiting side's library wait then returns incompatible with the reason, and a
+// send that waits for input looks at the mark itself (the refusal count it saw at attach).
+std::uint32_t g_refusals_seen = 0;
+
+int fail_incompatible(const std::string& error) {
+    return fail(error + " (give --lines to both sides or to neither)");
+}
+
+std::string framing_text(std::uint32_t framing) { return framing == 2 ? "records (--lines)" : "raw bytes"; }
+
+// send, while it waits for input: was a would-be consumer refused since we attached?
+std::optional<int> consumer_refused(const std::string& name, const shmchan::ChannelInfo& info) {
+    if (info.framing_refusals == g_refusals_seen || (info.refused_framing & 0x100) != 0) return std::nullopt;
+    return fail_incompatible("channel " + name + ": a consumer was refused: it asked for " +
+                             framing_text(info.refused_framing & 0xff) + ", the channel carries " +
+                             framing_text(static_cast<std::uint32_t>(info.framing)));
+}
+
+// attach() removed a leftover (default, without --resume): one line saying so.
+void report_leftover(const std::string& name, const std::string& discarded) {
+    if (discarded.empty()) return;
+    std::fprintf(stderr,
+                 "shm-pipe: channel %s was left over by an earlier run that did not end its stream (%s): "
+                 "starting fresh (--resume continues it)\n",
+                 name.c_str(), discarded.c_str());
+}
+
 // --- send ----------------------------------------------------------------------------------------
 
-// The consumer attached at some point and is gone now. A channel that never had a consumer is
-// not an error: send waits for one.
+// A consumer attached since we did (or was attached then) and is gone now. A channel that never
+// had a consumer is not an error: send waits for one.
 bool consumer_went_away(const shmchan::Producer& producer) {
     if (producer.consumer_alive()) return false;
-    return producer.info().consumer.attach_count > 0;
+    return producer.info().consumer.attach_count > g_peer_baseline;
 }
 
 int run_send(const Options& options, const shmchan::ChannelOptions& channel_options) {
     auto producer = shmchan::Producer::attach(options.name, channel_options);
+    report_leftover(options.name, producer.discarded_leftover());
+    g_peer_baseline = peer_baseline(producer.info().consumer);
+    g_refusals_seen = producer.info().framing_refusals;
     const std::string& name = options.name;
     auto consumer_gone = [&] { return fail("consumer of channel " + name + " died or went away"); };
 
@@ -140,6 +189,7 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
 
     auto acquire_failed = [&](shmchan::Status status) -> int {
         if (status == shmchan::Status::peer_died) return consumer_gone();
+        if (status == shmchan::Status::incompatible) return fail_incompatible(producer.last_error());
         if (status == shmchan::Status::corrupt) {
             return fail("channel " + name + " is corrupt: " + producer.last_error());
         }
@@ -170,6 +220,10 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
                 case shmchan::Status::timed_out:
                 case shmchan::Status::interrupted:  // the loop head acts on the signal
                 case shmchan::Status::would_block:
+                    continue;
+                case shmchan::Status::peer_died:
+                    if (consumer_went_away(producer)) return acquire_failed(status);
+                    static_cast<void>(producer.wait_for_peer(slice));  // the leftover's dead consumer: wait for a new one (the next call reports what ended the wait)
                     continue;
                 default:
                     return acquire_failed(status);
@@ -208,6 +262,7 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
             if (Clock::now() - last_liveness_check >= kSlice) {
                 last_liveness_check = Clock::now();
                 if (consumer_went_away(producer)) return consumer_gone();
+                if (auto refused = consumer_refused(name, producer.info())) return *refused;
             }
             pollfd input{STDIN_FILENO, POLLIN, 0};
             int ready = ::poll(&input, 1, static_cast<int>(kSlice / 1ms));
@@ -278,6 +333,12 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
 
 // --- recv ----------------------------------------------------------------------------------------
 
+// A producer attached since we did (or was attached then) and is gone now.
+bool producer_went_away(const shmchan::Consumer& consumer) {
+    if (consumer.producer_alive()) return false;
+    return consumer.info().producer.attach_count > g_peer_baseline;
+}
+
 enum class WriteResult { ok, interrupted, closed, failed };
 
 WriteResult write_all(const std::byte* data, std::size_t size, int& error) {
@@ -305,6 +366,8 @@ WriteResult write_all(const std::byte* data, std::size_t size, int& error) {
 
 int run_recv(const Options& options, const shmchan::ChannelOptions& channel_options) {
     auto consumer = shmchan::Consumer::attach(options.name, channel_options);
+    report_leftover(options.name, consumer.discarded_leftover());
+    g_peer_baseline = peer_baseline(consumer.info().producer);
     const std::string& name = options.name;
     shmchan::ReadableSegment segment;
 
@@ -355,9 +418,13 @@ int run_recv(const Options& options, const shmchan::ChannelOptions& channel_opti
                 consumer.remove_channel();
                 return kExitOk;
             case shmchan::Status::peer_died:
-                return fail("producer of channel " + name + " died before end of stream");
+                if (producer_went_away(consumer)) return fail("producer of channel " + name + " died before end of stream");
+                static_cast<void>(consumer.wait_for_peer(slice));  // the leftover's dead producer: wait for a new one (the next call reports what ended the wait)
+                break;
             case shmchan::Status::corrupt:
                 return fail("channel " + name + " is corrupt: " + consumer.last_error());
+            case shmchan::Status::incompatible:
+                return fail_incompatible(consumer.last_error());
             default:
                 return fail("channel " + name + ": read failed: " + consumer.last_error());
         }
@@ -397,9 +464,13 @@ int wait_in_slices(const Options& options, shmchan::RecordWriter& writer, Attemp
                 }
                 continue;
             case shmchan::Status::peer_died:
-                return fail("consumer of channel " + name + " died or went away");
+                if (consumer_went_away(writer.producer())) return fail("consumer of channel " + name + " died or went away");
+                static_cast<void>(writer.producer().wait_for_peer(slice));  // the leftover's dead consumer: wait for a new one (the next call reports what ended the wait)
+                continue;
             case shmchan::Status::too_large:
                 return fail("a line of channel " + name + " is too long: " + writer.last_error());
+            case shmchan::Status::incompatible:
+                return fail_incompatible(writer.last_error());
             default:
                 return fail("channel " + name + ": write failed (" + shmchan::to_string(status) + "): " +
                             writer.last_error());
@@ -409,6 +480,9 @@ int wait_in_slices(const Options& options, shmchan::RecordWriter& writer, Attemp
 
 int run_send_lines(const Options& options, const shmchan::ChannelOptions& channel_options) {
     auto writer = shmchan::RecordWriter::attach(options.name, channel_options);
+    report_leftover(options.name, writer.producer().discarded_leftover());
+    g_peer_baseline = peer_baseline(writer.producer().info().consumer);
+    g_refusals_seen = writer.producer().info().framing_refusals;
     const std::string& name = options.name;
     std::vector<char> input(64 * 1024);
     std::string pending;  // a line that goes on past the input buffer
@@ -458,6 +532,7 @@ int run_send_lines(const Options& options, const shmchan::ChannelOptions& channe
                 if (Clock::now() - last_liveness_check >= kSlice) {
                     last_liveness_check = Clock::now();
                     if (consumer_went_away(writer.producer())) return fail("consumer of channel " + name + " died or went away");
+                    if (auto refused = consumer_refused(name, writer.producer().info())) return *refused;
                 }
                 int ready = ::poll(&input_ready, 1, static_cast<int>(kSlice / 1ms));
                 if (ready > 0) break;
@@ -498,6 +573,8 @@ int run_send_lines(const Options& options, const shmchan::ChannelOptions& channe
 
 int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channel_options) {
     auto reader = shmchan::RecordReader::attach(options.name, channel_options);
+    report_leftover(options.name, reader.consumer().discarded_leftover());
+    g_peer_baseline = peer_baseline(reader.consumer().info().producer);
     const std::string& name = options.name;
     std::vector<std::byte> output;
     output.reserve(64 * 1024);
@@ -568,10 +645,15 @@ int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channe
                 return kExitOk;
             case shmchan::Status::peer_died:
                 if (int code = flush_output(); code != kExitOk) return code;
-                return fail("producer of channel " + name + " died before end of stream");
+                if (producer_went_away(reader.consumer())) return fail("producer of channel " + name + " died before end of stream");
+                static_cast<void>(reader.consumer().wait_for_peer(kSlice));  // the leftover's dead producer: wait for a new one (the next call reports what ended the wait)
+                break;
             case shmchan::Status::corrupt:
                 flush_output();
                 return fail("channel " + name + " is corrupt: " + reader.last_error());
+            case shmchan::Status::incompatible:
+                flush_output();
+                return fail_incompatible(reader.last_error());
             default:
                 flush_output();
                 return fail("channel " + name + ": read failed (" + shmchan::to_string(status) + "): " + reader.last_error());
@@ -599,6 +681,10 @@ void add_common_options(CLI::App& command, Options& options) {
                 return {};
             },
             "SECONDS"));
+    command.add_flag("--resume", options.resume,
+                     "continue a channel left over by an earlier run that did not end its stream (a side died "
+                     "or gave up) instead of starting fresh: recv reads what it left unread (at least once) "
+                     "and waits for a new producer; send continues its stream and waits for a new consumer");
     command.add_flag("--lines", options.lines,
                      "one record per line (the records layer: a long line spans segments); recv writes each "
                      "record and a newline");
@@ -652,6 +738,7 @@ int main(int argc, char** argv) {
 
     shmchan::ChannelOptions channel_options;
     channel_options.framing = options.lines ? shmchan::Framing::records : shmchan::Framing::raw_bytes;
+    channel_options.on_leftover = options.resume ? shmchan::OnLeftover::resume : shmchan::OnLeftover::fresh;
     if (options.segment_size) {
         if (*options.segment_size > std::numeric_limits<std::uint32_t>::max()) {
             return fail("--segment-size " + std::to_string(*options.segment_size) + " is too large", kExitUsage);
@@ -683,6 +770,7 @@ int main(int argc, char** argv) {
         if (code == shmchan::Errc::bad_name || code == shmchan::Errc::bad_options) {
             return fail(error.what(), kExitUsage);
         }
+        if (code == shmchan::Errc::framing_mismatch) return fail_incompatible(error.what());
         if (code == shmchan::Errc::stream_ended) {
             return fail("channel " + options.name + " has already ended: receive or remove it first");
         }

@@ -3,12 +3,15 @@
 #include "channels/detail/channel_file.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <thread>
 
+#include "channels/detail/framing_refusal.hpp"
+#include "channels/detail/leftover.hpp"
 #include "shm/process.hpp"
 
 namespace shmchan {
@@ -170,12 +173,17 @@ void initialize_header(L::ChannelHeader& header, const ChannelOptions& options) 
     L::store_release(header.identity.abi_version, L::kAbiVersion);
 }
 
-OpenChannel open_or_create(const std::string& name, const ChannelOptions& options) {
+OpenChannel open_or_create(const std::string& name, const ChannelOptions& options, bool as_producer) {
     validate_options(name, options);
     const std::string path = shm::region_path(name, L::kChannelFilePrefix);
     shm::AccessPolicy policy{options.mode, options.allowed_owner};
     const std::uint64_t size = L::region_bytes(options.segment_size.value_or(L::kDefaultSegmentSize),
                                                options.segment_count.value_or(L::kDefaultSegmentCount));
+
+    std::string discarded;
+    // A leftover that stays busy (held by openers only) this long is opened as it is.
+    const std::uint64_t leftover_deadline =
+        shm::monotonic_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(options.ready_timeout.count(), 0));
 
     for (int attempt = 0; attempt < kMaxRestarts; ++attempt) {
         shm::Region region;
@@ -243,6 +251,21 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
             continue;
         }
         if (region.unlinked_or_replaced()) continue;
+        // Before the geometry checks: a leftover of another geometry or framing is replaced too.
+        if (!created && options.on_leftover == OnLeftover::fresh) {
+            LeftoverCheck leftover = discard_if_leftover(region);
+            if (leftover.outcome == LeftoverCheck::Outcome::discarded) {
+                discarded = std::move(leftover.what);
+                continue;  // removed: create a fresh one (or open a racing creator's)
+            }
+            if (leftover.outcome == LeftoverCheck::Outcome::busy && shm::monotonic_ns() < leftover_deadline) {
+                // Another opener holds it and no side does yet: let go, look again. Staggered by
+                // pid so that two openers deciding the same thing do not keep colliding.
+                std::this_thread::sleep_for(std::chrono::microseconds(500 + ::getpid() % 1000));  // setup path
+                --attempt;  // bounded by the deadline, not by kMaxRestarts
+                continue;
+            }
+        }
 
         if (options.segment_size && *options.segment_size != geometry.segment_size) {
             throw Error(Errc::geometry_mismatch,
@@ -260,12 +283,14 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
                             " consumer slots, not " + std::to_string(*options.consumers));
         }
         if (static_cast<std::uint32_t>(options.framing) != geometry.framing) {
+            // Tell a peer that waits for this side that it will not come (framing_refusal.hpp).
+            mark_framing_refusal(region, as_producer, static_cast<std::uint32_t>(options.framing));
             auto framing_name = [](std::uint32_t f) { return f == 1 ? "raw bytes" : "records"; };
             throw Error(Errc::framing_mismatch,
                         describe_channel(name) + " carries " + framing_name(geometry.framing) + ", not " +
                             framing_name(static_cast<std::uint32_t>(options.framing)));
         }
-        return OpenChannel{std::move(region), geometry};
+        return OpenChannel{std::move(region), geometry, std::move(discarded)};
     }
     throw Error(Errc::not_ready, describe_channel(name) + ": removed again on every one of " +
                                      std::to_string(kMaxRestarts) + " attempts to open it");
@@ -299,6 +324,8 @@ ChannelInfo read_info(const std::string& name, const shm::Region& region, Self s
     }
     info.end_of_stream = layout::load_relaxed(header.producer.end_of_stream) != 0;
     info.removed = layout::load_relaxed(header.control.removed) != 0;
+    info.framing_refusals = layout::load_relaxed(header.control.framing_refusals);
+    info.refused_framing = layout::load_relaxed(header.control.refused_framing);
     info.buffer_timeout_ns = layout::load_relaxed(header.producer.buffer_timeout_ns);
     info.flush_word = layout::load_relaxed(header.producer.flushed);
     info.resume_word = layout::load_relaxed(header.consumers[0].position.resume_point);

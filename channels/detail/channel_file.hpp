@@ -53,9 +53,11 @@ void initialize_header(layout::ChannelHeader& header, const ChannelOptions& opti
 struct OpenChannel {
     shm::Region region;
     Geometry geometry;
+    std::string discarded_leftover;  // on_leftover = fresh: what the removed leftover held
 };
-// Creates channel `name` or opens it, as the options say; throws Error on any problem.
-OpenChannel open_or_create(const std::string& name, const ChannelOptions& options);
+// Creates channel `name` or opens it, as the options say, for the side `as_producer` says (a
+// framing refusal names it: detail/framing_refusal.hpp); throws Error on any problem.
+OpenChannel open_or_create(const std::string& name, const ChannelOptions& options, bool as_producer);
 
 // `self`: the side the caller holds (its own lock does not conflict with itself), if any.
 enum class Self { none, producer, consumer };
