@@ -223,7 +223,7 @@ int run_send(const Options& options, const shmchan::ChannelOptions& channel_opti
                     continue;
                 case shmchan::Status::peer_died:
                     if (consumer_went_away(producer)) return acquire_failed(status);
-                    static_cast<void>(producer.wait_for_peer(slice));  // the leftover's dead consumer: wait for a new one (the next call reports what ended the wait)
+                    static_cast<void>(producer.wait_for_peer(slice));  // a new consumer; the next call reports the rest
                     continue;
                 default:
                     return acquire_failed(status);
@@ -419,7 +419,7 @@ int run_recv(const Options& options, const shmchan::ChannelOptions& channel_opti
                 return kExitOk;
             case shmchan::Status::peer_died:
                 if (producer_went_away(consumer)) return fail("producer of channel " + name + " died before end of stream");
-                static_cast<void>(consumer.wait_for_peer(slice));  // the leftover's dead producer: wait for a new one (the next call reports what ended the wait)
+                static_cast<void>(consumer.wait_for_peer(slice));  // a new producer; the next call reports the rest
                 break;
             case shmchan::Status::corrupt:
                 return fail("channel " + name + " is corrupt: " + consumer.last_error());
@@ -465,7 +465,7 @@ int wait_in_slices(const Options& options, shmchan::RecordWriter& writer, Attemp
                 continue;
             case shmchan::Status::peer_died:
                 if (consumer_went_away(writer.producer())) return fail("consumer of channel " + name + " died or went away");
-                static_cast<void>(writer.producer().wait_for_peer(slice));  // the leftover's dead consumer: wait for a new one (the next call reports what ended the wait)
+                static_cast<void>(writer.producer().wait_for_peer(slice));  // a new consumer; the next call reports the rest
                 continue;
             case shmchan::Status::too_large:
                 return fail("a line of channel " + name + " is too long: " + writer.last_error());
@@ -646,7 +646,7 @@ int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channe
             case shmchan::Status::peer_died:
                 if (int code = flush_output(); code != kExitOk) return code;
                 if (producer_went_away(reader.consumer())) return fail("producer of channel " + name + " died before end of stream");
-                static_cast<void>(reader.consumer().wait_for_peer(kSlice));  // the leftover's dead producer: wait for a new one (the next call reports what ended the wait)
+                static_cast<void>(reader.consumer().wait_for_peer(kSlice));  // a new producer; the next call reports the rest
                 break;
             case shmchan::Status::corrupt:
                 flush_output();
