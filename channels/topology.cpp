@@ -209,12 +209,14 @@ struct InputGate::State {
         for (std::uint32_t i = 0; i < count; ++i) {
             if (is_ended[i]) continue;
             Consumer& consumer = readers[i].consumer();
+            // The attach count before the lock test: a producer takes its lock before it counts
+            // itself, so one that attaches in between is seen alive or not counted (never taken
+            // for a dead one).
+            const std::uint64_t attaches = consumer.info().producer.attach_count;
             if (consumer.producer_alive()) continue;
-            // A producer that ended its stream and left is not dead: its end of stream is still
-            // to be read (the channel may be held by barrier alignment).
-            ChannelInfo info = consumer.info();
-            if (info.end_of_stream) continue;
-            std::uint64_t attaches = info.producer.attach_count;
+            // The end of the stream after it: a producer that ended its stream and left is not
+            // dead, its end is still to be read (the channel may be held by barrier alignment).
+            if (consumer.info().end_of_stream) continue;
             if (attaches == 0 || attaches == dead_reported[i]) continue;
             dead_reported[i] = attaches;
             channel = i;
