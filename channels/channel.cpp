@@ -155,10 +155,12 @@ public:
     // found no lock holder after arming its word is woken); the backstop re-checks the header
     // every liveness interval. ok; timed_out; interrupted (a signal handler ran while we slept);
     // peer_died (a peer attached and went away again before we saw it alive: its attach count
-    // moved, which it stores after taking its lock); corrupt (the header failed validation).
+    // moved, which it stores after taking its lock); corrupt (the header failed validation);
+    // end_of_stream (consumer: the stream has ended, so no producer can attach; read what is left).
     Status wait_for_peer(std::uint64_t timeout_ns) {
         const std::uint64_t attaches_before = side().peer_attaches();
         auto attempt = [&] {
+            if (side().no_peer_can_come()) return Status::end_of_stream;
             if (side().peer_alive()) {
                 peer_known_dead_ = false;
                 return Status::ok;
@@ -169,7 +171,7 @@ public:
                                       diagnostics_.subject + " attached and went away again while we waited";
             return Status::peer_died;
         };
-        if (attempt() == Status::ok) return Status::ok;
+        if (Status first = attempt(); first != Status::would_block) return first;
         if (timeout_ns == 0) return Status::timed_out;
         const std::uint64_t start = shm::monotonic_ns();
         const std::uint64_t deadline = timeout_ns == kNoDeadline ? kNoDeadline : start + timeout_ns;
@@ -345,6 +347,9 @@ public:
         return true;
     }
 
+    // A producer waits for a consumer even after its end of stream: the data is still to be read.
+    bool no_peer_can_come() const noexcept { return false; }
+
     // Every consumer slot's lock is held.
     bool peer_alive() const {
         for (std::uint32_t i = 0; i < memory_.consumer_slots; ++i) {
@@ -471,6 +476,9 @@ public:
     }
 
     bool peer_alive() const { return open_.region.lock_held_by_other(L::kProducerLockByte, shm::LockKind::shared); }
+    // An ended stream refuses every producer (rule 4). Acquire: pairs with end_stream's release,
+    // though only the flag itself is used here.
+    bool no_peer_can_come() const noexcept { return L::load_acquire(header_->producer.end_of_stream) != 0; }
 
     // would_block: keep waiting (producer alive, or never had one); peer_died.
     Status check_peer() { return check_attachment(header_->producer_attachment, "producer"); }

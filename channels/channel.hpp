@@ -272,7 +272,8 @@ public:
 
     // After peer_died, or before the first producer: waits until a live producer is attached,
     // for at most `timeout` (negative: no limit); as Producer::wait_for_peer. The new producer
-    // resumes the stream where the old one stopped.
+    // resumes the stream where the old one stopped. end_of_stream: the stream has ended, so no
+    // producer can attach again (what is still unread can be read).
     Status wait_for_peer(std::chrono::nanoseconds timeout);
 
     bool producer_alive() const;  // a syscall: not for every record
