@@ -26,6 +26,10 @@
 
 #include "channel_support.hpp"
 
+#ifndef SHMCHAN_SHM_INSPECT_PATH
+#error "SHMCHAN_SHM_INSPECT_PATH must name the shm-inspect binary"
+#endif
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -173,6 +177,44 @@ TEST_CASE("a 0600 channel cannot be opened or inspected by another user") {
     CHECK(as_user(users().b, [&] { return throw_code([&] { Producer::attach(name, allow_a); }); }) == kThrewDenied);
     CHECK(as_user(users().b, [&] { return throw_code([&] { inspect(name, allow_a); }); }) == kThrewDenied);
     // The owner still reads it whole.
+    CHECK(as_user(users().a, [&] {
+              auto consumer = Consumer::attach(name);
+              ReadableSegment in;
+              for (int i = 0; i < 3; ++i) {
+                  if (consumer.read_for(in, 10s) != Status::ok) return 1;
+              }
+              return consumer.read_for(in, 10s) == Status::end_of_stream ? 0 : 2;
+          }) == 0);
+}
+
+TEST_CASE("shm-inspect run by another user shows a 0600 channel as foreign and changes nothing") {
+    REQUIRE_USERS();
+    ChannelDirectory dir(01777);
+    const std::string name = unique_name("users-inspect");
+    REQUIRE(as_user(users().a, [&] { return make_ended_channel(name, geometry(4096, 4)); }) == 0);
+    const std::string before = slurp(dir.channel(name));
+    // Each run as user b: the exit code, and whether its output says what we expect.
+    auto inspect_as_b = [&](std::vector<std::string> args, const std::string& expected_out,
+                            const std::string& expected_err) {
+        args.insert(args.begin(), SHMCHAN_SHM_INSPECT_PATH);
+        return as_user(users().b, [&] {
+            ProgramRun run = run_program(args);
+            if (run.code < 0) return 80;  // hung or crashed
+            if (run.out.find(expected_out) == std::string::npos) return 81;
+            if (run.err.find(expected_err) == std::string::npos) return 82;
+            return run.code;
+        });
+    };
+    CHECK(inspect_as_b({"list"}, name, "") == 0);
+    CHECK(inspect_as_b({"list", "--json"}, "\"foreign\"", "") == 0);
+    CHECK(inspect_as_b({"metrics"}, "state=\"foreign\"", "") == 0);
+    CHECK(inspect_as_b({"show", name}, "", "shm-inspect: ") == 1);
+    CHECK(inspect_as_b({"peek", name}, "", "shm-inspect: ") == 1);
+    CHECK(inspect_as_b({"gc"}, "", "kept " + name) == 0);
+    // --all: b cannot look at the file's locks (nor unlink it from the sticky directory): kept.
+    CHECK(inspect_as_b({"gc", "--all"}, "", "kept " + name) == 0);
+    CHECK(slurp(dir.channel(name)) == before);
+    // Its owner still reads the stream whole.
     CHECK(as_user(users().a, [&] {
               auto consumer = Consumer::attach(name);
               ReadableSegment in;

@@ -1491,12 +1491,17 @@ int run_gc(const GcOptions& options) {
         std::fprintf(stderr, "shm-inspect: kept %s: %s\n", s.name.c_str(), why.c_str());
     };
     for (const auto& s : all) {
-        if (!s.stale) {  // a live process holds it, or it is being created
-            if (!options.names.empty()) keep(s, "a live process holds it");
-            continue;
-        }
+        // Another user's file, whether or not we could look at its locks.
         if (s.state == "foreign" && !options.all) {
             keep(s, s.reason + "; --all removes it");
+            continue;
+        }
+        if (!s.stale) {  // a live process holds it, or it is being created, or we cannot look
+            if (s.state == "foreign") {
+                keep(s, s.reason + "; whether a live process holds it cannot be checked");
+            } else if (!options.names.empty()) {
+                keep(s, "a live process holds it");
+            }
             continue;
         }
         if (s.state != "foreign" && ::geteuid() != 0 && s.owner != ::geteuid()) {
