@@ -98,7 +98,8 @@ struct ChannelOptions {
     // at most this much CPU per wait that ends in a sleep. Each handle adapts its spin within it
     // (detail/waiter.hpp, SpinBudget): a spin that runs out halves the next one, a spin that is
     // answered lets it grow back, so that on a machine whose cores are scarce the waits park at
-    // once instead of holding a core the peer needs.
+    // once instead of holding a core the peer needs; a spin that loses its own core to another
+    // task for a scheduler slice stops the handle's spinning for 100 ms.
     std::chrono::nanoseconds spin_budget = std::chrono::microseconds(50);
     // How often a waiting side re-checks the peer's liveness and the header (the futex sleep's
     // timeout, a backstop against a lost wake-up, and the bound on noticing a dead peer).

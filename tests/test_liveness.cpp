@@ -434,4 +434,44 @@ TEST_CASE("a hybrid consumer whose producer is stopped (SIGSTOP) parks: it costs
     CHECK(consumer.exit_code() == 0);
 }
 
+TEST_CASE("a hybrid waiter that loses its core while it spins parks rather than spinning on") {
+    const std::string name = test::unique_name("lost-core");
+    ChannelOptions options = test::geometry(4096, 4);
+    options.spin_budget = 30s;  // a spin that nothing but a lost core would cut short
+    test::Child consumer([&] {
+        auto c = Consumer::attach(name, options);
+        ReadableSegment in;
+        CHILD_EXPECT(c.read_for(in, 60s) == Status::ok);
+        return 0;
+    });
+    // It waits, spinning. Stopped for longer than a slice, it must park once it runs again. (On a
+    // loaded machine its spin may lose the core by itself first: a park as well. Spinning through,
+    // as the configured budget allows, would not park for 30 s.)
+    REQUIRE(test::eventually([&] {
+        try {
+            return shmchan::inspect(name).consumer_counters.waiting_since_ns != 0;
+        } catch (const shmchan::Error&) {
+            return false;  // not created yet
+        }
+    }, 10s));
+    if (shmchan::inspect(name).consumer_counters.parks == 0) {
+        REQUIRE(::kill(consumer.pid(), SIGSTOP) == 0);
+        REQUIRE(test::eventually([&] {
+            const std::string stat = test::read_whole_file("/proc/" + std::to_string(consumer.pid()) + "/stat");
+            const std::size_t end_of_name = stat.rfind(')');
+            return end_of_name != std::string::npos && stat.compare(end_of_name + 2, 1, "T") == 0;
+        }, 10s));
+        // Stopped for at least 2 ms: it cannot run meanwhile, so its clock sees a gap that long.
+        const auto stopped_at = std::chrono::steady_clock::now();
+        while (std::chrono::steady_clock::now() - stopped_at < 2ms) std::this_thread::sleep_for(1ms);
+        REQUIRE(::kill(consumer.pid(), SIGCONT) == 0);
+    }
+    CHECK(test::eventually([&] { return shmchan::inspect(name).consumer_counters.parks >= 1; }, 10s));
+    auto p = Producer::attach(name, options);
+    WritableSegment out;
+    REQUIRE(p.acquire_for(out, 10s) == Status::ok);
+    REQUIRE(p.publish(8) == Status::ok);
+    CHECK(consumer.exit_code() == 0);
+}
+
 }  // TEST_SUITE

@@ -537,21 +537,21 @@ TEST_CASE("the backstop runs while parked and its status ends the wait; a deadli
 TEST_CASE("the hybrid budget halves when spins run out, parks at once below 1 us, probes, grows back") {
     detail::SpinBudget budget;
     constexpr std::uint64_t kConfigured = 50'000;
-    CHECK(budget.next(kConfigured) == kConfigured);  // nothing learnt: the configured budget
+    CHECK(budget.next(kConfigured, 0) == kConfigured);  // nothing learnt: the configured budget
     budget.spun_out();
-    CHECK(budget.next(kConfigured) == kConfigured / 2);
+    CHECK(budget.next(kConfigured, 0) == kConfigured / 2);
     budget.spun_out();
-    CHECK(budget.next(kConfigured) == kConfigured / 4);
+    CHECK(budget.next(kConfigured, 0) == kConfigured / 4);
     // Six spins out: 50 us / 64 = 781 ns, under the minimum: no spin at all from then on.
     for (int i = 0; i < 4; ++i) {
         budget.spun_out();
-        budget.next(kConfigured);
+        budget.next(kConfigured, 0);
     }
     budget.spun_out();
     int parked_at_once = 0;
     std::uint64_t probe = 0;
     for (std::uint32_t i = 0; i < detail::SpinBudget::kProbeEvery; ++i) {
-        const std::uint64_t next = budget.next(kConfigured);
+        const std::uint64_t next = budget.next(kConfigured, 0);
         if (next == 0) ++parked_at_once;
         else probe = next;
         budget.spun_out();  // a wait that does not spin leaves the budget as it is
@@ -559,15 +559,32 @@ TEST_CASE("the hybrid budget halves when spins run out, parks at once below 1 us
     CHECK(parked_at_once == detail::SpinBudget::kProbeEvery - 1);
     CHECK(probe == kConfigured);  // every kProbeEvery-th wait spins the whole budget once
     // A probe that is answered after 3 us: the budget grows to 6 us, and spins again.
-    budget.next(kConfigured);
+    budget.next(kConfigured, 0);
     budget.answered_after(3'000, kConfigured);
     CHECK(budget.learnt() == 6'000);
-    CHECK(budget.next(kConfigured) == 6'000);
+    CHECK(budget.next(kConfigured, 0) == 6'000);
     // Never past the configured budget, however long the answer took.
     budget.answered_after(40'000, kConfigured);
-    CHECK(budget.next(kConfigured) == kConfigured);
+    CHECK(budget.next(kConfigured, 0) == kConfigured);
     // A smaller configured budget (a handle re-configured) bounds the learnt one.
-    CHECK(budget.next(10'000) == 10'000);
+    CHECK(budget.next(10'000, 0) == 10'000);
+}
+
+TEST_CASE("a spin that lost its core stops spinning for the quiet time, probes included, then learns anew") {
+    detail::SpinBudget budget;
+    constexpr std::uint64_t kConfigured = 50'000;
+    constexpr std::uint64_t kNow = 5'000'000'000;
+    budget.next(kConfigured, kNow);
+    budget.answered_after(3'000, kConfigured);
+    budget.preempted(kNow);
+    int spun = 0;
+    for (std::uint32_t i = 0; i < 4 * detail::SpinBudget::kProbeEvery; ++i) {
+        if (budget.next(kConfigured, kNow + i * 1'000'000ull) != 0) ++spun;  // one wait per ms
+        budget.spun_out();
+    }
+    CHECK(spun == 0);
+    CHECK(budget.next(kConfigured, kNow + detail::SpinBudget::kQuietNs - 1) == 0);
+    CHECK(budget.next(kConfigured, kNow + detail::SpinBudget::kQuietNs) == kConfigured);
 }
 
 TEST_CASE("hybrid waits that never end while spinning stop spinning; spin and park do not adapt") {
@@ -584,7 +601,7 @@ TEST_CASE("hybrid waits that never end while spinning stop spinning; spin and pa
     detail::SpinRate hybrid;
     for (int i = 0; i < 8; ++i) CHECK(timed_wait(hybrid, WaitStrategy::hybrid) == Status::timed_out);
     CHECK(hybrid.budget.learnt() < detail::SpinBudget::kMinSpinNs);
-    CHECK(hybrid.budget.next(20'000) == 0);
+    CHECK(hybrid.budget.next(20'000, shmchan::shm::monotonic_ns()) == 0);
 
     detail::SpinRate park;
     CHECK(timed_wait(park, WaitStrategy::park) == Status::timed_out);

@@ -149,17 +149,29 @@ struct WaitPlan {
 //  - a wait that ended while spinning after t ns lets it grow to 2t, within the configured budget;
 //  - a budget under kMinSpinNs is no spin at all (park at once), except that every kProbeEvery-th
 //    such wait spins the configured budget once (a probe: if it runs out, nothing changes), so
-//    that a machine that became free is noticed.
+//    that a machine that became free is noticed;
+//  - a spin that lost the core for a scheduler slice (two clock readings of the spin loop at
+//    least kPreemptedNs apart) shows that our own core is contended: another task wants it, and
+//    every spin from now on spends the share of the core the scheduler gives us, after which it
+//    runs the other task while our peer waits for us. Parking instead keeps that share for work,
+//    and a woken sleeper is run promptly (the scheduler favours a task that slept over one that
+//    ran). So no wait spins for kQuietNs after such a spin; then the budget is learnt anew.
 // Its state is the handle's own memory: nothing shared, no cost outside a wait.
 class SpinBudget {
 public:
     static constexpr std::uint64_t kMinSpinNs = 1000;
     static constexpr std::uint32_t kProbeEvery = 16;
+    static constexpr std::uint64_t kPreemptedNs = 500'000;   // under a slice of a CPU-bound task
+    static constexpr std::uint64_t kQuietNs = 100'000'000;   // no spinning after a preempted spin
 
-    // How long the next wait spins, given the configured budget.
-    std::uint64_t next(std::uint64_t configured) noexcept {
-        std::uint64_t budget = learnt_ < configured ? learnt_ : configured;
+    // How long the wait starting at `now` (monotonic ns) spins, given the configured budget.
+    std::uint64_t next(std::uint64_t configured, std::uint64_t now) noexcept {
         probing_ = false;
+        if (now < quiet_until_) {
+            last_ = 0;
+            return 0;
+        }
+        std::uint64_t budget = learnt_ < configured ? learnt_ : configured;
         if (budget < kMinSpinNs) {
             budget = 0;
             if (++skipped_ >= kProbeEvery) {
@@ -182,10 +194,18 @@ public:
         if (learnt_ < wanted) learnt_ = wanted;
         skipped_ = 0;
     }
+    // The wait of the last next() lost its core while spinning, found at `now`: no spinning for
+    // kQuietNs, then the budget is learnt anew.
+    void preempted(std::uint64_t now) noexcept {
+        quiet_until_ = now + kQuietNs;
+        learnt_ = kWaitForever;
+        skipped_ = 0;
+    }
     std::uint64_t learnt() const noexcept { return learnt_; }
 
 private:
     std::uint64_t learnt_ = kWaitForever;  // not learnt yet: the configured budget
+    std::uint64_t quiet_until_ = 0;        // no spinning before this (monotonic ns)
     std::uint64_t last_ = 0;
     std::uint32_t skipped_ = 0;  // waits that did not spin since the last probe
     bool probing_ = false;       // the last next() was a probe
@@ -212,7 +232,7 @@ Status spin_then_park(const WaitWords& words, const WaitPlan& plan, SpinRate& ra
                       std::uint64_t deadline, Attempt&& attempt, Backstop&& backstop) {
     std::uint64_t next_check = plan.first_check_ns != 0 ? plan.first_check_ns : start + plan.backstop_ns;
     const bool adaptive = plan.strategy == WaitStrategy::hybrid;
-    const std::uint64_t spin_budget = adaptive ? rate.budget.next(plan.spin_budget_ns) : plan.spin_budget_ns;
+    const std::uint64_t spin_budget = adaptive ? rate.budget.next(plan.spin_budget_ns, start) : plan.spin_budget_ns;
     const std::uint64_t spin_end = spin_until(plan.strategy, start, spin_budget);
     layout::store_relaxed(words.waiting_since_ns, start);
     auto account = [&](Status result, std::uint64_t waited_ns) {
@@ -235,17 +255,24 @@ Status spin_then_park(const WaitWords& words, const WaitPlan& plan, SpinRate& ra
     Status status = Status::would_block;
     std::uint64_t last_clock = start;
     std::uint32_t spins_at_last_clock = 0;
+    bool lost_core = false;
     const std::uint32_t spins = spin(
         [&] { return (status = attempt(false)) != Status::would_block; },
         [&](std::uint64_t now, std::uint32_t spun) {
             // A window in which we were preempted (a spin is tens of ns) says nothing about the
             // next spins: keep the last plausible figure.
-            const std::uint64_t per_spin = (now - last_clock) / (spun - spins_at_last_clock);
+            const std::uint64_t gap = now - last_clock;
+            const std::uint64_t per_spin = gap / (spun - spins_at_last_clock);
             if (per_spin <= SpinRate::kMaxPlausibleNs) rate.ns_per_spin = std::max<std::uint64_t>(1, per_spin);
+            // 64 spins take a few us: a gap of a scheduler slice is another task on our core.
+            if (adaptive && gap >= SpinBudget::kPreemptedNs) {
+                rate.budget.preempted(now);
+                lost_core = true;
+            }
             last_clock = now;
             spins_at_last_clock = spun;
             status = periodic(now);
-            return status != Status::would_block || now >= spin_end;
+            return status != Status::would_block || now >= spin_end || lost_core;
         },
         spin_end == start ? 1 : 0);  // park strategy: one look, no spinning
     if (spins != 0) {
@@ -254,7 +281,7 @@ Status spin_then_park(const WaitWords& words, const WaitPlan& plan, SpinRate& ra
         return account(status, waited);
     }
     if (status != Status::would_block) return finish(status);
-    if (adaptive) rate.budget.spun_out();
+    if (adaptive && !lost_core) rate.budget.spun_out();
 
     // Park phase.
     auto ready = [&] { return (status = attempt(true)) != Status::would_block; };

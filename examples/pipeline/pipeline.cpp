@@ -98,6 +98,7 @@ struct Config {
     std::uint64_t large_every = 100'000;
     std::size_t large_bytes = 256 * 1024;
     double transform_cost_ns = 0;
+    WaitStrategy wait = WaitStrategy::hybrid;  // every side's (the default)
     std::string prefix;
 };
 
@@ -128,9 +129,10 @@ void report_failure(Shared& shared, const std::string& what) {
 }
 
 int run_source(const Config& config, Shared& shared) {
-    auto writer = RecordWriter::attach(config.prefix + "-trades", [] {
+    auto writer = RecordWriter::attach(config.prefix + "-trades", [&] {
         ChannelOptions o;
         o.framing = Framing::records;
+        o.wait = config.wait;
         return o;
     }());
     std::vector<std::byte> report;
@@ -162,6 +164,7 @@ int run_source(const Config& config, Shared& shared) {
 int run_transform(const Config& config, Shared& shared) {
     ChannelOptions options;
     options.framing = Framing::records;
+    options.wait = config.wait;
     auto reader = RecordReader::attach(config.prefix + "-trades", options);
     auto writer = RecordWriter::attach(config.prefix + "-enriched", options);
     std::array<double, kSymbols.size()> volume{}, value{};
@@ -215,6 +218,7 @@ int run_transform(const Config& config, Shared& shared) {
 int run_sink(const Config& config, Shared& shared) {
     ChannelOptions options;
     options.framing = Framing::records;
+    options.wait = config.wait;
     auto reader = RecordReader::attach(config.prefix + "-enriched", options);
     std::uint64_t next_id = 0, reports = 0, barriers = 0, checksum = 1469598103934665603ull, mismatches = 0;
     std::vector<std::byte> expected_report;
@@ -336,7 +340,11 @@ int main(int argc, char** argv) {
     app.add_option("--large-bytes", config.large_bytes, "size of a report record")
         ->check(CLI::Range(std::size_t{1}, std::size_t{32} << 20));
     app.add_option("--transform-cost-ns", config.transform_cost_ns, "busy work per trade in the transform (to see backpressure)");
+    std::string wait = "hybrid";
+    app.add_option("--wait", wait, "wait strategy of every side: spin, hybrid (the default) or park")
+        ->check(CLI::IsMember({"spin", "hybrid", "park"}));
     CLI11_PARSE(app, argc, argv);
+    config.wait = wait == "spin" ? WaitStrategy::spin : wait == "park" ? WaitStrategy::park : WaitStrategy::hybrid;
 
     config.prefix = "pipeline-" + std::to_string(::getpid());
     void* memory = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
