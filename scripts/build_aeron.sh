@@ -16,7 +16,7 @@ if [[ $# -ne 2 ]]; then
     echo "usage: $0 TARBALL DEST" >&2
     exit 2
 fi
-tarball=$(realpath "$1")
+tarball=$(realpath -m "$1")
 dest=$2
 if [[ ! -f "$tarball" ]]; then
     echo "build_aeron: no such file: $tarball" >&2
