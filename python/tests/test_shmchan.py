@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 import numpy
 import pytest
@@ -136,19 +137,20 @@ def test_producer_killed_every_published_record_then_peer_died(peer, count):
 # ---- Waiting: the GIL, timeouts, Ctrl-C --------------------------------------------------------------
 
 def test_gil_is_released_while_a_read_waits():
-    # The read below can only return if the thread runs Python code while it waits.
-    with shmchan.RecordReader("gil") as reader, shmchan.RecordWriter("gil", buffer_timeout=0) as writer:
-        ran = []
-
+    # The thread writes only once the reader sleeps inside read(): it can run Python code (and
+    # the read can return) only if read() released the GIL while it waits.
+    with shmchan.RecordReader("gil", wait="park") as reader, shmchan.RecordWriter("gil", buffer_timeout=0) as writer:
         def other_thread():
-            ran.append(sum(range(1000)))
+            deadline = time.monotonic() + 30
+            while not shmchan.inspect("gil")["consumer"]["sleeping"] and time.monotonic() < deadline:
+                time.sleep(0.001)
             writer.write(b"from another thread")
 
         thread = threading.Thread(target=other_thread)
         thread.start()
         record = reader.read(timeout=60)
         thread.join()
-        assert ran and bytes(record) == b"from another thread"
+        assert bytes(record) == b"from another thread"
 
 
 def test_timed_calls_raise_timeout_error():
