@@ -58,10 +58,11 @@ def expected_checksum(count, size):
 
 # ---- Producers (child processes) ----------------------------------------------------------------
 
-def produce(transport, pattern, count, size, endpoint, ready):
+def produce(transport, pattern, count, size, endpoint, started, ready):
     pin(1)
     block = make_records(min(count, BATCH), size).reshape(-1, size)
     records = [bytes(block[i]) for i in range(len(block))] if pattern != "64B-numpy" else None
+    started.set()  # the interpreter's start and the records' making are not measured
     ready.wait()
     if transport == "shmchan":
         with shmchan.RecordWriter(endpoint) as w:
@@ -167,7 +168,7 @@ def consume(transport, pattern, count, size, endpoint):
 
 
 def run(context, transport, pattern, count, size):
-    ready = context.Event()
+    started, ready = context.Event(), context.Event()
     shm = None
     if transport == "shmchan":
         endpoint = f"python-bench-{os.getpid()}"
@@ -187,9 +188,11 @@ def run(context, transport, pattern, count, size):
         endpoint = (shm.name, slots, slot_bytes, filled, free)
     producer_end = endpoint[1] if transport == "pipe" else endpoint
     consumer_end = endpoint[0] if transport == "pipe" else endpoint
-    process = context.Process(target=produce, args=(transport, pattern, count, size, producer_end, ready))
+    process = context.Process(target=produce, args=(transport, pattern, count, size, producer_end, started, ready))
     process.start()
     pin(0)
+    if not started.wait(timeout=120):
+        raise RuntimeError(f"{transport} {pattern}: the producer did not start")
     if transport == "shmchan":
         consumer_end = shmchan_endpoint
     ready.set()
