@@ -293,3 +293,21 @@ def test_inspect_gives_the_fields_of_shm_inspect(channel_dir):
     with pytest.raises(shmchan.Error) as raised:
         shmchan.inspect("missing")
     assert raised.value.code == "ENOENT"
+
+
+def test_skip_through_resumes_exactly_once_after_a_reader_restart():
+    with shmchan.RecordWriter("skip") as writer:
+        for i in range(6):
+            writer.write(f"record {i}".encode())
+        writer.flush()
+        reader = shmchan.RecordReader("skip")
+        assert bytes(reader.read(timeout=30)) == b"record 0"
+        second = reader.read(timeout=30)
+        done = second.position  # stored with our state: records up to here are processed
+        assert bytes(second) == b"record 1"
+        del second
+        reader.close()  # as a crash after processing record 1: at-least-once would repeat it
+        with shmchan.RecordReader("skip") as again:
+            again.skip_through(done)
+            writer.end_stream()
+            assert [bytes(r) for r in again] == [f"record {i}".encode() for i in range(2, 6)]
