@@ -12,7 +12,10 @@ set -euo pipefail
 # doctest-dev: the test framework. libcli11-dev: command-line parsing of the tools.
 # help2man: the tools' man pages. pkg-config: the consumer test (scripts/consumer_test.sh) builds
 # a program with `pkg-config --cflags --libs shmchan`.
-packages=(cmake g++ make libboost-dev doctest-dev libcli11-dev help2man pkg-config)
+# python3-dev, pybind11-dev: the Python package (python/); python3-numpy, python3-pytest: its
+# tests (the package's numpy calls, pytest). gcc, the C compiler of the C API's test, comes with g++.
+packages=(cmake g++ make libboost-dev doctest-dev libcli11-dev help2man pkg-config
+          python3-dev pybind11-dev python3-numpy python3-pytest)
 if [[ $# -gt 0 ]]; then packages=("$@"); fi
 
 missing=()

@@ -14,7 +14,7 @@ soname=$(objdump -p "$lib" | awk '$1 == "SONAME" { print $2 }')
 symbols=$(nm -DC --defined-only "$lib" | cut -d' ' -f3-)
 for api in 'shmchan::version()' 'shmchan::Producer::attach(' 'shmchan::Consumer::attach(' \
            'shmchan::RecordWriter::attach(' 'shmchan::RecordReader::attach(' 'shmchan::InputGate::' \
-           'typeinfo for shmchan::Error'; do
+           'typeinfo for shmchan::Error' 'shmchan_writer_attach' 'shmchan_read'; do
     grep -qF "$api" <<<"$symbols" || fail "does not export $api"
 done
 if grep -E '^((typeinfo( name)? for |vtable for )?shmchan::shm::)' <<<"$symbols"; then fail "exports internals of shmchan::shm (above)"; fi
