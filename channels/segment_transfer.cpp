@@ -60,6 +60,16 @@ Status SegmentSource::release_until(std::uint64_t position) {
     if (position <= released_) return Status::ok;
     detail::ConsumerHooks hooks(*consumer_);
     Status status = hooks.release_until(position, 0, 0, detail::ReadProgress{});
+    if (status == Status::invalid_call && position - released_ <= segments_) {
+        // Segments we have not looked at (a restarted source whose far end had them already):
+        // a view of the last one loads the producer's position, then they can be released.
+        detail::SegmentView view;
+        if (Status seen = hooks.try_view(position - 1, view); seen != Status::ok) {
+            error_ = "segment " + std::to_string(position - 1) + " is not published here (" + to_string(seen) + ")";
+            return Status::invalid_call;
+        }
+        status = hooks.release_until(position, 0, 0, detail::ReadProgress{});
+    }
     if (status == Status::ok) released_ = position;
     return status;
 }

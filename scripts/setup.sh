@@ -12,7 +12,8 @@ set -euo pipefail
 # doctest-dev: the test framework. libcli11-dev: command-line parsing of the tools.
 # help2man: the tools' man pages. pkg-config: the consumer test (scripts/consumer_test.sh) builds
 # a program with `pkg-config --cflags --libs shmchan`. libzmq3-dev: shm-bridge (ZeroMQ).
-packages=(cmake g++ make libboost-dev doctest-dev libcli11-dev help2man pkg-config libzmq3-dev)
+# iproute2: `ip netns`, the bridge's tests across network namespaces.
+packages=(cmake g++ make libboost-dev doctest-dev libcli11-dev help2man pkg-config libzmq3-dev iproute2)
 if [[ $# -gt 0 ]]; then packages=("$@"); fi
 
 missing=()

@@ -162,21 +162,21 @@ inline std::optional<std::string> decode(const void* message, std::size_t size, 
 }
 
 // Encoding: a header (and body) appended to `out`, which the caller sends as one message.
-inline void encode_header(std::vector<std::byte>& out, FrameType type, std::uint16_t flags, std::uint32_t channel,
-                          std::uint64_t position, std::uint32_t credits, std::size_t body_length) {
-    FrameHeader h{kWireMagic, kWireVersion, static_cast<std::uint8_t>(type), flags, channel,
-                  static_cast<std::uint32_t>(body_length), position, credits, 0};
-    const auto* bytes = reinterpret_cast<const std::byte*>(&h);
-    out.insert(out.end(), bytes, bytes + sizeof h);
+inline void append_bytes(std::vector<std::byte>& out, const void* data, std::size_t size) {
+    if (size == 0) return;
+    const std::size_t old = out.size();
+    out.resize(old + size);
+    std::memcpy(out.data() + old, data, size);
 }
 template <class T>
 inline void append(std::vector<std::byte>& out, const T& value) {
-    const auto* bytes = reinterpret_cast<const std::byte*>(&value);
-    out.insert(out.end(), bytes, bytes + sizeof value);
+    append_bytes(out, &value, sizeof value);
 }
-inline void append_bytes(std::vector<std::byte>& out, const void* data, std::size_t size) {
-    const auto* bytes = static_cast<const std::byte*>(data);
-    out.insert(out.end(), bytes, bytes + size);
+inline void encode_header(std::vector<std::byte>& out, FrameType type, std::uint16_t flags, std::uint32_t channel,
+                          std::uint64_t position, std::uint32_t credits, std::size_t body_length) {
+    const FrameHeader h{kWireMagic, kWireVersion, static_cast<std::uint8_t>(type), flags, channel,
+                        static_cast<std::uint32_t>(body_length), position, credits, 0};
+    append(out, h);
 }
 
 }  // namespace shmchan::bridge

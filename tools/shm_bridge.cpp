@@ -36,6 +36,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -204,6 +205,7 @@ public:
         // Flow is bounded by credits; the high-water marks are a backstop.
         socket_.set(ZMQ_RCVHWM, 1024);
         socket_.set(ZMQ_SNDHWM, 1024);
+        socket_.set(ZMQ_ROUTER_HANDOVER, 1);  // a forwarder that reconnects keeps its routing id
         if (!options.curve_server_key.empty()) {
             CurveKeys keys = read_keys(options.curve_server_key);
             socket_.set(ZMQ_CURVE_SERVER, 1);
@@ -526,6 +528,14 @@ public:
         socket_.set(ZMQ_SNDHWM, hwm);
         socket_.set(ZMQ_RCVHWM, hwm);
         socket_.set(ZMQ_IMMEDIATE, 1);  // nothing queues toward a link that is not up
+        // One routing id for this process's connections: after a reconnect serve knows us as
+        // the same forwarder (it hands the id over to the new connection).
+        {
+            std::random_device random;
+            char id[32];
+            std::snprintf(id, sizeof id, "fwd-%08x%08x", random(), random());
+            socket_.set_bytes(ZMQ_ROUTING_ID, id);
+        }
         socket_.set(ZMQ_RECONNECT_IVL, 100);
         socket_.set(ZMQ_RECONNECT_IVL_MAX, 1000);
         if (!options.curve_server_key.empty() || !options.curve_client_key.empty()) {
