@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -302,11 +303,15 @@ int resilient_raw_consumer(const std::string& dir, const std::string& name, cons
 
 // A local producer that survives the forwarder's restart: writes `input` in full segments; on
 // peer_died (the forwarder was killed) it waits for the next consumer and goes on.
-int resilient_raw_producer(const std::string& name, const std::string& input) {
+// With `allowed`, it publishes segment i only once *allowed > i (the test paces the stream).
+int resilient_raw_producer(const std::string& name, const std::string& input,
+                           const std::atomic<std::uint64_t>* allowed = nullptr) {
     auto producer = shmchan::Producer::attach(name);
     shmchan::WritableSegment segment;
     std::size_t offset = 0;
+    std::uint64_t published = 0;
     while (offset < input.size()) {
+        while (allowed && allowed->load() <= published) ::usleep(1000);  // waits for the test's go
         shmchan::Status status = producer.acquire(segment);
         if (status == shmchan::Status::peer_died) {
             if (producer.wait_for_peer(60s) != shmchan::Status::ok) return 40;
@@ -317,6 +322,7 @@ int resilient_raw_producer(const std::string& name, const std::string& input) {
         std::memcpy(segment.payload.data(), input.data() + offset, size);
         if (producer.publish(static_cast<std::uint32_t>(size)) != shmchan::Status::ok) return 42;
         offset += size;
+        ++published;
     }
     return producer.end_stream() == shmchan::Status::ok ? 0 : 43;
 }
@@ -536,34 +542,47 @@ TEST_CASE("backpressure: with no remote consumer both rings fill and the produce
     CHECK(shmchan::test::read_whole_file(bridge.scratch.file("out")) == input);
 }
 
-TEST_CASE("kill -9 of the forwarder, then of serve, mid-stream: after restarts the stream is exact") {
+TEST_CASE("kill -9 of the forwarder, then of serve with segments in flight: after restarts the stream is exact") {
     SKIP_WITHOUT_BRIDGE();
     Bridge bridge;
     const std::string name = unique_name("faults");
-    const std::string input = random_bytes(12 << 20, 4);
-    write_file(bridge.scratch.file("in"), input);
+    const std::string input = random_bytes(12 << 20, 4);  // 385 segments
     auto serve = bridge.serve();
     const std::string remote_dir = bridge.remote.path(), out = bridge.scratch.file("out");
-    shmchan::test::Child consumer([&] { return resilient_raw_consumer(remote_dir, name, out, true); });
+    shmchan::test::Child consumer([&] { return resilient_raw_consumer(remote_dir, name, out, false); });
     REQUIRE(eventually([&] { return channel_exists(remote_dir, name); }, 20s));
-    shmchan::test::Child send([&] { return resilient_raw_producer(name, input); });
+    // The test paces the producer, so that each kill lands mid-stream.
+    shmchan::test::SharedBlock<std::atomic<std::uint64_t>> allowed;
+    allowed->store(100);
+    shmchan::test::Child send([&] { return resilient_raw_producer(name, input, &*allowed); });
     REQUIRE(eventually([&] { return channel_exists(bridge.local, name); }, 20s));
     auto forward = bridge.forward({name}, bridge.scratch.file("forward.err"));
-    // Mid-stream: the remote consumer has taken 2 MiB of 12.
     auto logs = [&] {
         return "forwarders:\n" + shmchan::test::read_whole_file(bridge.scratch.file("forward.err")) + "serves:\n" +
                shmchan::test::read_whole_file(bridge.serve_log);
     };
-    if (!eventually([&] { return released_segments(remote_dir, name) >= 64; }, 60s)) {
+    if (!eventually([&] { return released_segments(remote_dir, name) >= 80; }, 60s)) {
         FAIL("no progress before the first kill; " << logs());
     }
     forward->kill(SIGKILL);
     forward = bridge.forward({name}, bridge.scratch.file("forward.err"));
-    if (!eventually([&] { return released_segments(remote_dir, name) >= 160; }, 60s)) {
+    allowed->store(200);
+    if (!eventually([&] { return released_segments(remote_dir, name) >= 200; }, 60s)) {
         FAIL("no progress after the forwarder's restart; " << logs());
     }
+    // Serve stops reading: the forwarder sends what its last credits allow (the remote ring was
+    // drained: up to a ring's worth), which stays in the socket buffers, unacknowledged; the local
+    // ring fills behind it. Then serve dies with those segments lost in its buffers.
+    serve->kill(SIGSTOP);
+    allowed->store(300);
+    auto local_full = [&] {
+        auto info = info_in(bridge.local, name);
+        return info && info->published - info->released == info->segment_count;
+    };
+    if (!eventually(local_full, 60s)) FAIL("the local ring did not fill behind a stopped serve; " << logs());
     serve->kill(SIGKILL);
     serve = bridge.serve();
+    allowed->store(1000);
     CHECK(send.exit_code() == 0);
     CHECK(forward->wait() == 0);
     CHECK(consumer.exit_code() == 0);
