@@ -74,6 +74,14 @@ Status SegmentSource::release_until(std::uint64_t position) {
     return status;
 }
 
+bool SegmentSource::take_priority(std::uint64_t& checkpoint_id) {
+    return detail::ConsumerHooks(*consumer_).take_priority(checkpoint_id);
+}
+
+bool SegmentSink::publish_priority(std::uint64_t checkpoint_id) {
+    return detail::ProducerHooks(*producer_).publish_priority(checkpoint_id, next_, 0);
+}
+
 SegmentSink::SegmentSink(Producer& producer) : producer_(&producer) {
     const ChannelInfo info = producer.info();
     next_ = info.published;

@@ -53,6 +53,9 @@ public:
     Status try_get(std::uint64_t position, CarriedSegment& out);
     // Hands every segment before `position` back to the producer.
     Status release_until(std::uint64_t position);
+    // The priority lane (unaligned checkpoints): takes a barrier published there, ahead of the
+    // queued segments. Its in-band copy still comes in order with the segments.
+    bool take_priority(std::uint64_t& checkpoint_id);
     const std::string& last_error() const noexcept;
 
 private:
@@ -74,6 +77,9 @@ public:
     // corrupt: the segment fails validation (last_error() says why; nothing written);
     // peer_died is not returned (a producer writes without a consumer until the ring is full).
     Status try_write(const CarriedSegment& segment);
+    // Publishes a barrier in the channel's priority lane (it overtakes the queued segments);
+    // false if the lane still holds one the consumer has not taken (the in-band copy still comes).
+    bool publish_priority(std::uint64_t checkpoint_id);
     const std::string& last_error() const noexcept { return error_; }
 
 private:

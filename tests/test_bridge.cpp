@@ -31,6 +31,7 @@
 
 #include "channels/channel.hpp"
 #include "channels/records.hpp"
+#include "channels/topology.hpp"
 #include "support.hpp"
 #include "tools/bridge_wire.hpp"
 
@@ -509,6 +510,69 @@ TEST_CASE("records, barriers, user events and end of stream cross in order; two 
     CHECK(read_first.exit_code() == 0);
     CHECK(read_second.exit_code() == 0);
     INFO(shmchan::test::read_whole_file(bridge.scratch.file("forward.err")));
+}
+
+TEST_CASE("a priority barrier overtakes queued data across the link (an unaligned gate on the far side)") {
+    SKIP_WITHOUT_BRIDGE();
+    Bridge bridge;
+    const std::string name = unique_name("priority");
+    auto serve = bridge.serve();
+    const std::string remote_dir = bridge.remote.path();
+    struct Flags {
+        std::atomic<std::uint32_t> gate_ready{0}, go{0};
+    };
+    shmchan::test::SharedBlock<Flags> flags;
+    // The far side: an unaligned gate over the channel. The barrier must come first: the records
+    // ahead of it are still in the writer's unpublished segment, which it publishes only after
+    // the gate has seen the barrier (flags->go).
+    shmchan::test::Child gate_reader([&] {
+        ::setenv("SHMCHAN_DIR", remote_dir.c_str(), 1);
+        shmchan::GateOptions options;
+        options.channel.framing = shmchan::Framing::records;
+        options.unaligned = true;
+        auto gate = shmchan::InputGate::attach(name + "-gate", {name}, options);
+        flags->gate_ready.store(1);
+        shmchan::Record record;
+        std::uint32_t channel = 0;
+        shmchan::Status first = gate.read_for(record, channel, 20s);
+        const bool overtaken = first == shmchan::Status::ok && record.kind == shmchan::RecordKind::barrier &&
+                               record.checkpoint_id == 5;
+        flags->go.store(1);
+        std::uint64_t flagged = 0, records = 0, ends = 0;
+        shmchan::Status status;
+        while ((status = gate.read_for(record, channel, 30s)) == shmchan::Status::ok) {
+            if (record.kind == shmchan::RecordKind::record) {
+                ++records;
+                if (record.in_flight_of == 5) ++flagged;
+            } else if (record.kind == shmchan::RecordKind::in_flight_end) {
+                ++ends;
+            }
+        }
+        if (!overtaken) return 60;
+        if (status != shmchan::Status::end_of_stream) return 61;
+        return records == 1010 && flagged == 1000 && ends == 1 ? 0 : 62;
+    });
+    REQUIRE(eventually([&] { return flags->gate_ready.load() == 1; }, 20s));
+    shmchan::test::Child writer([&] {
+        shmchan::ChannelOptions options;
+        options.framing = shmchan::Framing::records;
+        auto out = shmchan::RecordWriter::attach(name, options);
+        for (std::uint64_t i = 0; i < 1000; ++i) {
+            if (out.write(std::as_bytes(std::span(&i, 1))) != shmchan::Status::ok) return 70;
+        }
+        if (out.write_barrier(5, /*priority=*/true) != shmchan::Status::ok) return 71;
+        for (std::uint64_t i = 0; i < 10; ++i) {
+            if (out.write(std::as_bytes(std::span(&i, 1))) != shmchan::Status::ok) return 72;
+        }
+        auto until = std::chrono::steady_clock::now() + 30s;
+        while (flags->go.load() == 0 && std::chrono::steady_clock::now() < until) ::usleep(1000);
+        return out.end_stream() == shmchan::Status::ok ? 0 : 73;
+    });
+    REQUIRE(eventually([&] { return channel_exists(bridge.local, name); }, 20s));
+    auto forward = bridge.forward({name}, bridge.scratch.file("forward.err"));
+    CHECK(writer.exit_code() == 0);
+    CHECK(forward->wait() == 0);
+    CHECK(gate_reader.exit_code() == 0);
 }
 
 TEST_CASE("backpressure: with no remote consumer both rings fill and the producer waits; nothing is lost") {

@@ -40,6 +40,7 @@ enum class FrameType : std::uint8_t {
     ack = 6,    // serve -> forwarder: `position` segments committed, `credits` free segments
     pong = 7,   // serve -> forwarder: answer to ping (`position` echoes the ping's)
     error = 8,  // serve -> forwarder: the stream is refused; body: the reason (text)
+    priority = 9,  // forwarder -> serve: a priority barrier (`position`: its checkpoint id)
 };
 
 // Header flags.
@@ -112,7 +113,7 @@ inline std::optional<std::string> decode(const void* message, std::size_t size, 
     const FrameHeader& h = out.header;
     if (h.magic != kWireMagic) return "bad magic (not a shm-bridge peer)";
     if (h.version != kWireVersion) return "wire version " + std::to_string(h.version) + ", expected " + std::to_string(kWireVersion);
-    if (h.type < 1 || h.type > 8) return "unknown frame type " + std::to_string(h.type);
+    if (h.type < 1 || h.type > 9) return "unknown frame type " + std::to_string(h.type);
     if ((h.flags & ~kKnownFlags) != 0 || h.reserved != 0) return "unknown flags or reserved bits set";
     if (h.length != size - sizeof(FrameHeader)) {
         return "header states " + std::to_string(h.length) + " body bytes, the frame has " +

@@ -299,11 +299,17 @@ private:
             case wire::FrameType::ping: return on_ping(owner, frame);
             case wire::FrameType::data:
             case wire::FrameType::end:
-            case wire::FrameType::died: {
+            case wire::FrameType::died:
+            case wire::FrameType::priority: {
                 auto route = routes_.find({owner, channel});
                 if (route == routes_.end()) return refuse(owner, channel, "no open stream on channel index " + std::to_string(channel), true);
                 Stream& s = streams_.at(route->second);
                 if (frame.type == wire::FrameType::data) return on_data(s, frame);
+                if (frame.type == wire::FrameType::priority) {
+                    // Overtakes the queued data; if the lane is busy, the in-band copy still comes.
+                    if (s.sink) (void)s.sink->publish_priority(frame.header.position);
+                    return;
+                }
                 return on_end(s, frame);
             }
             default:
@@ -723,6 +729,13 @@ private:
             return false;
         }
         bool progress = false;
+        // A priority barrier goes first, ahead of the data waiting for credits.
+        if (std::uint64_t checkpoint = 0; c.source->take_priority(checkpoint)) {
+            frame_.clear();
+            wire::encode_header(frame_, wire::FrameType::priority, 0, c.index, checkpoint, 0, 0);
+            (void)send_frame(socket_.get(), frame_);
+            progress = true;
+        }
         const std::uint64_t window_end = c.source->first_unreleased() + c.hello.segment_count;
         while (c.next_send < c.credit_limit && c.next_send < window_end) {
             if (c.end_at && c.next_send >= *c.end_at) break;
