@@ -874,7 +874,7 @@ TEST_CASE("two network namespaces joined by a veth pair: the link cut and restor
     MESSAGE(logs());
 }
 
-TEST_CASE("CURVE: keys encrypt the link; a forwarder without them gets no link") {
+TEST_CASE("CURVE: keys encrypt the link; a forwarder without them, or with a key not listed, gets no link") {
     SKIP_WITHOUT_BRIDGE();
 #ifdef SHMCHAN_HAVE_ZMQ
     if (!zmq_has("curve")) {
@@ -894,7 +894,15 @@ TEST_CASE("CURVE: keys encrypt the link; a forwarder without them gets no link")
         std::string keys = shmchan::test::read_whole_file(server_keys);
         write_file(server_public, keys.substr(0, keys.find('\n') + 1));
     }
-    Program serve({kShmBridge, "serve", "--listen", bridge.address, "--curve-server-key", server_keys},
+    // Only the client key listed in --curve-clients is accepted.
+    const std::string stranger_keys = bridge.scratch.file("stranger.keys"), clients = bridge.scratch.file("clients");
+    REQUIRE(shmchan::test::run_program({kShmBridge, "keygen", stranger_keys}).code == 0);
+    {
+        std::string keys = shmchan::test::read_whole_file(client_keys);
+        write_file(clients, "# accepted clients\n" + keys.substr(0, keys.find('\n') + 1));
+    }
+    Program serve({kShmBridge, "serve", "--listen", bridge.address, "--curve-server-key", server_keys,
+                   "--curve-clients", clients},
                   bridge.remote.path(), "/dev/null", "/dev/null", bridge.serve_log);
     REQUIRE(eventually([&] { return port_open(bridge.port); }, 20s));
     const std::string name = unique_name("curve");
@@ -905,7 +913,11 @@ TEST_CASE("CURVE: keys encrypt the link; a forwarder without them gets no link")
     // Without keys: the handshake fails, nothing arrives, the forwarder gives up.
     auto plain = shmchan::test::run_program({kShmBridge, "forward", name, "--to", bridge.address, "--timeout", "1.5"});
     CHECK(plain.code == 1);
+    auto stranger = shmchan::test::run_program({kShmBridge, "forward", name, "--to", bridge.address, "--timeout", "1.5",
+                                                "--curve-server-key", server_public, "--curve-client-key", stranger_keys});
+    CHECK(stranger.code == 1);
     CHECK_FALSE(channel_exists(bridge.remote.path(), name));
+    CHECK(shmchan::test::read_whole_file(bridge.serve_log).find("refused a client") != std::string::npos);
     Program recv({kShmPipe, "recv", name}, bridge.remote.path(), "/dev/null", bridge.scratch.file("out"));
     auto forward = bridge.forward({name}, bridge.scratch.file("forward.err"),
                                   {"--curve-server-key", server_public, "--curve-client-key", client_keys});

@@ -115,6 +115,7 @@ public:
     Socket(const Socket&) = delete;
     Socket& operator=(const Socket&) = delete;
     void* get() const { return socket_; }
+    void* context() const { return context_; }
     void* monitor() const { return monitor_; }
     void set(int option, int value) {
         if (zmq_setsockopt(socket_, option, &value, sizeof value) != 0) throw Failure{zmq_error("zmq_setsockopt")};
@@ -181,7 +182,7 @@ std::chrono::nanoseconds seconds_to_ns(double seconds) {
 struct ServeOptions {
     std::string listen;
     std::string curve_server_key;
-    std::vector<std::string> curve_clients;  // public keys files of accepted clients (optional)
+    std::string curve_clients;  // a file of the client public keys accepted (optional)
 };
 
 struct Stream {
@@ -210,6 +211,9 @@ public:
             CurveKeys keys = read_keys(options.curve_server_key);
             socket_.set(ZMQ_CURVE_SERVER, 1);
             socket_.set_bytes(ZMQ_CURVE_SECRETKEY, keys.secret_key);
+            if (!options.curve_clients.empty()) start_authenticator(options.curve_clients);
+        } else if (!options.curve_clients.empty()) {
+            throw Failure{"--curve-clients needs --curve-server-key", kExitUsage};
         }
         if (zmq_bind(socket_.get(), options.listen.c_str()) != 0) throw Failure{zmq_error("cannot listen on " + options.listen)};
     }
@@ -218,11 +222,12 @@ public:
         note("serving on " + options_.listen);
         int idle_ms = 1;
         while (g_signal == 0) {
-            zmq_pollitem_t item{socket_.get(), 0, ZMQ_POLLIN, 0};
-            int ready = zmq_poll(&item, 1, idle_ms);
+            zmq_pollitem_t items[2] = {{socket_.get(), 0, ZMQ_POLLIN, 0}, {zap_.socket, 0, ZMQ_POLLIN, 0}};
+            int ready = zmq_poll(items, zap_.socket ? 2 : 1, idle_ms);
             if (ready < 0 && zmq_errno() != EINTR) return fail(zmq_error("zmq_poll"));
             bool progress = false;
-            if (ready > 0) progress |= receive_all();
+            if (zap_.socket && (items[1].revents & ZMQ_POLLIN)) authenticate();
+            if (items[0].revents & ZMQ_POLLIN) progress |= receive_all();
             progress |= grant_credits();
             idle_ms = progress ? 1 : std::min(idle_ms * 2, 50);
         }
@@ -231,6 +236,48 @@ public:
     }
 
 private:
+    // CURVE client authentication (ZeroMQ's ZAP, RFC 27): an inproc handler in our context that
+    // accepts the client public keys of the file (lines "public KEY" or a bare Z85 key).
+    void start_authenticator(const std::string& path) {
+        std::ifstream in(path);
+        if (!in) throw Failure{"cannot read client keys " + path + ": " + std::strerror(errno)};
+        std::string line;
+        while (std::getline(in, line)) {
+            if (line.rfind("public ", 0) == 0) line = line.substr(7);
+            if (line.empty() || line[0] == '#' || line.rfind("secret ", 0) == 0) continue;
+            std::uint8_t key[32];
+            if (line.size() != 40 || !zmq_z85_decode(key, line.c_str())) {
+                throw Failure{"client keys " + path + ": '" + wire::printable(line) + "' is not a Z85 public key"};
+            }
+            allowed_clients_.emplace_back(reinterpret_cast<const char*>(key), sizeof key);
+        }
+        if (allowed_clients_.empty()) throw Failure{"client keys " + path + ": no key"};
+        zap_.socket = zmq_socket(socket_.context(), ZMQ_REP);
+        if (!zap_.socket || zmq_bind(zap_, "inproc://zeromq.zap.01") != 0) throw Failure{zmq_error("ZAP handler")};
+    }
+
+    void authenticate() {
+        std::vector<std::string> parts;
+        for (bool more = true; more && parts.size() < 16;) {
+            zmq_msg_t part;
+            zmq_msg_init(&part);
+            if (zmq_msg_recv(&part, zap_, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&part);
+                return;
+            }
+            parts.emplace_back(static_cast<const char*>(zmq_msg_data(&part)), zmq_msg_size(&part));
+            more = zmq_msg_more(&part);
+            zmq_msg_close(&part);
+        }
+        // version, request id, domain, address, routing id, mechanism, credentials...
+        const bool ok = parts.size() >= 7 && parts[0] == "1.0" && parts[5] == "CURVE" &&
+                        std::find(allowed_clients_.begin(), allowed_clients_.end(), parts[6]) != allowed_clients_.end();
+        if (!ok && ++refused_clients_ <= 10) note("refused a client whose CURVE key is not in --curve-clients");
+        const std::string request_id = parts.size() > 1 ? parts[1] : "";
+        const std::string reply[] = {"1.0", request_id, ok ? "200" : "400", ok ? "OK" : "unknown client key", "", ""};
+        for (std::size_t i = 0; i < 6; ++i) zmq_send(zap_, reply[i].data(), reply[i].size(), i < 5 ? ZMQ_SNDMORE : 0);
+    }
+
     bool receive_all() {
         bool any = false;
         for (int k = 0; k < 256; ++k) {
@@ -486,7 +533,17 @@ private:
     std::map<std::pair<std::string, std::uint32_t>, std::string> routes_;
     std::map<std::string, Clock::time_point> owners_seen_;
     std::vector<std::byte> frame_;
-    std::uint64_t refused_frames_ = 0;
+    std::uint64_t refused_frames_ = 0, refused_clients_ = 0;
+    // Declared after socket_: closed first, before the context is terminated (which waits for
+    // every socket of the context), also when the constructor throws.
+    struct OwnedSocket {
+        void* socket = nullptr;
+        ~OwnedSocket() {
+            if (socket) zmq_close(socket);
+        }
+        operator void*() const { return socket; }
+    } zap_;
+    std::vector<std::string> allowed_clients_;
 };
 
 // ---- forward -------------------------------------------------------------------------------------
@@ -824,6 +881,8 @@ int main(int argc, char** argv) {
     serve->add_option("--listen", serve_options.listen, "the address to listen on, tcp://ADDR:PORT (no default)")->required();
     serve->add_option("--curve-server-key", serve_options.curve_server_key,
                       "CURVE: this server's key file (encrypts the link, refuses peers without CURVE)");
+    serve->add_option("--curve-clients", serve_options.curve_clients,
+                      "CURVE: a file of the client public keys accepted (others are refused)");
     auto* forward = app.add_subcommand("forward", "carry local channels NAME... to a serving shm-bridge");
     forward->add_option("names", forward_options.names, "local channels to carry")->required();
     forward->add_option("--to", forward_options.to, "the serving end, tcp://HOST:PORT")->required();
