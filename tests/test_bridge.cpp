@@ -743,6 +743,50 @@ TEST_CASE("garbage sent to the listener is refused; serve keeps serving") {
         }
         CHECK(answers == 2);
         CHECK(name_refused);
+        // A well-formed stream whose segments lie: a gap is answered with a resync, segment
+        // metadata the channel cannot hold with an error naming it.
+        auto next_answer = [&](wire::Frame& frame, std::vector<std::byte>& buffer) {
+            zmq_pollitem_t item{socket, 0, ZMQ_POLLIN, 0};
+            if (zmq_poll(&item, 1, 20000) <= 0) return false;
+            int got = zmq_recv(socket, buffer.data(), buffer.size(), 0);
+            return got > 0 && !wire::decode(buffer.data(), static_cast<std::size_t>(got), frame);
+        };
+        std::vector<std::byte> buffer(2048);  // the answer's text is a view into it
+        wire::Frame answer;
+        auto opened = hello_frame(unique_name("hostile"));
+        opened[offsetof(wire::FrameHeader, channel)] = std::byte{1};
+        REQUIRE(zmq_send(socket, opened.data(), opened.size(), 0) >= 0);
+        REQUIRE(next_answer(answer, buffer));
+        CHECK(answer.type == wire::FrameType::ack);
+        CHECK((answer.header.flags & wire::kAckOpened) != 0);
+        CHECK(answer.header.credits == 16);
+        auto segment = [&](std::uint64_t position, std::uint32_t flags) {
+            std::vector<std::byte> frame;
+            wire::encode_header(frame, wire::FrameType::data, 0, 1, position, 0, sizeof(wire::DataBody) + 16);
+            wire::append(frame, wire::DataBody{16, flags, 0, 0, 0, 0});
+            wire::append_bytes(frame, "0123456789abcdef", 16);
+            return frame;
+        };
+        auto gap = segment(5, 0);
+        REQUIRE(zmq_send(socket, gap.data(), gap.size(), 0) >= 0);
+        REQUIRE(next_answer(answer, buffer));
+        CHECK(answer.type == wire::FrameType::ack);
+        CHECK((answer.header.flags & wire::kAckResync) != 0);
+        CHECK(answer.header.position == 0);
+        auto flagged = segment(0, 0x80);
+        REQUIRE(zmq_send(socket, flagged.data(), flagged.size(), 0) >= 0);
+        REQUIRE(next_answer(answer, buffer));
+        CHECK(answer.type == wire::FrameType::error);
+        CHECK(std::string(answer.text).find("unknown flags") != std::string::npos);
+        auto records_metadata = segment(0, 1);  // a record continuation flag on a raw-bytes channel
+        REQUIRE(zmq_send(socket, records_metadata.data(), records_metadata.size(), 0) >= 0);
+        REQUIRE(next_answer(answer, buffer));
+        CHECK(answer.type == wire::FrameType::error);
+        auto fine = segment(0, 0);
+        REQUIRE(zmq_send(socket, fine.data(), fine.size(), 0) >= 0);
+        REQUIRE(next_answer(answer, buffer));
+        CHECK(answer.type == wire::FrameType::ack);
+        CHECK(answer.header.position == 1);
         zmq_close(socket);
         zmq_ctx_term(context);
     }
