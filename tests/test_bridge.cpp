@@ -980,6 +980,15 @@ TEST_CASE("usage errors exit 2; --timeout without a link exits 1") {
     auto run = shmchan::test::run_program({kShmBridge, "forward", name, "--to", bridge.address, "--timeout", "1"});
     CHECK(run.code == 1);
     CHECK(run.err.find("no link") != std::string::npos);
+    // serve runs until SIGTERM and then exits 0; a forwarder stopped by SIGTERM exits 143.
+    auto serve = bridge.serve();
+    serve->kill(SIGTERM);
+    CHECK(serve->wait() == 0);
+    const std::string stopped = unique_name("stopped");
+    auto forward = bridge.forward({stopped}, bridge.scratch.file("forward.err"));
+    REQUIRE(eventually([&] { return channel_exists(bridge.local, stopped); }, 20s));  // it runs: handlers set
+    forward->kill(SIGTERM);
+    CHECK(forward->wait() == 143);
 }
 
 }  // TEST_SUITE
