@@ -58,7 +58,7 @@ const std::string kShmBridge;
 std::vector<std::byte> hello_frame(const std::string& name, std::uint32_t segment_size = 32768) {
     std::vector<std::byte> out;
     wire::encode_header(out, wire::FrameType::hello, 0, 0, 0, 0, sizeof(wire::HelloBody) + name.size());
-    wire::append(out, wire::HelloBody{segment_size, 16, 1, 0, 1 << 20, static_cast<std::uint32_t>(name.size()), 0});
+    wire::append(out, wire::HelloBody{segment_size, 16, 1, 0, 1 << 20, static_cast<std::uint32_t>(name.size()), 0, 1});
     wire::append_bytes(out, name.data(), name.size());
     return out;
 }
@@ -403,6 +403,40 @@ TEST_CASE("raw bytes arrive exact in both start orders") {
         CHECK_FALSE(channel_exists(bridge.local, name));  // the forwarder removes it at the end
         INFO(shmchan::test::read_whole_file(bridge.scratch.file("forward.err")));
     }
+}
+
+TEST_CASE("one serve, one name, two streams in a row: the second is not taken for the first") {
+    SKIP_WITHOUT_BRIDGE();
+    Bridge bridge;
+    auto serve = bridge.serve();
+    const std::string name = unique_name("again");
+    for (int round = 0; round < 2; ++round) {
+        CAPTURE(round);
+        const std::string input = random_bytes(700000 + round * 1000, 10 + round);
+        write_file(bridge.scratch.file("in"), input);
+        Program recv({kShmPipe, "recv", name}, bridge.remote.path(), "/dev/null", bridge.scratch.file("out"),
+                     bridge.scratch.file("recv.err"));
+        Program send({kShmPipe, "send", name}, bridge.local, bridge.scratch.file("in"));
+        REQUIRE(eventually([&] { return channel_exists(bridge.local, name); }, 20s));
+        auto forward = bridge.forward({name}, bridge.scratch.file("forward.err"));
+        CHECK(send.wait() == 0);
+        CHECK(forward->wait() == 0);
+        CHECK(recv.wait() == 0);
+        CHECK(shmchan::test::read_whole_file(bridge.scratch.file("out")) == input);
+    }
+    // A new stream while the last one waits, ended, to be read: refused, nothing spliced.
+    const std::string input = random_bytes(1000, 12);
+    write_file(bridge.scratch.file("in"), input);
+    Program send({kShmPipe, "send", name}, bridge.local, bridge.scratch.file("in"));
+    CHECK(send.wait() == 0);
+    auto forward = bridge.forward({name}, bridge.scratch.file("forward.err"));
+    CHECK(forward->wait() == 0);  // the remote end has it, ended; nobody read it yet
+    Program send_again({kShmPipe, "send", name}, bridge.local, bridge.scratch.file("in"));
+    CHECK(send_again.wait() == 0);
+    const std::string refused_log = bridge.scratch.file("refused.err");
+    auto refused = bridge.forward({name}, refused_log);
+    CHECK(refused->wait() == 1);
+    CHECK(shmchan::test::read_whole_file(refused_log).find("not read yet") != std::string::npos);
 }
 
 TEST_CASE("--lines records arrive exact, spanning records included, in both start orders") {

@@ -74,8 +74,10 @@ struct HelloBody {
     std::uint64_t max_record_bytes;
     std::uint32_t name_length;     // bytes of the name after this struct
     std::uint32_t reserved;
+    std::uint64_t stream_id;       // the local channel's creation time (ns): tells a new stream
+                                   // from a re-hello of one the remote end has already ended
 };
-static_assert(sizeof(HelloBody) == 32);
+static_assert(sizeof(HelloBody) == 40);
 
 // The body of a data frame: the segment's metadata, then `committed` payload bytes.
 struct DataBody {

@@ -394,6 +394,11 @@ private:
         s.resync_at.reset();
         s.pending_end.reset();
         s.pending_died.reset();
+        if (s.ended && s.geometry.stream_id != frame.hello.stream_id) {
+            // Another stream under a name whose last stream ended here: a fresh start if that one
+            // was read and removed; refused while it waits to be read.
+            s.ended = false;
+        }
         if (!s.producer && !s.ended) {
             if (Failure* error = attach(s, frame.hello)) {
                 const std::string message = error->message;
@@ -403,6 +408,10 @@ private:
             }
         } else if (std::memcmp(&s.geometry, &frame.hello, offsetof(wire::HelloBody, name_length)) != 0) {
             return refuse(owner, channel, "channel " + name + " is open with another geometry or framing", false);
+        } else if (s.producer && s.geometry.stream_id != frame.hello.stream_id) {
+            // A different local channel (removed and made again) under the name of a stream
+            // still open here: continuing it would splice two streams.
+            return refuse(owner, channel, "remote channel " + name + " carries another stream, not ended yet", false);
         }
         if (!s.ended && frame.header.position > s.next) {
             const std::string message = "remote channel " + name + " holds " + std::to_string(s.next) +
@@ -424,6 +433,10 @@ private:
         try {
             shmchan::ChannelInfo info = shmchan::inspect(s.name);
             if (info.end_of_stream) {
+                if (s.geometry.stream_id != 0 && s.geometry.stream_id != hello.stream_id) {
+                    last.message = "remote channel " + s.name + " holds an ended stream not read yet (read or remove it first)";
+                    return &last;
+                }
                 s.ended = true;
                 s.next = info.published;
                 s.geometry = hello;
@@ -664,7 +677,7 @@ private:
         }
         c.hello = wire::HelloBody{info.segment_size, info.segment_count, static_cast<std::uint32_t>(info.framing),
                                   info.flags & shmchan::layout::kFlagChecksums, info.max_record_bytes,
-                                  static_cast<std::uint32_t>(c.remote.size()), 0};
+                                  static_cast<std::uint32_t>(c.remote.size()), 0, info.created_realtime_ns};
         c.acked = c.next_send = c.source->first_unreleased();
         if (c.remote.size() > wire::kMaxNameBytes) throw Failure{"remote name too long", kExitUsage};
     }
