@@ -14,8 +14,9 @@ set -euo pipefail
 # a program with `pkg-config --cflags --libs shmchan`.
 # python3-dev, pybind11-dev: the Python package (python/); python3-numpy, python3-pytest: its
 # tests (the package's numpy calls, pytest). gcc, the C compiler of the C API's test, comes with g++.
+# libzmq3-dev: shm-bridge (ZeroMQ). iproute2: `ip netns`, the bridge's tests across network namespaces.
 packages=(cmake g++ make libboost-dev doctest-dev libcli11-dev help2man pkg-config
-          python3-dev pybind11-dev python3-numpy python3-pytest)
+          python3-dev pybind11-dev python3-numpy python3-pytest libzmq3-dev iproute2)
 if [[ $# -gt 0 ]]; then packages=("$@"); fi
 
 missing=()
