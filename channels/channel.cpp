@@ -428,6 +428,7 @@ public:
         // Rule 7: no limit until our first sample (a predecessor's is not ours). Relaxed: hints.
         L::store_relaxed(slot().wake.credit_limit, 0u);
         L::store_relaxed(slot().wake.throughput_bytes_per_s, std::uint64_t{0});
+        L::store_relaxed(slot().wake.segments_per_ks, std::uint64_t{0});
         L::store_relaxed(slot().wake.debloat_target_ns, debloater_.target_ns());
         // A gate that held this slot and died left its link behind: producers would wake that gate
         // instead of us. We hold the slot's lock, so its previous holder is gone.
@@ -511,6 +512,7 @@ private:
         }
         // Relaxed: hints for the producer (rule 7) and figures for tools.
         L::store_relaxed(slot().wake.throughput_bytes_per_s, out.throughput_bytes_per_s);
+        L::store_relaxed(slot().wake.segments_per_ks, out.segments_per_ks);
         if (out.credit_limit != 0) L::store_relaxed(slot().wake.credit_limit, out.credit_limit);
     }
     DebloatSettings debloat_settings() const {

@@ -207,7 +207,7 @@ struct ChannelInfo {
     // obeys (the smallest non-zero credit limit of the slots; 0: none) and, of the slot that set
     // it (slot 0 if none), its throughput and target.
     std::uint32_t credit_limit = 0;
-    std::uint64_t throughput_bytes_per_s = 0, debloat_target_ns = 0;
+    std::uint64_t throughput_bytes_per_s = 0, debloat_target_ns = 0, segments_per_ks = 0;
 };
 
 namespace detail {

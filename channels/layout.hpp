@@ -79,7 +79,7 @@ inline constexpr std::uint32_t kAbiVersion = 7;  // 2: flush word, consumer wake
                                                  //    record ordinals per segment;
                                                  // 6: Control::framing_refusals, refused_framing;
                                                  // 7: ConsumerWake::credit_limit and the debloat
-                                                 //    figures (throughput, target)
+                                                 //    figures (throughput, target, segment rate)
 inline constexpr std::size_t kCacheLine = 64;
 
 // File names in the channel directory ($SHMCHAN_DIR or /dev/shm): a channel NAME is the file
@@ -325,7 +325,9 @@ struct alignas(kCacheLine) ConsumerWake {
                                        // its busy time), display only; relaxed
     SharedU64 debloat_target_ns;       // debloating: the consumer's target time in flight, 0 when
                                        // off; display only; relaxed
-    std::uint8_t reserved[40];
+    SharedU64 segments_per_ks;         // debloating: the consumer's measured rate in segments per
+                                       // 1000 s (the limit's basis), display only; relaxed
+    std::uint8_t reserved[32];
 };
 
 struct alignas(kCacheLine) ConsumerSlot {
@@ -557,6 +559,7 @@ static_assert(offsetof(ConsumerWake, sleeping) == 0);
 static_assert(offsetof(ConsumerWake, credit_limit) == 4);
 static_assert(offsetof(ConsumerWake, throughput_bytes_per_s) == 8);
 static_assert(offsetof(ConsumerWake, debloat_target_ns) == 16);
+static_assert(offsetof(ConsumerWake, segments_per_ks) == 24);
 static_assert(offsetof(ProducerCounters, waiting_since_ns) == 64);
 static_assert(offsetof(ConsumerCounters, waiting_since_ns) == 64);
 static_assert(offsetof(SegmentHeader, committed_bytes) == 0);

@@ -354,6 +354,23 @@ TEST_CASE("across processes: the limit follows a consumer that slows down and sp
     CHECK(holds_as_it_reads([&] { return limit() <= 16 && in_flight() <= 16; }, flags->received[0], 4, 20, kSettle));
     ChannelInfo slow = inspect(name);
     CHECK(slow.credit_limit == limit());
+    // shm-inspect shows it: JSON keys, the text of show and list, the metrics.
+    const test::ProgramRun json = test::run_program({SHMCHAN_SHM_INSPECT_PATH, "show", name, "--json"});
+    CHECK(json.code == 0);
+    CHECK_MESSAGE(json.out.find("\"credit_limit_segments\": ") != std::string::npos, json.out);
+    CHECK_MESSAGE(json.out.find("\"debloat_target_ms\": 20") != std::string::npos, json.out);
+    CHECK_MESSAGE(json.out.find("\"estimated_time_to_consume_ms\": null") == std::string::npos, json.out);
+    CHECK_MESSAGE(json.out.find("\"in_flight_bytes\": ") != std::string::npos, json.out);
+    CHECK_MESSAGE(json.out.find("\"throughput_bytes_per_s\": null") == std::string::npos, json.out);
+    const test::ProgramRun text = test::run_program({SHMCHAN_SHM_INSPECT_PATH, "show", name});
+    CHECK_MESSAGE(text.out.find("debloating") != std::string::npos, text.out);
+    CHECK_MESSAGE(text.out.find("estimatedTimeToConsumeBuffersMs") != std::string::npos, text.out);
+    const test::ProgramRun list = test::run_program({SHMCHAN_SHM_INSPECT_PATH, "list"});
+    CHECK_MESSAGE(list.out.find("  limit ") != std::string::npos, list.out);
+    const test::ProgramRun metrics = test::run_program({SHMCHAN_SHM_INSPECT_PATH, "metrics"});
+    CHECK_MESSAGE(metrics.out.find("shmchan_credit_limit_segments{channel=\"" + name + "\"}") != std::string::npos, metrics.out);
+    CHECK_MESSAGE(metrics.out.find("shmchan_estimated_time_to_consume_ms{channel=\"" + name + "\"}") != std::string::npos,
+                  metrics.out);
     CHECK(slow.throughput_bytes_per_s > 0);
     CHECK(slow.throughput_bytes_per_s < 4'000'000);  // 500 x 4 KiB per second at most
     flags->slow[0].store(0);
@@ -397,6 +414,13 @@ TEST_CASE("across processes: a corrupt limit is harmless: every segment arrives,
     CHECK(consumer.exit_code() == 0);
     CHECK(flags->received[0].load() == flags->written.load());
     CHECK(rounds == 16);
+    // The tools show a clamped limit and survive a wild rate figure.
+    file->poke32(limit_offset(), 0xffffffffu);
+    file->poke64(wake_offset() + offsetof(L::ConsumerWake, segments_per_ks), 1);
+    CHECK(inspect(name).credit_limit == 8);
+    const test::ProgramRun json = test::run_program({SHMCHAN_SHM_INSPECT_PATH, "show", name, "--json"});
+    CHECK(json.code == 0);
+    CHECK_MESSAGE(json.out.find("\"credit_limit_segments\": 8") != std::string::npos, json.out);
 }
 
 TEST_CASE("across processes: a consumer that dies with a small limit: the producer still learns of it") {

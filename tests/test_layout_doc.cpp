@@ -88,6 +88,7 @@ TEST_CASE("docs/LAYOUT.md gives every documented offset as layout.hpp has it") {
         {plus(offsetof(L::ConsumerSlot, wake) + offsetof(L::ConsumerWake, throughput_bytes_per_s)),
          ".wake.throughput_bytes_per_s"},
         {plus(offsetof(L::ConsumerSlot, wake) + offsetof(L::ConsumerWake, debloat_target_ns)), ".wake.debloat_target_ns"},
+        {plus(offsetof(L::ConsumerSlot, wake) + offsetof(L::ConsumerWake, segments_per_ks)), ".wake.segments_per_ks"},
         {at(link) + " + " + std::to_string(sizeof(L::GateLink)) + "·i", "gate_links[i]"},
         {plus(offsetof(L::GateLink, linked)), ".linked"},
         {plus(offsetof(L::GateLink, index)), ".index"},

@@ -344,6 +344,7 @@ ChannelInfo read_info(const std::string& name, const shm::Region& region, Self s
     }
     info.throughput_bytes_per_s = layout::load_relaxed(header.consumers[limit_slot].wake.throughput_bytes_per_s);
     info.debloat_target_ns = layout::load_relaxed(header.consumers[limit_slot].wake.debloat_target_ns);
+    info.segments_per_ks = layout::load_relaxed(header.consumers[limit_slot].wake.segments_per_ks);
     auto side = [&](const layout::Attachment& a, std::uint64_t lock_byte, const layout::SharedU32& sleeping) {
         ChannelInfo::Side s;
         s.attached = layout::load_relaxed(a.attached) != 0;

@@ -31,6 +31,7 @@ public:
     struct Published {
         std::uint32_t credit_limit = 0;       // 0: nothing to store this time
         std::uint64_t throughput_bytes_per_s = 0;
+        std::uint64_t segments_per_ks = 0;  // segments per 1000 s
     };
 
     explicit Debloater(const DebloatSettings& settings) noexcept : settings_(settings) {}
@@ -79,6 +80,7 @@ public:
             byte_rate_ += kAlpha * (byte_rate - byte_rate_);
         }
         out.throughput_bytes_per_s = static_cast<std::uint64_t>(byte_rate_);
+        out.segments_per_ks = static_cast<std::uint64_t>(segment_rate_ * 1000.0);
         out.credit_limit = 0;
         const std::uint32_t limit = limit_for(segment_rate_);
         const std::uint64_t change = limit > published_ ? limit - published_ : published_ - limit;
