@@ -252,6 +252,19 @@ TEST_CASE("the estimate: the limit stays within [min(2, N), N] whatever the rate
     CHECK(many.limit_for(std::numeric_limits<double>::infinity()) == 16);
 }
 
+TEST_CASE("options: a debloating consumer needs a positive period; a producer ignores the target") {
+    const std::string name = test::unique_name("debloat-options");
+    ChannelOptions options = debloated(8, 10ms);
+    options.debloat_period = 0ns;
+    SHMCHAN_CHECK_THROWS_CODE(Consumer::attach(name, options), Errc::bad_options);
+    auto producer = Producer::attach(name, options);  // the producer has nothing to measure
+    options.debloat_period = 50ms;
+    auto consumer = Consumer::attach(name, options);
+    const ChannelInfo info = inspect(name);
+    CHECK(info.debloat_target_ns == 10'000'000);
+    CHECK(info.credit_limit == 0);  // nothing measured yet: no limit
+}
+
 TEST_CASE("ring: the producer obeys the credit limit once it reaches its own, and reads it no earlier") {
     RingBuffer buffer(8);
     Producing producer(buffer);
