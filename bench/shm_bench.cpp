@@ -54,6 +54,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bench/barrier_bench.hpp"
 #include "bench/bench_common.hpp"
 #include "channels/channel.hpp"
 #include "channels/layout.hpp"
@@ -1975,6 +1976,13 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(1, 50));
     CLI11_PARSE(app, argc, argv);
+
+    // Pattern "barrier" (debloating): rows of their own, in bench/barrier_bench.cpp.
+    if (filter.find("barrier") != std::string::npos) {
+        bench::BarrierOptions barrier{quick, json_path, markdown_path};
+        if (std::sscanf(cores.c_str(), "%d,%d", &barrier.core_a, &barrier.core_b) != 2) return 2;
+        return bench::run_barrier_rows(barrier);
+    }
 
     Config cfg;
     cfg.quick = quick;

@@ -17,6 +17,7 @@
 
 #include "channels/detail/channel_file.hpp"
 #include "channels/detail/consumer_ring.hpp"
+#include "channels/detail/debloater.hpp"
 #include "channels/detail/framing_refusal.hpp"
 #include "channels/detail/hooks.hpp"
 #include "channels/detail/notifier.hpp"
@@ -404,7 +405,7 @@ public:
     static constexpr bool kProducer = false;
 
     ConsumerSide(std::string name, const ChannelOptions& options)
-        : Endpoint(std::move(name), options), ring_(memory_, diagnostics_) {
+        : Endpoint(std::move(name), options), ring_(memory_, diagnostics_), debloater_(debloat_settings()) {
         shm::Region& region = open_.region;
         // A consumer slot: the one asked for, or the first free one.
         const std::uint32_t slots = memory_.consumer_slots;
@@ -429,6 +430,11 @@ public:
         }
         write_attachment(slot().attachment);
         L::store_relaxed(slot().wake.sleeping, 0u);  // a dead predecessor's, nobody waits on it
+        // Rule 7: no limit until our first sample (a predecessor's is not ours). Relaxed: hints.
+        L::store_relaxed(slot().wake.credit_limit, 0u);
+        L::store_relaxed(slot().wake.throughput_bytes_per_s, std::uint64_t{0});
+        L::store_relaxed(slot().wake.segments_per_ks, std::uint64_t{0});
+        L::store_relaxed(slot().wake.debloat_target_ns, debloater_.target_ns());
         // A gate that held this slot and died left its link behind: producers would wake that gate
         // instead of us. We hold the slot's lock, so its previous holder is gone.
         clear_gate_link(*header_, slot_);
@@ -444,6 +450,7 @@ public:
         if (!attached_) return;
         // A clean detach (see ~ProducerSide); a producer waiting for credits notices at once.
         L::store_relaxed(slot().attachment.attached, 0u);
+        L::store_relaxed(slot().wake.credit_limit, 0u);  // rule 7: nobody measures any more
         wake_producer();
         try {
             open_.region.unlock(L::kConsumerLockByte + slot_);
@@ -495,8 +502,37 @@ private:
     Status releasing(Call&& call) {
         const std::uint64_t before = ring_.position();
         Status status = call();
-        if (ring_.position() != before) wake_producer();
+        if (ring_.position() != before) {
+            wake_producer();
+            if (debloater_.enabled()) debloat(ring_.position() - before);  // off: this branch only
+        }
         return status;
+    }
+    // Rule 7: the clock at most once per stride of released segments; a new limit once a period.
+    void debloat(std::uint64_t segments) noexcept {
+        if (!debloater_.released(segments)) return;
+        const auto& counters = slot().counters;
+        Debloater::Published out;
+        // Our own counters (relaxed loads of fields only we write).
+        if (!debloater_.sample(shm::monotonic_ns(), L::load_relaxed(counters.idle_ns), L::load_relaxed(counters.bytes_read),
+                               ring_.position(), out)) {
+            return;
+        }
+        // Relaxed: hints for the producer (rule 7) and figures for tools.
+        L::store_relaxed(slot().wake.throughput_bytes_per_s, out.throughput_bytes_per_s);
+        L::store_relaxed(slot().wake.segments_per_ks, out.segments_per_ks);
+        if (out.credit_limit != 0) L::store_relaxed(slot().wake.credit_limit, out.credit_limit);
+    }
+    DebloatSettings debloat_settings() const {
+        if (options_.debloat_target.count() > 0 && options_.debloat_period.count() <= 0) {
+            throw Error(Errc::bad_options, diagnostics_.subject + ": debloat_period must be positive");
+        }
+        DebloatSettings settings;
+        settings.target_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, options_.debloat_target.count()));
+        settings.period_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(1, options_.debloat_period.count()));
+        settings.segment_count = memory_.segment_count;
+        settings.segment_payload = memory_.capacity();
+        return settings;
     }
     // Rule 5, the waker's half: our release store is done; a syscall only if the producer sleeps.
     void wake_producer() noexcept {
@@ -505,6 +541,7 @@ private:
     L::ConsumerSlot& slot() const noexcept { return header_->consumers[slot_]; }
 
     ConsumerRing ring_;
+    Debloater debloater_;
     std::uint32_t slot_ = 0;
     bool attached_ = false;
 };

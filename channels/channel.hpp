@@ -114,6 +114,15 @@ struct ChannelOptions {
 
     // attach(): continue a leftover channel, or replace it with a fresh one (OnLeftover).
     OnLeftover on_leftover = OnLeftover::resume;
+
+    // Debloating (Flink's buffer debloating; docs/LAYOUT.md "Debloating"), consumer: keep the data
+    // in flight at about what this consumer takes `debloat_target` to read, so that a checkpoint
+    // barrier waits about that long behind it whatever the ring's size. The consumer measures its
+    // throughput once per `debloat_period` of its progress (a moving average over 20 samples) and
+    // limits the producer's credits to that many segments (at least 2, at most the ring). Zero:
+    // off (the default), the whole ring is credit. Ignored by a producer.
+    std::chrono::nanoseconds debloat_target{0};
+    std::chrono::nanoseconds debloat_period = std::chrono::milliseconds(200);
 };
 
 enum class [[nodiscard]] Status : std::uint8_t {
@@ -195,6 +204,11 @@ struct ChannelInfo {
                       parks = 0, waited_ns = 0, last_realtime_ns = 0;
         std::uint64_t waiting_since_ns = 0;  // CLOCK_MONOTONIC start of a wait in progress, or 0
     } producer_counters, consumer_counters;  // waited_ns: back-pressured / idle, finished waits
+    // Debloating (layout.hpp rule 7), as the consumer slots published it: the limit the producer
+    // obeys (the smallest non-zero credit limit of the slots; 0: none) and, of the slot that set
+    // it (slot 0 if none), its throughput and target.
+    std::uint32_t credit_limit = 0;
+    std::uint64_t throughput_bytes_per_s = 0, debloat_target_ns = 0, segments_per_ks = 0;
 };
 
 namespace detail {

@@ -51,6 +51,12 @@
 //     exchanges its word back to 0 itself.
 //  6. Counters are written by their side with relaxed stores (one writer, no read-modify-write)
 //     and read by anyone with relaxed loads: they are figures, never used for synchronization.
+//  7. Debloating. A consumer with a debloat target stores a credit limit (segments) in its wake
+//     line, relaxed: a hint, never data. The producer loads it (relaxed) when its cached release
+//     says it has that many segments in flight, clamps it to [min(2, N), N] (0: N) and, across
+//     slots, obeys the smallest; it waives the limit while a record spans segments, so a reader
+//     that holds the start of a record never waits for a producer that waits for it. Any value
+//     there can only delay the producer as a smaller ring would: never a hang, never an access.
 //
 // Liveness is not in memory: each side holds an exclusive open-file-description lock on its own
 // byte of the file (the *LockByte constants below; locks may lie anywhere in the file), which the
@@ -67,11 +73,13 @@
 namespace shmchan::layout {
 
 inline constexpr std::uint64_t kMagic = 0x314E414843'4D4853ull;  // "SHMCHAN1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 6;  // 2: flush word, consumer wake line, resume tag; 3: record runs;
+inline constexpr std::uint32_t kAbiVersion = 7;  // 2: flush word, consumer wake line, resume tag; 3: record runs;
                                                  // 4: a gate link per consumer slot (header 8 KiB);
                                                  // 5: Control::removed holds kRemovedMark, not 1;
                                                  //    record ordinals per segment;
-                                                 // 6: Control::framing_refusals, refused_framing
+                                                 // 6: Control::framing_refusals, refused_framing;
+                                                 // 7: ConsumerWake::credit_limit and the debloat
+                                                 //    figures (throughput, target, segment rate)
 inline constexpr std::size_t kCacheLine = 64;
 
 // File names in the channel directory ($SHMCHAN_DIR or /dev/shm): a channel NAME is the file
@@ -303,10 +311,23 @@ struct alignas(kCacheLine) GateLink {
 // line the consumer writes per record or segment (ConsumerLine) would then cross the cores twice
 // per hand-over (the load pulls it over; the consumer's next store pulls it back and, stores
 // leaving in order, holds up the consumer's later stores).
+//
+// Debloating (rule 7) lives on this line too: the consumer writes it every sample period (200 ms
+// by default), and the producer loads `credit_limit` only when its cached release says it has
+// reached its limit, beside the loads of `released` it makes then anyway.
 struct alignas(kCacheLine) ConsumerWake {
     SharedU32 sleeping;        // consumer sets 1 before parking; producer exchanges to 0 (rule 5)
-    std::uint32_t reserved0;
-    std::uint8_t reserved[56];
+    SharedU32 credit_limit;    // debloating (rule 7): segments the producer may have in flight for
+                               // this slot (published and not released, plus the one it fills);
+                               // 0: no limit. Consumer-written, relaxed (a hint); the producer
+                               // clamps it to [min(2, N), N] before use
+    SharedU64 throughput_bytes_per_s;  // debloating: the consumer's measured throughput (EMA over
+                                       // its busy time), display only; relaxed
+    SharedU64 debloat_target_ns;       // debloating: the consumer's target time in flight, 0 when
+                                       // off; display only; relaxed
+    SharedU64 segments_per_ks;         // debloating: the consumer's measured rate in segments per
+                                       // 1000 s (the limit's basis), display only; relaxed
+    std::uint8_t reserved[32];
 };
 
 struct alignas(kCacheLine) ConsumerSlot {
@@ -535,6 +556,10 @@ static_assert(offsetof(ConsumerSlot, attachment) == 64);
 static_assert(offsetof(ConsumerSlot, counters) == 128);
 static_assert(offsetof(ConsumerSlot, wake) == 256);
 static_assert(offsetof(ConsumerWake, sleeping) == 0);
+static_assert(offsetof(ConsumerWake, credit_limit) == 4);
+static_assert(offsetof(ConsumerWake, throughput_bytes_per_s) == 8);
+static_assert(offsetof(ConsumerWake, debloat_target_ns) == 16);
+static_assert(offsetof(ConsumerWake, segments_per_ks) == 24);
 static_assert(offsetof(ProducerCounters, waiting_since_ns) == 64);
 static_assert(offsetof(ConsumerCounters, waiting_since_ns) == 64);
 static_assert(offsetof(SegmentHeader, committed_bytes) == 0);

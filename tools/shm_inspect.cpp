@@ -169,6 +169,12 @@ struct Snapshot {
     std::uint64_t unread = 0;
     double fill = 0;
     std::uint64_t sampled_ns = 0;  // CLOCK_MONOTONIC
+    // Debloating (docs/LAYOUT.md): the data in flight (unread segments x payload capacity: an
+    // upper bound when segments go over partly filled) and, when the consumer measures its rate,
+    // how long it takes to read it (Flink's estimatedTimeToConsumeBuffersMs).
+    std::uint64_t in_flight_bytes = 0;
+    bool estimated = false;
+    double estimated_ms = 0;
 };
 
 // What a side's pid says now: the lock decides alive; the pid and start time say what became of
@@ -265,6 +271,11 @@ Snapshot take_snapshot(const std::string& name) {
     s.consumer_state = side_state(info.consumer);
     s.unread = info.published - info.released;
     s.fill = info.segment_count ? static_cast<double>(s.unread) / info.segment_count : 0.0;
+    s.in_flight_bytes = s.unread * L::segment_payload_capacity(info.segment_size);
+    if (info.segments_per_ks != 0) {
+        s.estimated = true;
+        s.estimated_ms = static_cast<double>(s.unread) * 1e6 / static_cast<double>(info.segments_per_ks);
+    }
     bool producer_lost = info.producer.attach_count > 0 && !info.producer.alive;
     bool consumer_lost = info.consumer.attach_count > 0 && !info.consumer.alive;
     if (info.end_of_stream) {
@@ -450,7 +461,9 @@ std::string snapshot_json(const Snapshot& s) {
               "records_read", "events_read", "wakeups", "producer_wake_syscalls",
               "consumer_wake_syscalls", "parks", "producer_parks", "consumer_parks", "backpressured_ns", "idle_ns",
               "last_publish_unix_ms", "last_release_unix_ms", "buffer_timeout_ns", "flushed_segment",
-              "flushed_bytes", "resume_segment", "resume_offset", "in_flight_record_bytes"}) {
+              "flushed_bytes", "resume_segment", "resume_offset", "in_flight_record_bytes", "in_flight_bytes",
+              "estimated_time_to_consume_ms", "debloat_target_ms", "credit_limit_segments", "debloated_in_flight_bytes",
+              "throughput_bytes_per_s", "throughput_segments_per_s"}) {
             o.null(key);
         }
         return o.done();
@@ -482,6 +495,25 @@ std::string snapshot_json(const Snapshot& s) {
     if (points.resume) o.num("resume_segment", points.resume_segment).num("resume_offset", points.resume_offset);
     else o.null("resume_segment").null("resume_offset");
     o.num("in_flight_record_bytes", i.in_flight_record_bytes);
+    // Debloating: the data in flight and the time to read it; the consumer's target, the credit
+    // limit the producer obeys and what it allows (Flink's debloatedBufferSize, here for the whole
+    // ring), and the consumer's measured rates. null: off, or nothing measured yet.
+    o.num("in_flight_bytes", s.in_flight_bytes);
+    if (s.estimated) o.real("estimated_time_to_consume_ms", s.estimated_ms); else o.null("estimated_time_to_consume_ms");
+    if (i.debloat_target_ns) o.real("debloat_target_ms", static_cast<double>(i.debloat_target_ns) / 1e6);
+    else o.null("debloat_target_ms");
+    if (i.credit_limit) {
+        o.num("credit_limit_segments", i.credit_limit);
+        o.num("debloated_in_flight_bytes", std::uint64_t{i.credit_limit} * L::segment_payload_capacity(i.segment_size));
+    } else {
+        o.null("credit_limit_segments").null("debloated_in_flight_bytes");
+    }
+    if (i.segments_per_ks) {
+        o.num("throughput_bytes_per_s", i.throughput_bytes_per_s);
+        o.real("throughput_segments_per_s", static_cast<double>(i.segments_per_ks) / 1000.0);
+    } else {
+        o.null("throughput_bytes_per_s").null("throughput_segments_per_s");
+    }
     return o.done();
 }
 
@@ -501,6 +533,8 @@ std::string list_line(const Snapshot& s) {
         line += "  " + side_summary("producer", i.producer, s.producer_state);
         line += "  " + side_summary("consumer", i.consumer, s.consumer_state);
         line += "  fill " + percent(s.fill) + " (" + std::to_string(s.unread) + "/" + std::to_string(i.segment_count) + ")";
+        if (i.credit_limit) line += "  limit " + std::to_string(i.credit_limit);
+        if (s.estimated) line += "  drain ~" + fixed(s.estimated_ms, 0) + " ms";
     }
     if (s.stale) line += "  stale";
     if (!s.reason.empty()) line += "  reason: " + s.reason;
@@ -579,6 +613,24 @@ int run_show(const std::string& name, bool json) {
     row("positions", "published " + std::to_string(i.published) + ", released " + std::to_string(i.released) +
                          ", unread " + std::to_string(s.unread));
     row("fill (outPoolUsage)", percent(s.fill) + " (" + fixed(s.fill, 4) + ")");
+    row("in flight", std::to_string(s.in_flight_bytes) + " bytes at most" +
+                         (s.estimated ? ", ~" + fixed(s.estimated_ms, 1) + " ms to consume (estimatedTimeToConsumeBuffersMs)"
+                                      : std::string()));
+    if (i.debloat_target_ns || i.credit_limit) {
+        std::string text = "target " + (i.debloat_target_ns ? fixed(static_cast<double>(i.debloat_target_ns) / 1e6, 1) + " ms"
+                                                            : std::string("off"));
+        text += ", credit limit " + (i.credit_limit ? std::to_string(i.credit_limit) + " of " + std::to_string(i.segment_count) +
+                                                          " segments (" +
+                                                          std::to_string(std::uint64_t{i.credit_limit} *
+                                                                         L::segment_payload_capacity(i.segment_size)) +
+                                                          " bytes)"
+                                                    : std::string("none yet"));
+        if (i.segments_per_ks) {
+            text += ", consumer reads " + fixed(static_cast<double>(i.throughput_bytes_per_s) / 1e6, 2) + " MB/s, " +
+                    fixed(static_cast<double>(i.segments_per_ks) / 1000.0, 1) + " segments/s when busy";
+        }
+        row("debloating", text);
+    }
     {
         const RecordsPoints points = records_points(i);
         std::string text = "resume at " + (points.resume ? "segment " + std::to_string(points.resume_segment) + " offset " +
@@ -733,7 +785,7 @@ struct Cell {
 
 // The columns of a watch row, in order, with the order they are dropped in when the terminal is
 // too narrow (drop 1 first; 0: never dropped).
-enum Column : std::size_t { kName, kState, kFill, kMbps, kRecps, kSegps, kBp, kIdle, kProducer, kConsumer, kColumns };
+enum Column : std::size_t { kName, kState, kFill, kMbps, kRecps, kSegps, kBp, kIdle, kLimit, kDrain, kProducer, kConsumer, kColumns };
 struct ColumnSpec {
     const char* title;
     std::size_t width;  // 0: as wide as its widest cell
@@ -743,7 +795,8 @@ struct ColumnSpec {
 constexpr ColumnSpec kColumnSpecs[kColumns] = {
     {"NAME", 0, false, 0},      {"STATE", 8, false, 0},      {"FILL", 27, false, 0},
     {"MB/s", 9, true, 0},       {"rec/s", 10, true, 2},      {"seg/s", 8, true, 1},
-    {"bp ms/s", 7, true, 4},    {"idle ms/s", 9, true, 3},   {"PRODUCER", 22, false, 5},
+    {"bp ms/s", 7, true, 4},    {"idle ms/s", 9, true, 3},   {"limit", 5, true, 2},
+    {"drain ms", 8, true, 2},   {"PRODUCER", 22, false, 5},
     {"CONSUMER", 0, false, 6},
 };
 
@@ -819,6 +872,8 @@ std::string watch_frame(const std::vector<Snapshot>& now, const std::map<std::st
         cells[kSegps] = {rate(r.segments_per_s, 0)};
         cells[kBp] = {rate(r.backpressured_ms_per_s, 0), r.known && r.backpressured_ms_per_s >= 1 ? kYellow : ""};
         cells[kIdle] = {rate(r.idle_ms_per_s, 0)};
+        cells[kLimit] = {s.info.credit_limit ? std::to_string(s.info.credit_limit) : std::string("-")};
+        cells[kDrain] = {s.estimated ? fixed(s.estimated_ms, 0) : std::string("-")};
         const ChannelInfo& i = s.info;
         std::string producer = producer_activity(s, r, previous);
         std::string consumer = consumer_activity(s, previous);
@@ -1636,6 +1691,41 @@ int run_metrics() {
     for (const auto* s : ready) sample("shmchan_released_segments", label(*s), std::to_string(s->info.released));
     family("shmchan_fill_ratio", "gauge", "Published but unreleased segments over the ring size (outPoolUsage).");
     for (const auto* s : ready) sample("shmchan_fill_ratio", label(*s), fmt::number(s->fill, false));
+    family("shmchan_in_flight_bytes", "gauge",
+           "Data in flight: published, unreleased segments x payload capacity (an upper bound).");
+    for (const auto* s : ready) sample("shmchan_in_flight_bytes", label(*s), std::to_string(s->in_flight_bytes));
+    family("shmchan_estimated_time_to_consume_ms", "gauge",
+           "Time the consumer takes to read the data in flight at its measured rate "
+           "(estimatedTimeToConsumeBuffersMs; debloating consumers only).");
+    for (const auto* s : ready) {
+        if (s->estimated) sample("shmchan_estimated_time_to_consume_ms", label(*s), fmt::number(s->estimated_ms, false));
+    }
+    family("shmchan_credit_limit_segments", "gauge",
+           "Debloating: segments the producer may have in flight (the slowest consumer's limit; absent: none).");
+    for (const auto* s : ready) {
+        if (s->info.credit_limit) sample("shmchan_credit_limit_segments", label(*s), std::to_string(s->info.credit_limit));
+    }
+    family("shmchan_debloated_in_flight_bytes", "gauge",
+           "Debloating: the credit limit in bytes (debloatedBufferSize, for the whole ring).");
+    for (const auto* s : ready) {
+        if (s->info.credit_limit) {
+            sample("shmchan_debloated_in_flight_bytes", label(*s),
+                   std::to_string(std::uint64_t{s->info.credit_limit} * L::segment_payload_capacity(s->info.segment_size)));
+        }
+    }
+    family("shmchan_debloat_target_ms", "gauge", "Debloating: the consumer's target time in flight (absent: off).");
+    for (const auto* s : ready) {
+        if (s->info.debloat_target_ns) {
+            sample("shmchan_debloat_target_ms", label(*s), fmt::number(static_cast<double>(s->info.debloat_target_ns) / 1e6, false));
+        }
+    }
+    family("shmchan_consumer_throughput_bytes_per_second", "gauge",
+           "Debloating: the consumer's measured throughput over its busy time (absent: not measured).");
+    for (const auto* s : ready) {
+        if (s->info.segments_per_ks) {
+            sample("shmchan_consumer_throughput_bytes_per_second", label(*s), std::to_string(s->info.throughput_bytes_per_s));
+        }
+    }
     family("shmchan_segments", "gauge", "Segments in the ring.");
     for (const auto* s : ready) sample("shmchan_segments", label(*s), std::to_string(s->info.segment_count));
     family("shmchan_segment_size_bytes", "gauge", "Bytes per segment, its 64-byte header included.");

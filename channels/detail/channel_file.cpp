@@ -330,6 +330,21 @@ ChannelInfo read_info(const std::string& name, const shm::Region& region, Self s
     info.flush_word = layout::load_relaxed(header.producer.flushed);
     info.resume_word = layout::load_relaxed(header.consumers[0].position.resume_point);
     info.in_flight_record_bytes = layout::load_relaxed(header.consumers[0].position.in_flight_record_bytes);
+    // Rule 7: the limit the producer obeys, clamped as it clamps it.
+    std::uint32_t limit_slot = 0;
+    for (std::uint32_t i = 0; i < slots && i < layout::kMaxConsumers; ++i) {
+        const std::uint32_t wanted = layout::load_relaxed(header.consumers[i].wake.credit_limit);
+        if (wanted == 0 || info.segment_count == 0) continue;
+        const std::uint32_t limit =
+            std::clamp(wanted, std::min<std::uint32_t>(2, info.segment_count), info.segment_count);
+        if (info.credit_limit == 0 || limit < info.credit_limit) {
+            info.credit_limit = limit;
+            limit_slot = i;
+        }
+    }
+    info.throughput_bytes_per_s = layout::load_relaxed(header.consumers[limit_slot].wake.throughput_bytes_per_s);
+    info.debloat_target_ns = layout::load_relaxed(header.consumers[limit_slot].wake.debloat_target_ns);
+    info.segments_per_ks = layout::load_relaxed(header.consumers[limit_slot].wake.segments_per_ks);
     auto side = [&](const layout::Attachment& a, std::uint64_t lock_byte, const layout::SharedU32& sleeping) {
         ChannelInfo::Side s;
         s.attached = layout::load_relaxed(a.attached) != 0;

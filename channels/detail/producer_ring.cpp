@@ -40,10 +40,14 @@ Status ProducerRing::adopt(std::uint64_t epoch) {
 Status ProducerRing::try_acquire(WritableSegment& out) {
     if (ended_) return fail(Status::invalid_call, "the stream has ended");
     if (!holding_) {
-        if (position_ - cached_release_ >= memory_.segment_count) {
+        // credit_limit_ is N unless a consumer publishes a smaller limit (rule 7): with debloating
+        // off this is the one test of a full ring it always was.
+        if (position_ - cached_release_ >= credit_limit_) {
             std::uint64_t released = 0;
             if (Status status = load_slowest_release(released); status != Status::ok) return status;
             if (position_ - released >= memory_.segment_count) return Status::would_block;
+            credit_limit_ = load_credit_limit();
+            if (position_ - released >= credit_limit_ && !record_spans()) return Status::would_block;
         }
         L::SegmentHeader& segment = memory_.segment(position_);
         holding_ = true;
@@ -275,6 +279,28 @@ Status ProducerRing::load_slowest_release(std::uint64_t& slowest) {
     }
     cached_release_ = slowest;
     return Status::ok;
+}
+
+// Rule 7: the smallest credit limit of the consumer slots, each clamped to [min(2, N), N] (0: N).
+// Relaxed: a hint that orders nothing; any value yields a limit within the ring.
+std::uint32_t ProducerRing::load_credit_limit() const noexcept {
+    const std::uint32_t count = memory_.segment_count;
+    const std::uint32_t low = std::min<std::uint32_t>(2, count);
+    std::uint32_t limit = count;
+    for (std::uint32_t i = 0; i < memory_.consumer_slots; ++i) {
+        const std::uint32_t wanted = L::load_relaxed(memory_.header->consumers[i].wake.credit_limit);
+        if (wanted == 0) continue;
+        limit = std::min(limit, std::clamp(wanted, low, count));
+    }
+    return limit;
+}
+
+// The last published segment ends in a record that goes on: the limit is waived until it ends,
+// so that a reader holding the record's first segments is never waited for (rule 7).
+bool ProducerRing::record_spans() const noexcept {
+    if (position_ == 0) return false;
+    // Our own store (publish), in a slot we do not reuse before taking position_ - 1 + N.
+    return (L::load_relaxed(memory_.segment(position_ - 1).flags) & L::kSegmentRecordContinues) != 0;
 }
 
 std::uint32_t ProducerRing::free_segments() {

@@ -53,6 +53,9 @@ public:
     void set_buffer_timeout(std::uint64_t timeout_ns) noexcept;
     void add_written(std::uint64_t records, std::uint64_t events) noexcept;
 
+    // Rule 7: the credit limit the producer obeys now (N without debloating), as last loaded.
+    std::uint32_t credit_limit() const noexcept { return credit_limit_; }
+
     std::uint64_t position() const noexcept { return position_; }  // the next segment to publish
     bool holding() const noexcept { return holding_; }
     bool ended() const noexcept { return ended_; }
@@ -66,6 +69,8 @@ private:
     };
     bool continuable(const layout::SegmentHeader& segment, Continued& out) const;
     bool resume_segment(layout::SegmentHeader& segment);
+    std::uint32_t load_credit_limit() const noexcept;
+    bool record_spans() const noexcept;
     Status fail(Status status, const std::string& message) { return diagnostics_->fail(status, message); }
 
     RingMemory memory_;
@@ -73,6 +78,7 @@ private:
     Diagnostics* diagnostics_;
     std::uint64_t position_ = 0;        // the next segment to publish
     std::uint64_t cached_release_ = 0;  // the slowest release we saw last (rule 3)
+    std::uint32_t credit_limit_ = memory_.segment_count;  // segments we may have in flight (rule 7)
     std::uint64_t epoch_ = 0;
     std::uint64_t flushed_word_ = 0;    // the flush word we stored last (rule 2b)
     std::uint64_t record_ordinal_ = 0;  // records layer: records completed (set_record_ordinal)
