@@ -50,7 +50,8 @@ class RecordWriter:
     """Attaches as the producer of channel `name` (created if missing; either side may come
     first). Options: segment_size (bytes, a multiple of 4096), segments, wait ("spin", "hybrid",
     "park"), buffer_timeout (seconds; 0: hand every record over at once), checksums, consumers,
-    consumer_slot, mode, max_record_bytes, spin_budget, liveness_interval, ready_timeout (seconds),
+    consumer_slot, mode, max_record_bytes, spin_budget, liveness_interval, ready_timeout,
+    debloat_target, debloat_period (seconds; debloat_target on the reader: buffers sized by time),
     allowed_owner, on_leftover ("resume", "fresh"). Unset options: the defaults when creating, the
     existing channel's values when opening. timeout=None waits without limit; a timed call that
     times out raises TimeoutError."""
@@ -70,6 +71,8 @@ class RecordWriter:
         spin_budget: float = ...,
         liveness_interval: float = ...,
         ready_timeout: float = ...,
+        debloat_target: float = ...,
+        debloat_period: float = ...,
         allowed_owner: Optional[int] = ...,
         on_leftover: Literal["resume", "fresh"] = ...,
     ) -> None: ...
@@ -117,6 +120,8 @@ class RecordReader:
         spin_budget: float = ...,
         liveness_interval: float = ...,
         ready_timeout: float = ...,
+        debloat_target: float = ...,
+        debloat_period: float = ...,
         allowed_owner: Optional[int] = ...,
         on_leftover: Literal["resume", "fresh"] = ...,
     ) -> None: ...

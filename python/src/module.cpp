@@ -170,6 +170,10 @@ shmchan::ChannelOptions to_options(const py::kwargs& kwargs) {
             o.liveness_interval = seconds_option("liveness_interval", value, false);
         } else if (key == "ready_timeout") {
             o.ready_timeout = seconds_option("ready_timeout", value, false);
+        } else if (key == "debloat_target") {
+            o.debloat_target = seconds_option("debloat_target", value, true);
+        } else if (key == "debloat_period") {
+            o.debloat_period = seconds_option("debloat_period", value, false);
         } else if (key == "checksums") {
             if (!PyBool_Check(value.ptr())) raise_invalid("option checksums: True or False");
             o.checksums = value.cast<bool>();
@@ -710,7 +714,9 @@ py::dict info_dict(const std::string& name, const shmchan::ChannelInfo& i, const
                              "events_read", "wakeups", "producer_wake_syscalls", "consumer_wake_syscalls", "parks",
                              "producer_parks", "consumer_parks", "backpressured_ns", "idle_ns", "last_publish_unix_ms",
                              "last_release_unix_ms", "buffer_timeout_ns", "flushed_segment", "flushed_bytes",
-                             "resume_segment", "resume_offset", "in_flight_record_bytes"};
+                             "resume_segment", "resume_offset", "in_flight_record_bytes", "in_flight_bytes",
+                             "estimated_time_to_consume_ms", "debloat_target_ms", "credit_limit_segments",
+                             "debloated_in_flight_bytes", "throughput_bytes_per_s", "throughput_segments_per_s"};
     if (!ready) {
         for (const char* key : figures) d[key] = py::none();
         return d;
@@ -770,6 +776,20 @@ py::dict info_dict(const std::string& name, const shmchan::ChannelInfo& i, const
         d["resume_offset"] = py::none();
     }
     d["in_flight_record_bytes"] = i.in_flight_record_bytes;
+    // Debloating, as shm-inspect shows it (None: off, or nothing measured yet).
+    const std::uint64_t capacity = L::segment_payload_capacity(i.segment_size);
+    d["in_flight_bytes"] = unread * capacity;
+    d["estimated_time_to_consume_ms"] =
+        i.segments_per_ks ? py::object(py::float_(static_cast<double>(unread) * 1e6 / static_cast<double>(i.segments_per_ks)))
+                          : py::object(py::none());
+    d["debloat_target_ms"] =
+        i.debloat_target_ns ? py::object(py::float_(static_cast<double>(i.debloat_target_ns) / 1e6)) : py::object(py::none());
+    d["credit_limit_segments"] = i.credit_limit ? py::object(py::int_(i.credit_limit)) : py::object(py::none());
+    d["debloated_in_flight_bytes"] =
+        i.credit_limit ? py::object(py::int_(std::uint64_t{i.credit_limit} * capacity)) : py::object(py::none());
+    d["throughput_bytes_per_s"] = i.segments_per_ks ? py::object(py::int_(i.throughput_bytes_per_s)) : py::object(py::none());
+    d["throughput_segments_per_s"] =
+        i.segments_per_ks ? py::object(py::float_(static_cast<double>(i.segments_per_ks) / 1000.0)) : py::object(py::none());
     return d;
 }
 

@@ -220,6 +220,17 @@ def test_close_waits_for_views_and_then_detaches():
     writer.close()
 
 
+def test_a_debloating_reader_shows_its_target_and_the_in_flight_figures():
+    with shmchan.RecordReader("debloat", debloat_target=0.05) as reader, shmchan.RecordWriter("debloat") as writer:
+        writer.write(b"x" * 100)
+        writer.flush()
+        assert bytes(reader.read(timeout=30)) == b"x" * 100
+        info = shmchan.inspect("debloat")
+        assert info["debloat_target_ms"] == pytest.approx(50.0)
+        assert info["in_flight_bytes"] >= 0
+        assert "estimated_time_to_consume_ms" in info and "credit_limit_segments" in info
+
+
 # ---- Bad input -------------------------------------------------------------------------------------------
 
 def test_bad_names_and_options_are_value_errors():
@@ -227,7 +238,8 @@ def test_bad_names_and_options_are_value_errors():
         with pytest.raises(ValueError):
             shmchan.RecordWriter(name)
     for options in ({"segment_size": 1000}, {"segments": 0}, {"wait": "fast"}, {"segment_size": "4096"},
-                    {"buffer_timeout": -1}, {"checksums": 1}, {"consumers": 99}, {"on_leftover": "x"}):
+                    {"buffer_timeout": -1}, {"checksums": 1}, {"consumers": 99}, {"on_leftover": "x"},
+                    {"debloat_target": -1}, {"debloat_target": 0.1, "debloat_period": 0}):
         with pytest.raises(ValueError):
             shmchan.RecordReader("options", **options)
     with pytest.raises(TypeError):
