@@ -416,9 +416,14 @@ TEST_CASE("one serve, one name, two streams in a row: the second is not taken fo
         write_file(bridge.scratch.file("in"), input);
         Program recv({kShmPipe, "recv", name}, bridge.remote.path(), "/dev/null", bridge.scratch.file("out"),
                      bridge.scratch.file("recv.err"));
-        Program send({kShmPipe, "send", name}, bridge.local, bridge.scratch.file("in"));
+        Program send({kShmPipe, "send", name}, bridge.local, bridge.scratch.file("in"), "/dev/null",
+                     bridge.scratch.file("send.err"));
         REQUIRE(eventually([&] { return channel_exists(bridge.local, name); }, 20s));
         auto forward = bridge.forward({name}, bridge.scratch.file("forward.err"));
+        const std::string send_err = bridge.scratch.file("send.err"), forward_err = bridge.scratch.file("forward.err"),
+                          recv_err = bridge.scratch.file("recv.err");
+        INFO("send: " << shmchan::test::read_whole_file(send_err) << "forward: " << shmchan::test::read_whole_file(forward_err)
+                      << "recv: " << shmchan::test::read_whole_file(recv_err));
         CHECK(send.wait() == 0);
         CHECK(forward->wait() == 0);
         CHECK(recv.wait() == 0);

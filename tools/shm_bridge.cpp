@@ -580,6 +580,7 @@ struct Carried {
     bool opened = false;  // a hello was answered on the current link
     Clock::time_point hello_sent{}, last_ack{}, end_sent{};
     std::uint64_t acked = 0, next_send = 0, credit_limit = 0;
+    std::uint64_t sent_end = 0;  // one past the highest segment ever sent, on any link
     std::optional<std::uint64_t> end_at, died_at;
     bool finished = false;  // end (or death) acknowledged
     Clock::time_point last_liveness{};
@@ -758,13 +759,16 @@ private:
             return;  // an answer from before the last hello
         }
         if (position > c.acked) {
-            if (position > c.next_send && !(flags & wire::kAckOpened)) {
+            // An answer to a second hello may have rewound next_send below what the first answer
+            // let us send: an ack of a segment sent on the way is no error.
+            if (position > std::max(c.next_send, c.sent_end) && !(flags & wire::kAckOpened)) {
                 throw Failure{"remote end acknowledged segment " + std::to_string(position) + " of " + c.remote + " never sent"};
             }
             if (c.source->release_until(position) != shmchan::Status::ok) {
                 throw Failure{"channel " + c.local + ": " + c.source->last_error()};
             }
             c.acked = position;
+            c.next_send = std::max(c.next_send, position);
         }
         c.last_ack = Clock::now();
         c.credit_limit = position + frame.header.credits;
@@ -827,6 +831,7 @@ private:
             if (!send_frame(socket_.get(), frame_)) break;  // the link is full or down: later
             if (c.next_send == c.acked) c.last_ack = now;     // the stall clock starts with the first unacked
             ++c.next_send;
+            c.sent_end = std::max(c.sent_end, c.next_send);
             progress = true;
         }
         // The stream's end: once every segment before it is sent, say so (again after each hello).
