@@ -433,7 +433,9 @@ private:
         try {
             shmchan::ChannelInfo info = shmchan::inspect(s.name);
             if (info.end_of_stream) {
-                if (s.geometry.stream_id != 0 && s.geometry.stream_id != hello.stream_id) {
+                // Ours only if we know it is the same stream (its end written, the ack lost): a
+                // stream we do not remember (refused, or serve restarted) is another one.
+                if (s.geometry.stream_id != hello.stream_id) {
                     last.message = "remote channel " + s.name + " holds an ended stream not read yet (read or remove it first)";
                     return &last;
                 }
