@@ -430,5 +430,13 @@ void zmq_side(Ctx& ctx);  // stream: a = PUSH producer, b = PULL consumer; pingp
 #ifdef SHMCHAN_BENCH_ICEORYX
 void iceoryx_side(Ctx& ctx);
 #endif
+#ifdef SHMCHAN_BENCH_AERON
+// Stream: a = exclusive publication (try_claim), b = subscription; pingpong: one of each per side.
+// aeron_dir: the media driver's directory.
+void aeron_side(Ctx& ctx, const std::string& aeron_dir);
+// Connects a client to the media driver in aeron_dir and closes it: "" when that works, else why.
+// Waits at most timeout_ms for the driver. Starts no thread (safe before fork).
+std::string aeron_driver_check(const std::string& aeron_dir, long timeout_ms);
+#endif
 
 }  // namespace bench

@@ -13,6 +13,8 @@
 //             reads every byte; throughput = records / (consumer's end - start).
 //   pingpong  the pinger sends record i, the ponger reads it and sends back an echo of the same
 //             size; each round trip is timed into a log-linear histogram (p50/p99/p99.9).
+// Optional peers (ZeroMQ, iceoryx, Aeron IPC) are compiled in when found (bench/CMakeLists.txt);
+// without them their rows say why they are empty.
 // The producer's and consumer's checksums must agree (both directions for pingpong): a
 // mismatch, or a side that fails, fails the run (exit 1).
 #include <fcntl.h>
@@ -38,6 +40,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <new>
@@ -303,11 +306,14 @@ void shmchan_segments(Ctx& ctx) {
 }
 
 // Records layer: copy = write(span) of a record the producer filled in its own buffer;
-// zero-copy = reserve + fill in place + commit. The consumer reads views (read()).
+// zero-copy = reserve + fill in place + commit. The consumer reads views (read()). Streams:
+// copy and zero-copy are the batch calls (below); per-record is one write() and one read() per
+// record.
 void shmchan_records(Ctx& ctx) {
     const Spec& s = *ctx.spec;
     const shmchan::ChannelOptions o = channel_options(s);
-    const bool copy = s.api == "copy";
+    const bool per_record = s.api == "per-record";
+    const bool copy = s.api == "copy" || per_record;
     std::vector<std::byte> buf(copy ? s.record_bytes : 0);
     auto send = [&](shmchan::RecordWriter& w, Filler& f) -> bool {
         Status st;
@@ -342,8 +348,9 @@ void shmchan_records(Ctx& ctx) {
     if (s.pattern == Pattern::stream) {
         // Copying calls stream in batches, as the ring does: the producer fills a local buffer
         // of up to 32 KiB of records (at least one) and hands it to write_batch(); the consumer
-        // takes them with read_run() (a view of many records). Zero-copy calls go one record at a
-        // time.
+        // takes them with read_run() (a view of many records). Per-record: one write() of each
+        // record (filled in a private buffer, as a user with one record at a time does) and one
+        // read() of each.
         const std::size_t batch = std::max<std::size_t>(1, 32768 / s.record_bytes);
         // Zero-copy batches: reserve_run() room for up to `batch` records in place, filled there,
         // commit_run(); a record too large for two per segment goes one by one (reserve/commit).
@@ -356,9 +363,26 @@ void shmchan_records(Ctx& ctx) {
             std::unique_ptr<std::byte[], decltype(&std::free)> buffer(
                 static_cast<std::byte*>(std::aligned_alloc(64, (batch * s.record_bytes + 63) / 64 * 64)), &std::free);
             const std::span<std::byte> records(buffer.get(), batch * s.record_bytes);
+            const std::span<const std::byte> one(buffer.get(), s.record_bytes);
             const std::int64_t deadline = ctx.ready_and_wait() + s.stream_ns;
             for (;;) {
-                if (copy) {
+                if (per_record) {
+                    Status st = Status::ok;
+                    if (f.has_whole()) {
+                        Filler::Whole local = f.whole_records();  // the fill's state in registers
+                        for (int k = 0; k < 64 && st == Status::ok; ++k) {
+                            local.fill(buffer.get());
+                            st = w.write(one);
+                        }
+                        f.take(local);
+                    } else {
+                        for (int k = 0; k < 64 && st == Status::ok; ++k) {
+                            f.fill(buffer.get(), s.record_bytes);
+                            st = w.write(one);
+                        }
+                    }
+                    if (st != Status::ok) return ctx.fail("write: " + status_text(st, w.last_error()));
+                } else if (copy) {
                     f.fill(records.data(), records.size());
                     std::size_t written = 0;
                     const Status st = w.write_batch(records, s.record_bytes, written);
@@ -402,7 +426,7 @@ void shmchan_records(Ctx& ctx) {
             ctx.ready_and_wait();
             Status st;
             bool bad_size = false;
-            if (copy || zero_copy_runs) {
+            if (!per_record && (copy || zero_copy_runs)) {
                 // One view per run of records (read_run: the records of one write_batch or
                 // commit_run call that lie side by side in a segment), checksummed in place, as
                 // the ring's consumer checksums its slot.
@@ -1088,6 +1112,95 @@ void stop_roudi(Roudi& r) {
 }
 #endif
 
+// ---- Aeron: the media driver, started and stopped by the bench -----------------------------------
+
+#ifdef SHMCHAN_BENCH_AERON
+struct AeronDriver {
+    pid_t pid = -1;
+    std::string dir;  // AERON_DIR: on tmpfs, as Aeron's default is
+    std::string why;  // empty: running
+};
+AeronDriver g_aeron;
+
+// aeronmd in threading mode SHARED (one thread for conductor, sender and receiver) with the
+// backoff idle strategy, pinned to the producer's core (the writer's), in a directory of its own
+// that it deletes on start and on shutdown.
+AeronDriver start_aeron_driver(const Config& cfg) {
+    AeronDriver d;
+    d.dir = "/dev/shm/shm-bench-aeron-" + std::to_string(::getpid());
+    const std::string log = cfg.dir + "/aeronmd.log";
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid < 0) return d.why = std::string("fork: ") + std::strerror(errno), d;
+    if (pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGINT);  // the driver goes (and cleans up) when the bench goes
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the bench blocks SIGCHLD; the driver must not inherit that
+        pin_to(cfg.core_a);
+        const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) {
+            ::dup2(fd, 1);
+            ::dup2(fd, 2);
+            ::close(fd);
+        }
+        ::setenv("AERON_DIR", d.dir.c_str(), 1);
+        ::setenv("AERON_THREADING_MODE", "SHARED", 1);
+        ::setenv("AERON_SHARED_IDLE_STRATEGY", "backoff", 1);
+        ::setenv("AERON_DIR_DELETE_ON_START", "true", 1);
+        ::setenv("AERON_DIR_DELETE_ON_SHUTDOWN", "true", 1);
+        ::execl(SHMCHAN_AERON_DRIVER, "aeronmd", static_cast<char*>(nullptr));
+        std::fprintf(stderr, "exec %s: %s\n", SHMCHAN_AERON_DRIVER, std::strerror(errno));
+        std::_Exit(127);
+    }
+    d.pid = pid;
+    // Ready when a client connects (the driver's CnC file is up and its heartbeat fresh).
+    std::string why;
+    const std::int64_t deadline = now_ns() + 10'000'000'000;
+    for (;;) {
+        int status;
+        if (::waitpid(pid, &status, WNOHANG) == pid) {
+            d.pid = -1;
+            std::ifstream in(log);
+            std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            text = text.substr(text.size() > 300 ? text.size() - 300 : 0);
+            std::replace(text.begin(), text.end(), '\n', ' ');
+            return d.why = "aeronmd exited: " + text, d;
+        }
+        if (::access((d.dir + "/cnc.dat").c_str(), R_OK) == 0 && (why = aeron_driver_check(d.dir, 2000)).empty()) return d;
+        if (now_ns() > deadline) break;
+        timespec ts{0, 10'000'000};
+        ::nanosleep(&ts, nullptr);
+    }
+    d.why = "aeronmd did not accept a client within 10 s" + (why.empty() ? std::string() : ": " + why);
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    d.pid = -1;
+    unlink_dir(d.dir);
+    return d;
+}
+
+void stop_aeron_driver(AeronDriver& d) {
+    if (d.pid <= 0) return;
+    ::kill(d.pid, SIGINT);  // aeronmd shuts down cleanly on SIGINT (and deletes its directory)
+    const std::int64_t deadline = now_ns() + 5'000'000'000;
+    bool gone = false;
+    while (!gone && now_ns() < deadline) {
+        gone = ::waitpid(d.pid, nullptr, WNOHANG) == d.pid;
+        if (!gone) {
+            timespec ts{0, 10'000'000};
+            ::nanosleep(&ts, nullptr);
+        }
+    }
+    if (!gone) {
+        ::kill(d.pid, SIGKILL);
+        ::waitpid(d.pid, nullptr, 0);
+    }
+    d.pid = -1;
+    unlink_dir(d.dir);
+}
+#endif
+
 // ---- The rows of a run --------------------------------------------------------------------------
 
 const char* kSleepers[] = {"park", "pipe", "unix-socket", "boost-message-queue", "zeromq-ipc", "futex"};
@@ -1128,6 +1241,9 @@ std::vector<Spec> plan(const Config& cfg) {
             add("boost-message-queue", "", "", p, n, n);
             add("zeromq-ipc", "", p == Pattern::stream ? "push-pull" : "pair", p, n, n);
             add("iceoryx", "poll", "loan", p, n, n);
+            // Aeron: the stream sizes up to 32 KiB (one frame per record) and 64 B and 32 KiB
+            // ping-pong.
+            if (n <= 32768 && (p == Pattern::stream || n == 64 || n == 32768)) add("aeron-ipc", "spin", "try-claim", p, n, n);
             if (p == Pattern::stream) add("ring", "spin", "", p, n, n);
             if (p == Pattern::stream) add("cross-core", "spin", "", p, n, n);
             if (p == Pattern::stream) add("cross-core", "copy", "", p, n, n);
@@ -1135,6 +1251,7 @@ std::vector<Spec> plan(const Config& cfg) {
                 add("shmchan", mode, "segments", p, n, n == 32768 ? kRawMax : n);
                 add("shmchan", mode, "copy", p, n, n == 32768 ? kAlignedRecordMax : n);
                 add("shmchan", mode, "zero-copy", p, n, n == 32768 ? kRecordMax : n);
+                if (p == Pattern::stream && n <= 32768) add("shmchan", mode, "per-record", p, n, n == 32768 ? kAlignedRecordMax : n);
             }
         }
     }
@@ -1177,6 +1294,12 @@ std::string note_for(const Spec& s) {
         if (s.pattern == Pattern::stream) n += "; consumer reads 64 KiB per read(2)";
     }
     if (s.transport == "boost-message-queue") n = "16 messages deep, max message size = record size";
+    if (s.transport == "aeron-ipc")
+        n = std::string(s.record_bytes > 1376 ? "aeron:ipc?mtu=65504" : "aeron:ipc") +
+            ", exclusive publication, try_claim() per record written in place, busy-polled fragment handler reads it in place; "
+            "aeronmd SHARED (backoff idle) pinned with the producer; clients pre-touch the log buffers";
+    if (s.transport == "shmchan" && s.api == "per-record")
+        n += std::string(n.empty() ? "" : "; ") + "one write() and one read() per record";
     if (s.transport == "ring") n = s.record_bytes < 32768 ? "records batched into 32 KiB slots, " + std::to_string(32768 / s.record_bytes) + " per slot"
                                                        : "16 slots of 32 KiB; one copy in, one copy out";
     if (s.transport == "cacheline") n = "the limit: one 64-byte line each way, only its 8-byte sequence word is written and read";
@@ -1288,6 +1411,20 @@ Row run_once(const Spec& spec, const Config& cfg
         row.ok = true;
         return row;
 #endif
+    } else if (t == "aeron-ipc") {
+#ifdef SHMCHAN_BENCH_AERON
+        if (g_aeron.pid <= 0) {
+            row.note = "not run: " + g_aeron.why;
+            row.ok = true;
+            return row;
+        }
+        const std::string dir = g_aeron.dir;
+        ran = run_children(spec, cfg, [dir](Ctx& c) { aeron_side(c, dir); }, [dir](Ctx& c) { aeron_side(c, dir); }, nullptr, error);
+#else
+        row.note = "not built: configure with -DSHMCHAN_AERON_DIR=DIR, an Aeron build made by scripts/build_aeron.sh (bench/README.md)";
+        row.ok = true;
+        return row;
+#endif
     } else if (t == "iceoryx") {
 #ifdef SHMCHAN_BENCH_ICEORYX
         if (roudi->pid <= 0) {
@@ -1338,6 +1475,10 @@ void compute_ratios(std::vector<Row>& rows) {
             }
             if (const Row* b = find(rows, "memcpy", "l2", "*", s.pattern, 32768)) r.ratios["x_memcpy_l2"] = *r.bytes_per_s / *b->bytes_per_s;
             if (const Row* b = find(rows, "cross-core", "spin", "*", s.pattern, s.nominal_bytes)) r.ratios["x_cross_core"] = *r.bytes_per_s / *b->bytes_per_s;
+            if (const Row* b = find(rows, "aeron-ipc", "*", "*", s.pattern, s.nominal_bytes, s.load)) r.ratios["x_aeron"] = *r.bytes_per_s / *b->bytes_per_s;
+            if (s.api == "per-record") {
+                if (const Row* b = find(rows, "shmchan", s.mode, "segments", s.pattern, s.nominal_bytes, s.load)) r.ratios["x_segments"] = *r.bytes_per_s / *b->bytes_per_s;
+            }
         }
         if (s.pattern == Pattern::pingpong && r.p50) {
             // Spinning modes against the cache-line limit, park against the futex limit.
@@ -1346,6 +1487,7 @@ void compute_ratios(std::vector<Row>& rows) {
             if (const Row* b = find(rows, "futex", "*", "*", s.pattern, 64); b && s.nominal_bytes == 64 && s.mode == "park")
                 r.ratios["rtt_over_futex"] = *r.p50 / *b->p50;
             if (const Row* b = find(rows, "pipe", "*", "*", s.pattern, s.nominal_bytes)) r.ratios["pipe_rtt_over_rtt"] = *b->p50 / *r.p50;
+            if (const Row* b = find(rows, "aeron-ipc", "*", "*", s.pattern, s.nominal_bytes)) r.ratios["rtt_over_aeron"] = *r.p50 / *b->p50;
             if (s.mode != "spin") {
                 if (const Row* b = find(rows, "shmchan", "spin", s.api, s.pattern, s.nominal_bytes)) r.ratios["rtt_over_spin"] = *r.p50 / *b->p50;
             }
@@ -1374,7 +1516,8 @@ std::string fmt_us(std::optional<double> ns) {
 std::string ratio_text(const Row& r) {
     static const std::vector<std::pair<std::string, std::string>> names = {
         {"x_pipe", "x pipe"}, {"x_ring", "x ring"}, {"x_unix_socket", "x unix"}, {"x_spin", "x spin"}, {"x_park", "x park"}, {"x_cross_core", "x cross-core"},
-        {"rtt_over_cacheline", "/cacheline"}, {"rtt_over_futex", "/futex"}, {"rtt_over_spin", "/spin"},
+        {"x_aeron", "x aeron"}, {"x_segments", "x segments"},
+        {"rtt_over_cacheline", "/cacheline"}, {"rtt_over_futex", "/futex"}, {"rtt_over_spin", "/spin"}, {"rtt_over_aeron", "/aeron"},
         {"pipe_rtt_over_rtt", "pipe/rtt"}};
     std::string out;
     for (const auto& [key, label] : names) {
@@ -1403,7 +1546,7 @@ std::vector<const Row*> sorted(const std::vector<Row>& rows) {
     for (const Row& r : rows) out.push_back(&r);
     auto order = [](const std::string& t) {
         static const std::vector<std::string> ts = {"memcpy", "cross-core", "cacheline", "futex", "ring", "pipe", "unix-socket",
-                                                    "boost-message-queue", "zeromq-ipc", "iceoryx", "shmchan"};
+                                                    "boost-message-queue", "zeromq-ipc", "iceoryx", "aeron-ipc", "shmchan"};
         return std::find(ts.begin(), ts.end(), t) - ts.begin();
     };
     std::stable_sort(out.begin(), out.end(), [&](const Row* x, const Row* y) {
@@ -1494,6 +1637,12 @@ std::vector<Check> checks(const std::vector<Row>& rows, const Idle& idle) {
         }
         add(std::string(n == 64 ? "64 B" : "32 KiB") + " stream, consumer's core busy, hybrid, copy: >= 1 x park", v, true, 1, " x");
     }
+    // Aeron IPC of the same run (where it ran).
+    add("64 B stream, hybrid, per-record: >= 3 x aeron-ipc", ratio("hybrid", "per-record", Pattern::stream, 64, "x_aeron"), true, 3, " x");
+    add("64 B stream, hybrid, per-record: >= 0.5 x segments", ratio("hybrid", "per-record", Pattern::stream, 64, "x_segments"), true, 0.5, " x");
+    add("32 KiB stream, hybrid, copy: >= 1.5 x aeron-ipc", ratio("hybrid", "copy", Pattern::stream, 32768, "x_aeron"), true, 1.5, " x");
+    add("32 KiB stream, hybrid, zero-copy: >= 1.5 x aeron-ipc", ratio("hybrid", "zero-copy", Pattern::stream, 32768, "x_aeron"), true, 1.5, " x");
+    for (const auto& api : apis) add("64 B ping-pong, spin, " + api + ": p50 <= aeron-ipc p50", ratio("spin", api, Pattern::pingpong, 64, "rtt_over_aeron"), false, 1, " x");
     add("32 KiB stream, hybrid, copy: >= 3 x unix socket", ratio("hybrid", "copy", Pattern::stream, 32768, "x_unix_socket"), true, 3, " x");
     add("32 KiB stream, hybrid, zero-copy: >= 3 x unix socket", ratio("hybrid", "zero-copy", Pattern::stream, 32768, "x_unix_socket"), true, 3, " x");
     for (const auto& api : apis) add("64 B ping-pong, spin, " + api + ": <= 2 x cache-line RTT", ratio("spin", api, Pattern::pingpong, 64, "rtt_over_cacheline"), false, 2, " x");
@@ -1812,7 +1961,7 @@ std::string machine_line() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"shm-bench: shmchan against pipes, sockets, message queues, ZeroMQ, iceoryx, a simple ring and the machine's limits"};
+    CLI::App app{"shm-bench: shmchan against pipes, sockets, message queues, ZeroMQ, iceoryx, Aeron IPC, a simple ring and the machine's limits"};
     bool quick = false;
     std::string json_path, plot_path, markdown_path, filter, cores = "0,1";
     app.add_flag("--quick", quick, "64 B and 32 KiB only, short streams, 10,000 round trips where a transport sleeps (< 1 min)");
@@ -1870,6 +2019,13 @@ int main(int argc, char** argv) {
         else std::printf("iceoryx: cannot run: %s\n", roudi.why.c_str());
     }
 #endif
+#ifdef SHMCHAN_BENCH_AERON
+    if (std::any_of(specs.begin(), specs.end(), [](const Spec& s) { return s.transport == "aeron-ipc"; })) {
+        g_aeron = start_aeron_driver(cfg);
+        if (g_aeron.pid > 0) std::printf("aeron: started aeronmd (pid %d, SHARED, pinned to CPU %d) in %s\n", g_aeron.pid, cfg.core_a, g_aeron.dir.c_str());
+        else std::printf("aeron: cannot run: %s\n", g_aeron.why.c_str());
+    }
+#endif
     // Rounds: every row runs once per round, the rows interleaved, so that a change of the VM's
     // state (another tenant, the vCPUs moved) falls on all rows alike rather than on a few.
     // Stream rows take the median of their rounds; ping-pong rows merge their rounds' histograms.
@@ -1899,7 +2055,7 @@ int main(int argc, char** argv) {
                              , &roudi
 #endif
             );
-            const bool peer = one.transport == "zeromq-ipc" || one.transport == "iceoryx";
+            const bool peer = one.transport == "zeromq-ipc" || one.transport == "iceoryx" || one.transport == "aeron-ipc";
             if (!r.ok && peer && r.error.find("CHECKSUM") == std::string::npos) {
                 // A peer library that stalls gets one more try of this round.
                 std::printf("  %-38s %-8s %8s  FAILED (%s), trying again\n", r.label().c_str(),
@@ -1970,6 +2126,9 @@ int main(int argc, char** argv) {
     }
 #ifdef SHMCHAN_BENCH_ICEORYX
     stop_roudi(roudi);
+#endif
+#ifdef SHMCHAN_BENCH_AERON
+    stop_aeron_driver(g_aeron);
 #endif
     Idle idle;
     if (filter.empty() || std::string("shmchan/hybrid/").find(filter) != std::string::npos || filter == "shmchan") idle = measure_idle(cfg);

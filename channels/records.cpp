@@ -608,10 +608,10 @@ RecordWriter::~RecordWriter() = default;
 Status RecordWriter::write_slow(std::span<const std::byte> record) {
     return state_->write_record(record, Deadline::make(Mode::blocking, {}));
 }
-Status RecordWriter::try_write(std::span<const std::byte> record) {
+Status RecordWriter::try_write_slow(std::span<const std::byte> record) {
     return state_->write_record(record, Deadline::make(Mode::try_once, {}));
 }
-Status RecordWriter::write_for(std::span<const std::byte> record, std::chrono::nanoseconds timeout) {
+Status RecordWriter::write_for_slow(std::span<const std::byte> record, std::chrono::nanoseconds timeout) {
     return state_->write_record(record, Deadline::make(Mode::timed, timeout));
 }
 Status RecordWriter::write_batch(std::span<const std::byte> records, std::size_t record_size, std::size_t& written) {

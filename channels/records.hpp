@@ -175,9 +175,9 @@ public:
     // Copying writes. too_large: over the max record size, nothing written. try/for variants
     // wait (or not) only before the first byte: they need every segment the record needs to be
     // free, so a record larger than the ring can only be written by the blocking call.
-    Status write(std::span<const std::byte> record);  // inline fast path below
-    Status try_write(std::span<const std::byte> record);
-    Status write_for(std::span<const std::byte> record, std::chrono::nanoseconds timeout);
+    Status write(std::span<const std::byte> record);      // inline fast path below
+    Status try_write(std::span<const std::byte> record);  // inline fast path below
+    Status write_for(std::span<const std::byte> record, std::chrono::nanoseconds timeout);  // inline fast path below
     Status write(std::string_view text) { return write(std::as_bytes(std::span(text.data(), text.size()))); }
 
     // Zero-copy: `out` gets `size` writable bytes inside a segment (size <= max_inline_record());
@@ -259,7 +259,10 @@ private:
     explicit RecordWriter(std::unique_ptr<State> state);
     static std::uint64_t count_resumed_records(State& state);
     std::vector<std::byte>& scratch();
+    bool write_fast(std::span<const std::byte> record) noexcept;  // the inline path: room in the held segment
     Status write_slow(std::span<const std::byte> record);
+    Status try_write_slow(std::span<const std::byte> record);
+    Status write_for_slow(std::span<const std::byte> record, std::chrono::nanoseconds timeout);
     Status reserve_slow(std::size_t size, std::span<std::byte>& out);
     Status commit_slow(std::size_t used);
     std::unique_ptr<State> state_;

@@ -624,6 +624,33 @@ TEST_CASE("--lines: every line is one record, long lines span segments, send fir
 
 TEST_CASE("--lines: recv first, and a last line without a newline") { check_lines_round_trip(false, false); }
 
+// The default geometry, where short lines go many to a segment: lines of every length from 0 to
+// 150 (a newline at every offset of the 8-byte words send scans, before and after its first 64
+// bytes), in an order that changes from pass to pass, so that lines also straddle every read of
+// standard input and every write of standard output.
+TEST_CASE("--lines: short lines of every length, many per segment, byte for byte") {
+    Scratch scratch;
+    const std::string name = unique_name("pipe-lines-short");
+    std::string text;
+    for (std::size_t pass = 0; pass < 200; ++pass) {
+        for (std::size_t k = 0; k <= 150; ++k) {
+            const std::size_t length = (k * (pass + 1) + pass) % 151;
+            for (std::size_t i = 0; i < length; ++i) text.push_back(static_cast<char>('a' + (i + pass) % 26));
+            text.push_back('\n');
+        }
+    }
+    text += "no newline at the end";
+    write_file(scratch.file("input"), text);
+    PipeRun send(args({"send", name, "--lines"}), scratch.file("input"), "/dev/null", scratch.file("send.err"));
+    PipeRun recv(args({"recv", name, "--lines"}), "/dev/null", scratch.file("output"), scratch.file("recv.err"));
+    CHECK_MESSAGE(send.exit_code() == 0, send.errors());
+    CHECK_MESSAGE(recv.exit_code() == 0, recv.errors());
+    const std::string received = read_file(scratch.file("output"));
+    CHECK(received.size() == text.size() + 1);
+    CHECK(received == text + "\n");
+    CHECK_FALSE(channel_exists(name));
+}
+
 TEST_CASE("--lines on one side only is refused with a message") {
     Scratch scratch;
     const std::string name = unique_name("pipe-framing");

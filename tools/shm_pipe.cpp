@@ -45,12 +45,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -478,20 +480,41 @@ int wait_in_slices(const Options& options, shmchan::RecordWriter& writer, Attemp
     }
 }
 
+// The first '\n' in [p, end), or nullptr. Lines are mostly short: eight bytes at a time in
+// registers for the first 64 bytes (a call to memchr per short line costs more than the line),
+// then memchr for the rest of a long one.
+const char* find_newline(const char* p, const char* end) {
+    constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+    constexpr std::uint64_t kNewlines = kOnes * static_cast<unsigned char>('\n');
+    const char* const words_end = end - p > 64 ? p + 64 : end;
+    for (; words_end - p >= 8; p += 8) {
+        std::uint64_t word;
+        std::memcpy(&word, p, 8);
+        const std::uint64_t x = word ^ kNewlines;  // a zero byte where word has '\n'
+        // The lowest set bit marks the first zero byte (a borrow can only mark bytes above it).
+        const std::uint64_t zero = (x - kOnes) & ~x & kHighs;
+        if (zero != 0) {
+            static_assert(std::endian::native == std::endian::little, "the first byte is the lowest");
+            return p + (std::countr_zero(zero) >> 3);
+        }
+    }
+    if (p == end) return nullptr;
+    return static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
+}
+
 int run_send_lines(const Options& options, const shmchan::ChannelOptions& channel_options) {
     auto writer = shmchan::RecordWriter::attach(options.name, channel_options);
     report_leftover(options.name, writer.producer().discarded_leftover());
     g_peer_baseline = peer_baseline(writer.producer().info().consumer);
     g_refusals_seen = writer.producer().info().framing_refusals;
     const std::string& name = options.name;
-    std::vector<char> input(64 * 1024);
+    std::vector<char> input(256 * 1024);
     std::string pending;  // a line that goes on past the input buffer
     auto last_liveness_check = Clock::now();
 
-    auto write_line = [&](std::string_view line) -> int {
+    // A line whose try_write() returned `status` (not ok): wait for room, or report why not.
+    auto write_line_slow = [&](std::string_view line, shmchan::Status status) -> int {
         auto bytes = std::as_bytes(std::span(line.data(), line.size()));
-        auto status = writer.try_write(bytes);
-        if (status == shmchan::Status::ok) return kExitOk;
         if (status == shmchan::Status::invalid_call) {
             // Larger than the whole ring: only the blocking write can carry it.
             status = writer.write(bytes);
@@ -508,6 +531,13 @@ int run_send_lines(const Options& options, const shmchan::ChannelOptions& channe
             return fail("channel " + name + ": write failed (" + shmchan::to_string(status) + "): " + writer.last_error());
         }
         return wait_in_slices(options, writer, [&](std::chrono::nanoseconds slice) { return writer.write_for(bytes, slice); });
+    };
+
+    // One line: try_write() (inline while the held segment has room) and the slow path when not.
+    auto write_line = [&](std::string_view line) -> int {
+        const auto status = writer.try_write(std::as_bytes(std::span(line.data(), line.size())));
+        if (status == shmchan::Status::ok) [[likely]] return kExitOk;
+        return write_line_slow(line, status);
     };
 
     auto finish = [&]() -> int {
@@ -545,29 +575,57 @@ int run_send_lines(const Options& options, const shmchan::ChannelOptions& channe
             return fail(std::string("error reading standard input: ") + std::strerror(errno));
         }
         if (got == 0) return finish();
-        std::string_view chunk(input.data(), static_cast<std::size_t>(got));
-        while (!chunk.empty()) {
-            std::size_t newline = chunk.find('\n');
-            if (newline == std::string_view::npos) {
-                if (pending.size() + chunk.size() > writer.max_record_bytes()) {
+        const char* at = input.data();
+        const char* const end = at + got;
+        while (at != end) {
+            const char* newline = find_newline(at, end);
+            if (newline == nullptr) {
+                const auto rest = static_cast<std::size_t>(end - at);
+                if (pending.size() + rest > writer.max_record_bytes()) {
                     return fail("a line longer than channel " + name + "'s maximum record size (" +
                                 std::to_string(writer.max_record_bytes()) + " bytes)");
                 }
-                pending.append(chunk);
+                pending.append(at, rest);
                 break;
             }
-            std::string_view line = chunk.substr(0, newline);
-            int code;
-            if (pending.empty()) {
-                code = write_line(line);
+            const std::string_view line(at, static_cast<std::size_t>(newline - at));
+            if (pending.empty()) [[likely]] {
+                const auto status = writer.try_write(std::as_bytes(std::span(line.data(), line.size())));
+                if (status != shmchan::Status::ok) [[unlikely]] {
+                    if (int code = write_line_slow(line, status); code != kExitOk) return code;
+                }
             } else {
                 pending.append(line);
-                code = write_line(pending);
+                int code = write_line(pending);
                 pending.clear();
+                if (code != kExitOk) return code;
             }
-            if (code != kExitOk) return code;
-            chunk.remove_prefix(newline + 1);
+            at = newline + 1;
         }
+    }
+}
+
+// Copies a line of n bytes: lines are mostly short, and a call to memcpy costs more than such a
+// copy. Up to 16 bytes, two loads that may overlap and stay inside [from, from + n).
+void copy_line(std::byte* to, const std::byte* from, std::size_t n) {
+    if (n > 16) {
+        std::memcpy(to, from, n);
+    } else if (n >= 8) {
+        std::uint64_t head, tail;
+        std::memcpy(&head, from, 8);
+        std::memcpy(&tail, from + n - 8, 8);
+        std::memcpy(to, &head, 8);
+        std::memcpy(to + n - 8, &tail, 8);
+    } else if (n >= 4) {
+        std::uint32_t head, tail;
+        std::memcpy(&head, from, 4);
+        std::memcpy(&tail, from + n - 4, 4);
+        std::memcpy(to, &head, 4);
+        std::memcpy(to + n - 4, &tail, 4);
+    } else if (n != 0) {
+        to[0] = from[0];
+        to[n / 2] = from[n / 2];
+        to[n - 1] = from[n - 1];
     }
 }
 
@@ -576,8 +634,11 @@ int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channe
     report_leftover(options.name, reader.consumer().discarded_leftover());
     g_peer_baseline = peer_baseline(reader.consumer().info().producer);
     const std::string& name = options.name;
-    std::vector<std::byte> output;
-    output.reserve(64 * 1024);
+    // Lines are gathered here and written to stdout in large pieces (a write(2) per line would
+    // be most of the cost); a line longer than the buffer goes straight from the record's bytes.
+    constexpr std::size_t kOutputBytes = 256 * 1024;
+    const std::unique_ptr<std::byte[]> output(new std::byte[kOutputBytes]);
+    std::size_t pending = 0;  // bytes of `output` not yet written
     std::optional<Clock::time_point> deadline;
     auto arm_deadline = [&] {
         if (options.timeout_seconds) deadline = Clock::now() + timeout_of(options);
@@ -586,8 +647,8 @@ int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channe
 
     auto flush_output = [&]() -> int {
         int error = 0;
-        switch (write_all(output.data(), output.size(), error)) {
-            case WriteResult::ok: output.clear(); return kExitOk;
+        switch (write_all(output.get(), pending, error)) {
+            case WriteResult::ok: pending = 0; return kExitOk;
             case WriteResult::interrupted: return fail_interrupted();
             case WriteResult::closed:
                 return fail("standard output closed (" + std::string(std::strerror(error)) + "): stopped receiving channel " + name);
@@ -597,13 +658,19 @@ int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channe
     };
 
     shmchan::Record record;
+    bool received = false;  // a record or event since the deadline was armed
     while (true) {
         if (interrupted()) return fail_interrupted();
         auto status = reader.try_read(record);
         if (status == shmchan::Status::would_block) {
-            // Nothing for now: hand what we have to stdout, then wait in slices.
-            if (!output.empty()) {
+            // Nothing for now: hand what we have to stdout, then wait in slices. --timeout
+            // counts from the last record.
+            if (pending != 0) {
                 if (int code = flush_output(); code != kExitOk) return code;
+            }
+            if (received) {
+                arm_deadline();
+                received = false;
             }
             auto slice = std::chrono::nanoseconds(kSlice);
             if (deadline) {
@@ -619,21 +686,23 @@ int run_recv_lines(const Options& options, const shmchan::ChannelOptions& channe
         switch (status) {
             case shmchan::Status::ok:
                 if (record.kind == shmchan::RecordKind::record) {
-                    if (output.size() + record.bytes.size() + 1 > output.capacity() && !output.empty()) {
+                    const std::size_t size = record.bytes.size();
+                    if (pending + size + 1 > kOutputBytes && pending != 0) {
                         if (int code = flush_output(); code != kExitOk) return code;
                     }
-                    if (record.bytes.size() + 1 > output.capacity()) {
+                    if (size + 1 > kOutputBytes) {
                         // A long line: straight from the record's bytes.
                         int error = 0;
-                        if (write_all(record.bytes.data(), record.bytes.size(), error) != WriteResult::ok) {
+                        if (write_all(record.bytes.data(), size, error) != WriteResult::ok) {
                             return fail("error writing standard output: " + std::string(std::strerror(error)));
                         }
                     } else {
-                        output.insert(output.end(), record.bytes.begin(), record.bytes.end());
+                        copy_line(output.get() + pending, record.bytes.data(), size);
+                        pending += size;
                     }
-                    output.push_back(std::byte{'\n'});
+                    output[pending++] = std::byte{'\n'};
                 }
-                arm_deadline();
+                received = true;
                 break;
             case shmchan::Status::record_lost:
                 std::fprintf(stderr, "shm-pipe: a record of %llu bytes was lost when the previous consumer of channel %s died\n",

@@ -13,7 +13,7 @@ namespace shmchan {
 // ---- The inline fast paths: a frame that fits the held segment (writer) or the committed bytes
 // already viewed (reader). Neither makes a call, a syscall or an allocation. ----
 
-inline Status RecordWriter::write(std::span<const std::byte> record) {
+inline bool RecordWriter::write_fast(std::span<const std::byte> record) noexcept {
     detail::WriteCursor& c = *cursor_;
     const std::uint64_t end = layout::frame_align(std::uint64_t{c.offset} + layout::kFrameHeaderBytes + record.size());
     if (record.size() < detail::kAlignedRecordMin && record.size() <= c.max_fast_record && end <= c.fast_limit) [[likely]] {
@@ -22,9 +22,20 @@ inline Status RecordWriter::write(std::span<const std::byte> record) {
         }
         c.reserved = false;  // a write drops a pending reservation
         detail::commit_fast_frame(c, record.size(), end);
-        return Status::ok;
+        return true;
     }
-    return write_slow(record);
+    return false;
+}
+
+// The fast path never waits, so the try and timed calls take it as write() does.
+inline Status RecordWriter::write(std::span<const std::byte> record) {
+    return write_fast(record) ? Status::ok : write_slow(record);
+}
+inline Status RecordWriter::try_write(std::span<const std::byte> record) {
+    return write_fast(record) ? Status::ok : try_write_slow(record);
+}
+inline Status RecordWriter::write_for(std::span<const std::byte> record, std::chrono::nanoseconds timeout) {
+    return write_fast(record) ? Status::ok : write_for_slow(record, timeout);
 }
 
 inline Status RecordWriter::reserve(std::size_t size, std::span<std::byte>& out) {
