@@ -261,7 +261,9 @@ public:
         return write_batch(std::as_bytes(values), sizeof(T), written);
     }
 
-    // Typed writes through Codec<T>: in place when the encoding fits one segment.
+    // Typed writes through Codec<T>: in place when the encoding fits one segment. invalid_call
+    // (nothing written; last_error() names both types): T's record_type_name differs from the
+    // channel's declared type (see record_type_name). write_values checks the same.
     template <class T>
     Status write_value(const T& value);
 
@@ -377,6 +379,8 @@ public:
 
     // Typed read through Codec<T>: ok (decoded), event (the frame was an event: see last()),
     // decode_error (the record is not a T; it is consumed), or the statuses of read().
+    // decode_error before reading anything (last_error() names both types): T's
+    // record_type_name differs from the channel's declared type; read_values checks the same.
     template <class T>
     Status read_value(T& out);
     const Record& last() const noexcept;  // what read_value() read last; a record_lost report
