@@ -90,6 +90,7 @@ public:
     std::uint32_t segment_count() const noexcept { return open_.geometry.segment_count; }
     std::uint32_t channel_flags() const noexcept { return open_.geometry.flags; }
     std::uint64_t max_record_bytes() const noexcept { return open_.geometry.max_record_bytes; }
+    const std::string& record_type() const noexcept { return open_.geometry.record_type; }
     const std::string& name() const noexcept { return name_; }
     const std::string& last_error() const noexcept { return diagnostics_.last_error; }
     const shm::Region& region() const noexcept { return open_.region; }
@@ -584,6 +585,7 @@ std::uint32_t Producer::payload_capacity() const noexcept { return side_->capaci
 std::uint32_t Producer::segment_count() const noexcept { return side_->segment_count(); }
 std::uint32_t Producer::channel_flags() const noexcept { return side_->channel_flags(); }
 std::uint64_t Producer::max_record_bytes() const noexcept { return side_->max_record_bytes(); }
+const std::string& Producer::record_type() const noexcept { return side_->record_type(); }
 Status detail::ProducerHooks::commit(std::uint32_t bytes, std::uint32_t flags, std::uint32_t record_count,
                         std::uint32_t first_record_offset) {
     return side_->ring().commit(bytes, flags, record_count, first_record_offset);
@@ -636,6 +638,7 @@ std::uint32_t Consumer::payload_capacity() const noexcept { return side_->capaci
 std::uint32_t Consumer::segment_count() const noexcept { return side_->segment_count(); }
 std::uint32_t Consumer::channel_flags() const noexcept { return side_->channel_flags(); }
 std::uint64_t Consumer::max_record_bytes() const noexcept { return side_->max_record_bytes(); }
+const std::string& Consumer::record_type() const noexcept { return side_->record_type(); }
 detail::ResumePoint detail::ConsumerHooks::resume_point() const { return side_->ring().resume_point(); }
 std::uint64_t* detail::ConsumerHooks::resume_point_field() noexcept { return side_->ring().resume_point_field(); }
 bool detail::ConsumerHooks::take_priority(std::uint64_t& checkpoint_id) { return side_->ring().take_priority(checkpoint_id); }

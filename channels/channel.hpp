@@ -123,6 +123,15 @@ struct ChannelOptions {
     // off (the default), the whole ring is credit. Ignored by a producer.
     std::chrono::nanoseconds debloat_target{0};
     std::chrono::nanoseconds debloat_period = std::chrono::milliseconds(200);
+
+    // The type of the records the channel carries, as a name the user declares ("trade.v1"):
+    // 1..47 bytes of printable ASCII without space; empty: none declared. The creator stores it
+    // in the header, where it stays for the channel's life. An opener that declares a type must
+    // declare the same one (else attach throws Error(Errc::type_mismatch) naming both); an
+    // opener that declares none adopts the channel's. The type is fixed at creation: declare it
+    // on every side that may create the channel. Typed calls check it (records.hpp,
+    // record_type_name).
+    std::string record_type;
 };
 
 enum class [[nodiscard]] Status : std::uint8_t {
@@ -188,6 +197,7 @@ struct ChannelInfo {
     // Openers refused for asking the other framing (layout.hpp Control), and the last one's
     // framing (bit 8: as the producer).
     std::uint32_t framing_refusals = 0, refused_framing = 0;
+    std::string record_type;       // the declared record type; empty: none
     std::uint64_t file_bytes = 0;  // bytes mapped (the file's size when opened)
     bool creator_alive = false;    // a live process is still creating it (abi_version 0)
     bool in_use = false;           // some handle holds it (the in-use lock byte)
@@ -256,6 +266,7 @@ public:
     std::uint32_t segment_count() const noexcept;
     std::uint32_t channel_flags() const noexcept;  // layout::kFlag* of the channel
     std::uint64_t max_record_bytes() const noexcept;
+    const std::string& record_type() const noexcept;  // the channel's declared type ("": none)
     const std::string& name() const noexcept;
     const std::string& last_error() const noexcept;
     // Non-empty when attach() removed a leftover under the name (OnLeftover::fresh): what it held.
@@ -300,6 +311,7 @@ public:
     std::uint32_t segment_count() const noexcept;
     std::uint32_t channel_flags() const noexcept;  // layout::kFlag* of the channel
     std::uint64_t max_record_bytes() const noexcept;
+    const std::string& record_type() const noexcept;  // the channel's declared type ("": none)
     const std::string& name() const noexcept;
     const std::string& last_error() const noexcept;
     // Non-empty when attach() removed a leftover under the name (OnLeftover::fresh): what it held.

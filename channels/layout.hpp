@@ -79,7 +79,8 @@ inline constexpr std::uint32_t kAbiVersion = 7;  // 2: flush word, consumer wake
                                                  //    record ordinals per segment;
                                                  // 6: Control::framing_refusals, refused_framing;
                                                  // 7: ConsumerWake::credit_limit and the debloat
-                                                 //    figures (throughput, target, segment rate)
+                                                 //    figures (throughput, target, segment rate);
+                                                 //    RecordType at 640
 inline constexpr std::size_t kCacheLine = 64;
 
 // File names in the channel directory ($SHMCHAN_DIR or /dev/shm): a channel NAME is the file
@@ -201,6 +202,19 @@ struct alignas(kCacheLine) Control {
     SharedU32 refused_framing;      // the last refused opener's framing (1, 2); bit 8: as producer
     std::uint8_t reserved[40];
 };
+
+// The record type the creator declared (ChannelOptions::record_type), at 640. Written by the
+// creator before the ready mark; read-only afterwards (rule 1 publishes it with the identity).
+// Valid: length <= kMaxRecordTypeLength, name[0, length) printable ASCII without space
+// (0x21..0x7e), every byte after it 0. length 0: no type declared.
+inline constexpr std::size_t kMaxRecordTypeLength = 47;
+struct alignas(kCacheLine) RecordType {
+    std::uint32_t length;  // bytes of `name` in use; 0 = none declared
+    std::uint32_t reserved0;
+    char name[kMaxRecordTypeLength + 1];  // not NUL-terminated: `length` says where it ends
+    std::uint8_t reserved[8];
+};
+inline constexpr bool valid_record_type_char(char c) noexcept { return c > 0x20 && c < 0x7f; }
 
 // Producer-owned, read by consumers: the position line (hot: read by the consumer per segment).
 struct alignas(kCacheLine) ProducerLine {
@@ -344,7 +358,8 @@ struct alignas(kCacheLine) ChannelHeader {
     Attachment producer_attachment;            // 192
     ProducerCounters producer_counters;        // 256
     PriorityLane priority_lane;                // 384: events that overtake queued data
-    std::uint8_t reserved_640[128];            // 640: ABI 3's one gate link, now gate_links
+    RecordType record_type;                    // 640: the declared record type (ABI 7)
+    std::uint8_t reserved_704[64];             // 704: ABI 3's one gate link was at 640..767
     ConsumerSlot consumers[kMaxConsumers];     // 768
     std::uint8_t reserved_locks[4096 - 768 - kMaxConsumers * sizeof(ConsumerSlot)];  // lock bytes at 4000
     GateLink gate_links[kMaxConsumers];        // 4096: slot i's link, set while a gate consumes slot i
@@ -494,6 +509,7 @@ inline constexpr std::uint64_t first_frame_offset(std::uint32_t segment_flags, s
 
 SHMCHAN_ABI_STRUCT(Identity, 64);
 SHMCHAN_ABI_STRUCT(Control, 64);
+SHMCHAN_ABI_STRUCT(RecordType, 64);
 SHMCHAN_ABI_STRUCT(ProducerLine, 64);
 SHMCHAN_ABI_STRUCT(Attachment, 64);
 SHMCHAN_ABI_STRUCT(ProducerCounters, 128);
@@ -525,6 +541,9 @@ static_assert(offsetof(ChannelHeader, producer_attachment) == 192);
 static_assert(offsetof(ChannelHeader, producer_counters) == 256);
 static_assert(offsetof(ChannelHeader, priority_lane) == 384);
 static_assert(offsetof(ChannelHeader, gate_links) == 4096);
+static_assert(offsetof(ChannelHeader, record_type) == 640);
+static_assert(offsetof(RecordType, length) == 0);
+static_assert(offsetof(RecordType, name) == 8);
 static_assert(offsetof(PriorityEvent, sequence) == 0);
 static_assert(offsetof(PriorityEvent, checkpoint_id) == 16);
 static_assert(offsetof(PriorityEvent, segment) == 24);

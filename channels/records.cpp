@@ -41,6 +41,21 @@ struct Deadline {
     }
 };
 
+// A named type T (record_type_name) against the channel's declared type: a channel without one
+// takes any T. On a match the handle caches T's tag (`checked`) and checks it no more.
+template <class Side>
+bool check_record_type(const Side& side, std::string& last_error, const void* tag, std::string_view type,
+                       const void*& checked) {
+    const std::string& declared = side.record_type();
+    if (declared.empty() || declared == type) {
+        checked = tag;
+        return true;
+    }
+    last_error = "channel '" + side.name() + "' carries records of type '" + declared + "', not '" +
+                 std::string(type) + "' (record_type_name of the value's type)";
+    return false;
+}
+
 L::FrameHeader frame_header(std::uint32_t length, L::FrameKind kind, std::uint16_t event_type) {
     L::FrameHeader header{};
     header.length = length;
@@ -597,10 +612,13 @@ std::uint64_t RecordWriter::completed_records() const noexcept {
 
 RecordWriter::RecordWriter(std::unique_ptr<State> state) : state_(std::move(state)), cursor_(&state_->cur) {}
 RecordWriter::RecordWriter(RecordWriter&& other) noexcept
-    : state_(std::move(other.state_)), cursor_(std::exchange(other.cursor_, nullptr)) {}
+    : state_(std::move(other.state_)),
+      cursor_(std::exchange(other.cursor_, nullptr)),
+      checked_type_(std::exchange(other.checked_type_, nullptr)) {}
 RecordWriter& RecordWriter::operator=(RecordWriter&& other) noexcept {
     state_ = std::move(other.state_);
     cursor_ = std::exchange(other.cursor_, nullptr);
+    checked_type_ = std::exchange(other.checked_type_, nullptr);
     return *this;
 }
 RecordWriter::~RecordWriter() = default;
@@ -709,6 +727,9 @@ std::uint64_t RecordWriter::max_record_bytes() const noexcept { return state_->m
 Producer& RecordWriter::producer() noexcept { return state_->producer; }
 const std::string& RecordWriter::last_error() const noexcept { return state_->last_error; }
 std::vector<std::byte>& RecordWriter::scratch() { return state_->scratch; }
+bool RecordWriter::check_type(const void* tag, std::string_view type) {
+    return check_record_type(state_->producer, state_->last_error, tag, type, checked_type_);
+}
 
 // ---- Reader --------------------------------------------------------------------------------------
 
@@ -1227,10 +1248,13 @@ RecordReader RecordReader::attach(std::string_view name, ChannelOptions options)
 
 RecordReader::RecordReader(std::unique_ptr<State> state) : state_(std::move(state)), cursor_(&state_->cur) {}
 RecordReader::RecordReader(RecordReader&& other) noexcept
-    : state_(std::move(other.state_)), cursor_(std::exchange(other.cursor_, nullptr)) {}
+    : state_(std::move(other.state_)),
+      cursor_(std::exchange(other.cursor_, nullptr)),
+      checked_type_(std::exchange(other.checked_type_, nullptr)) {}
 RecordReader& RecordReader::operator=(RecordReader&& other) noexcept {
     state_ = std::move(other.state_);
     cursor_ = std::exchange(other.cursor_, nullptr);
+    checked_type_ = std::exchange(other.checked_type_, nullptr);
     return *this;
 }
 RecordReader::~RecordReader() = default;
@@ -1251,5 +1275,8 @@ void RecordReader::skip_through(RecordPosition position) {
 void RecordReader::remove_channel() { state_->consumer.remove_channel(); }
 Consumer& RecordReader::consumer() noexcept { return state_->consumer; }
 const std::string& RecordReader::last_error() const noexcept { return state_->last_error; }
+bool RecordReader::check_type(const void* tag, std::string_view type) {
+    return check_record_type(state_->consumer, state_->last_error, tag, type, checked_type_);
+}
 
 }  // namespace shmchan

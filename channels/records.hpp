@@ -51,6 +51,7 @@
 // than any before it grows the reassembly buffer once).
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -118,6 +119,34 @@ struct Codec<std::string> {
     }
 };
 
+// record_type_name<T>: the record type (ChannelOptions::record_type) that a T is written as.
+// Specialize it to tie your type to a name, and change the name when the type's bytes change:
+//   template <> struct shmchan::record_type_name<Trade> {
+//       static constexpr std::string_view value = "trade.v1";   // 1..47 printable, no space
+//   };
+// RecordWriter::attach_typed<T> / RecordReader::attach_typed<T> declare it at attach. On a
+// channel with a declared type, write_value/write_values of a named T whose name differs return
+// invalid_call and read_value/read_values return decode_error, before any byte is written or
+// consumed (checked once per handle and type, not per record). A T without a name, or a channel
+// without a type, is not checked.
+template <class T>
+struct record_type_name {};
+template <class T>
+concept NamedRecordType = requires {
+    { record_type_name<T>::value } -> std::convertible_to<std::string_view>;
+};
+namespace detail {
+template <class T>
+inline constexpr char type_tag = 0;  // one address per T: the handle's cache of the type it checked
+template <class T>
+constexpr std::string_view declared_type_name() {
+    constexpr std::string_view name = record_type_name<T>::value;
+    static_assert(!name.empty() && name.size() <= layout::kMaxRecordTypeLength,
+                  "record_type_name<T>::value: 1 to 47 bytes");
+    return name;
+}
+}  // namespace detail
+
 enum class RecordKind : std::uint8_t {
     record,      // user data: `bytes`
     barrier,     // checkpoint barrier: `checkpoint_id`
@@ -167,6 +196,12 @@ public:
     // Attaches as the producer of a records channel (created if missing). options.framing is
     // forced to records. Throws Error as Producer::attach does.
     static RecordWriter attach(std::string_view name, ChannelOptions options = {});
+    // The same, declaring record_type_name<T>::value as options.record_type.
+    template <NamedRecordType T>
+    static RecordWriter attach_typed(std::string_view name, ChannelOptions options = {}) {
+        options.record_type = std::string(detail::declared_type_name<T>());
+        return attach(name, std::move(options));
+    }
 
     RecordWriter(RecordWriter&&) noexcept;
     RecordWriter& operator=(RecordWriter&&) noexcept;
@@ -221,10 +256,14 @@ public:
     template <class T>
     Status write_values(std::span<const T> values, std::size_t& written) {
         static_assert(std::is_trivially_copyable_v<T> && !kIsByteView<T>, "write_values: a trivially copyable T");
+        written = 0;
+        if (!type_allows<T>()) return Status::invalid_call;
         return write_batch(std::as_bytes(values), sizeof(T), written);
     }
 
-    // Typed writes through Codec<T>: in place when the encoding fits one segment.
+    // Typed writes through Codec<T>: in place when the encoding fits one segment. invalid_call
+    // (nothing written; last_error() names both types): T's record_type_name differs from the
+    // channel's declared type (see record_type_name). write_values checks the same.
     template <class T>
     Status write_value(const T& value);
 
@@ -265,8 +304,12 @@ private:
     Status write_for_slow(std::span<const std::byte> record, std::chrono::nanoseconds timeout);
     Status reserve_slow(std::size_t size, std::span<std::byte>& out);
     Status commit_slow(std::size_t used);
+    template <class T>
+    bool type_allows();  // T may be written here (record_type_name)
+    bool check_type(const void* tag, std::string_view type);  // false: last_error says why
     std::unique_ptr<State> state_;
     detail::WriteCursor* cursor_ = nullptr;  // inside *state_
+    const void* checked_type_ = nullptr;     // detail::type_tag of the last named T that passed
 };
 
 class RecordReader {
@@ -274,6 +317,12 @@ public:
     // Attaches as the consumer of a records channel (created if missing), resuming where the
     // previous consumer left off. Throws Error as Consumer::attach does.
     static RecordReader attach(std::string_view name, ChannelOptions options = {});
+    // The same, declaring record_type_name<T>::value as options.record_type.
+    template <NamedRecordType T>
+    static RecordReader attach_typed(std::string_view name, ChannelOptions options = {}) {
+        options.record_type = std::string(detail::declared_type_name<T>());
+        return attach(name, std::move(options));
+    }
 
     RecordReader(RecordReader&&) noexcept;
     RecordReader& operator=(RecordReader&&) noexcept;
@@ -330,6 +379,8 @@ public:
 
     // Typed read through Codec<T>: ok (decoded), event (the frame was an event: see last()),
     // decode_error (the record is not a T; it is consumed), or the statuses of read().
+    // decode_error before reading anything (last_error() names both types): T's
+    // record_type_name differs from the channel's declared type; read_values checks the same.
     template <class T>
     Status read_value(T& out);
     const Record& last() const noexcept;  // what read_value() read last; a record_lost report
@@ -359,8 +410,12 @@ private:
     Status read_slow(Record& out);
     Status try_read_slow(Record& out);
     Record& last_slot() noexcept;
+    template <class T>
+    bool type_allows();  // T may be read here (record_type_name)
+    bool check_type(const void* tag, std::string_view type);  // false: last_error says why
     std::unique_ptr<State> state_;
     detail::ReadCursor* cursor_ = nullptr;  // inside *state_
+    const void* checked_type_ = nullptr;     // detail::type_tag of the last named T that passed
 };
 
 }  // namespace shmchan

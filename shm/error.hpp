@@ -26,6 +26,7 @@ enum class Errc : int {
     stream_ended,             // a producer attaching to a channel whose stream has ended
     unsafe_file,              // world-writable, foreign owner, not a regular file, symlink
     bad_options,              // options out of range
+    type_mismatch,            // the declared record type differs from the existing channel's
 };
 
 const std::error_category& shmchan_category() noexcept;

@@ -33,6 +33,7 @@ public:
             case Errc::stream_ended: return "stream already ended";
             case Errc::unsafe_file: return "unsafe file";
             case Errc::bad_options: return "bad options";
+            case Errc::type_mismatch: return "record type mismatch";
         }
         return "unknown shmchan error";
     }

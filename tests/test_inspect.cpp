@@ -1042,6 +1042,39 @@ TEST_CASE("corrupt channels: listed with the reason, show and peek exit 1, never
     CHECK_MESSAGE(contains(show.err, "segment count 0 out of range"), show.err);
 }
 
+TEST_CASE("record type: show names it (null without one); a damaged one is corrupt, never a crash") {
+    const std::string typed = unique_name("typed");
+    const std::string untyped = unique_name("untyped");
+    for (const auto& [name, type] : {std::pair{typed, std::string("trade.v1")}, std::pair{untyped, std::string()}}) {
+        Child maker([name = name, type = type] {
+            ChannelOptions options = small();
+            options.record_type = type;
+            auto producer = Producer::attach(name, options);
+            CHILD_EXPECT(producer.end_stream() == Status::ok);
+            return 0;
+        });
+        REQUIRE(maker.exit_code() == 0);
+    }
+    Json o = show_json(typed);
+    CHECK(string(o, "record_type") == "trade.v1");
+    CHECK(is_null(show_json(untyped), "record_type"));
+    Run text = run_inspect({"show", typed});
+    CHECK(text.code == 0);
+    CHECK_MESSAGE(contains(text.out, "trade.v1"), text.out);
+
+    MappedFile file(path_of(typed));
+    REQUIRE(file.ok());
+    file.poke32(offsetof(layout::ChannelHeader, record_type) + offsetof(layout::RecordType, length), 200);
+    Run show = run_inspect({"show", typed, "--json"});
+    CHECK(show.code == 1);
+    CHECK_MESSAGE(contains(show.err, "record type"), show.err);
+    auto listed = listed_json(typed);
+    REQUIRE(listed);
+    CHECK(string(*listed, "state") == "corrupt");
+    CHECK(contains(string(*listed, "reason").value_or(""), "record type"));
+    CHECK(is_null(*listed, "record_type"));
+}
+
 TEST_CASE("gc removes exactly the channels that no live process holds") {
     const std::string stem = "gc" + std::to_string(::getpid()) + "-";
     const std::string live = stem + "live", ended = stem + "ended", killed = stem + "killed",

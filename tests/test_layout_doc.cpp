@@ -66,6 +66,8 @@ TEST_CASE("docs/LAYOUT.md gives every documented offset as layout.hpp has it") {
         {at(offsetof(H, control) + offsetof(L::Control, creator_pid)), "control.creator_pid"},
         {at(offsetof(H, control) + offsetof(L::Control, framing_refusals)), "control.framing_refusals"},
         {at(offsetof(H, control) + offsetof(L::Control, refused_framing)), "control.refused_framing"},
+        {at(offsetof(H, record_type) + offsetof(L::RecordType, length)), "record_type.length"},
+        {at(offsetof(H, record_type) + offsetof(L::RecordType, name)), "record_type.name"},
         {at(producer + offsetof(L::ProducerLine, published)), "producer.published"},
         {at(producer + offsetof(L::ProducerLine, end_of_stream)), "producer.end_of_stream"},
         {at(producer + offsetof(L::ProducerLine, sleeping)), "producer.sleeping"},

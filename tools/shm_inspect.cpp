@@ -455,7 +455,7 @@ std::string snapshot_json(const Snapshot& s) {
     if (!s.ready) {
         for (const char* key :
              {"abi_version", "segment_size", "segments", "payload_capacity", "total_bytes", "framing", "checksums",
-              "max_record_bytes", "created_unix_ms", "end_of_stream", "removed", "producer", "consumer",
+              "record_type", "max_record_bytes", "created_unix_ms", "end_of_stream", "removed", "producer", "consumer",
               "published_segments", "released_segments", "unread_segments", "fill",
               "bytes_written", "records_written", "events_written", "bytes_read",
               "records_read", "events_read", "wakeups", "producer_wake_syscalls",
@@ -473,6 +473,8 @@ std::string snapshot_json(const Snapshot& s) {
     o.num("abi_version", i.abi_version).num("segment_size", i.segment_size).num("segments", i.segment_count);
     o.num("payload_capacity", L::segment_payload_capacity(i.segment_size)).num("total_bytes", i.total_bytes);
     o.str("framing", framing_name(i.framing)).boolean("checksums", (i.flags & L::kFlagChecksums) != 0);
+    if (i.record_type.empty()) o.null("record_type");
+    else o.str("record_type", i.record_type);
     o.num("max_record_bytes", i.max_record_bytes).num("created_unix_ms", unix_ms(i.created_realtime_ns));
     o.boolean("end_of_stream", i.end_of_stream).boolean("removed", i.removed);
     o.raw("producer", side_json(i.producer, s.producer_state));
@@ -605,6 +607,7 @@ int run_show(const std::string& name, bool json) {
                         "), " + std::to_string(i.total_bytes) + " bytes in all");
     row("framing", framing_name(i.framing) + ((i.flags & L::kFlagChecksums) ? ", CRC-32C per segment" : "") +
                        ", records up to " + std::to_string(i.max_record_bytes) + " bytes");
+    row("record type", i.record_type.empty() ? "none declared" : i.record_type);
     row("created", iso_time(i.created_realtime_ns));
     row("end of stream", i.end_of_stream ? "yes" : "no");
     if (i.removed) row("removed", "yes (marked removed by a remover)");

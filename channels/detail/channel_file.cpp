@@ -84,6 +84,36 @@ void validate_options(const std::string& name, const ChannelOptions& options) {
     if (options.ready_timeout.count() < 0) fail("negative ready timeout");
     if (options.mode & ~0777u) fail("mode must be permission bits only");
     if (options.mode & S_IWOTH) fail("a channel file must not be world-writable");
+    if (options.record_type.size() > L::kMaxRecordTypeLength) {
+        fail("record type '" + escaped(options.record_type) + "' is longer than " +
+             std::to_string(L::kMaxRecordTypeLength) + " bytes");
+    }
+    for (char c : options.record_type) {
+        if (!L::valid_record_type_char(c)) {
+            fail("record type '" + escaped(options.record_type) + "' must be printable ASCII without spaces");
+        }
+    }
+}
+
+std::string read_record_type(const L::RecordType& field, std::string& out) {
+    out.clear();
+    L::RecordType local;  // read once; only the local is checked and used
+    std::memcpy(static_cast<void*>(&local), &field, sizeof local);
+    if (local.length > L::kMaxRecordTypeLength) {
+        return "record type length " + std::to_string(local.length) + " exceeds " +
+               std::to_string(L::kMaxRecordTypeLength);
+    }
+    for (std::uint32_t i = 0; i < local.length; ++i) {
+        if (!L::valid_record_type_char(local.name[i])) {
+            return "record type holds byte " + std::to_string(static_cast<unsigned char>(local.name[i])) +
+                   " at " + std::to_string(i) + " (not printable ASCII)";
+        }
+    }
+    for (std::size_t i = local.length; i < sizeof local.name; ++i) {
+        if (local.name[i] != 0) return "record type has bytes after its length " + std::to_string(local.length);
+    }
+    out.assign(local.name, local.length);
+    return {};
 }
 
 std::string check_identity(const L::ChannelHeader& header, std::size_t mapped_bytes, Geometry& out) {
@@ -124,6 +154,8 @@ std::string check_identity(const L::ChannelHeader& header, std::size_t mapped_by
     if (identity.max_record_bytes == 0 || identity.max_record_bytes > (1ull << 40)) {
         return "max record bytes " + std::to_string(identity.max_record_bytes) + " out of range";
     }
+    std::string record_type;
+    if (std::string problem = read_record_type(header.record_type, record_type); !problem.empty()) return problem;
     std::uint64_t expected_total = L::region_bytes(size, count);
     if (identity.total_bytes != expected_total) {
         return "total size " + std::to_string(identity.total_bytes) + " disagrees with geometry " +
@@ -141,6 +173,7 @@ std::string check_identity(const L::ChannelHeader& header, std::size_t mapped_by
     out.max_record_bytes = identity.max_record_bytes;
     out.total_bytes = expected_total;
     out.created_realtime_ns = identity.created_realtime_ns;
+    out.record_type = std::move(record_type);
     return {};
 }
 
@@ -167,6 +200,8 @@ void initialize_header(L::ChannelHeader& header, const ChannelOptions& options) 
     header.identity.total_bytes = L::region_bytes(size, count);
     header.identity.created_realtime_ns = shm::realtime_ns();
     header.identity.consumer_slots = options.consumers.value_or(1);
+    header.record_type.length = static_cast<std::uint32_t>(options.record_type.size());  // validated: <= 47
+    std::memcpy(header.record_type.name, options.record_type.data(), options.record_type.size());
     header.control.creator_pid = identity_self.pid;
     header.control.creator_start_time = identity_self.start_time;
     // Rule 1: the ready mark, last, with release.
@@ -290,7 +325,14 @@ OpenChannel open_or_create(const std::string& name, const ChannelOptions& option
                         describe_channel(name) + " carries " + framing_name(geometry.framing) + ", not " +
                             framing_name(static_cast<std::uint32_t>(options.framing)));
         }
-        return OpenChannel{std::move(region), geometry, std::move(discarded)};
+        if (!options.record_type.empty() && options.record_type != geometry.record_type) {
+            throw Error(Errc::type_mismatch,
+                        describe_channel(name) + " carries records of type " +
+                            (geometry.record_type.empty() ? std::string("(none declared: the channel was created without one)")
+                                                          : "'" + geometry.record_type + "'") +
+                            ", not '" + options.record_type + "'");
+        }
+        return OpenChannel{std::move(region), std::move(geometry), std::move(discarded)};
     }
     throw Error(Errc::not_ready, describe_channel(name) + ": removed again on every one of " +
                                      std::to_string(kMaxRestarts) + " attempts to open it");
@@ -326,6 +368,7 @@ ChannelInfo read_info(const std::string& name, const shm::Region& region, Self s
     info.removed = layout::load_relaxed(header.control.removed) != 0;
     info.framing_refusals = layout::load_relaxed(header.control.framing_refusals);
     info.refused_framing = layout::load_relaxed(header.control.refused_framing);
+    (void)read_record_type(header.record_type, info.record_type);  // damaged: left empty (check_identity names it)
     info.buffer_timeout_ns = layout::load_relaxed(header.producer.buffer_timeout_ns);
     info.flush_word = layout::load_relaxed(header.producer.flushed);
     info.resume_word = layout::load_relaxed(header.consumers[0].position.resume_point);

@@ -34,6 +34,7 @@ struct Geometry {
     std::uint64_t max_record_bytes = 0;
     std::uint64_t total_bytes = 0;
     std::uint64_t created_realtime_ns = 0;
+    std::string record_type;  // the declared record type; empty: none
 };
 
 std::string describe_channel(const std::string& name);  // "channel 'NAME'"
@@ -44,6 +45,9 @@ void validate_options(const std::string& name, const ChannelOptions& options);
 // Reads the identity once into locals (after the ready mark's acquire) and checks every field
 // against the limits and the mapped size. Returns an error message, or empty when valid.
 std::string check_identity(const layout::ChannelHeader& header, std::size_t mapped_bytes, Geometry& out);
+// Copies a header's record type once into `out` and checks it (layout.hpp RecordType).
+// Returns an error message, or empty when valid.
+std::string read_record_type(const layout::RecordType& field, std::string& out);
 Errc classify_identity_error(const layout::ChannelHeader& header, std::size_t mapped_bytes);
 
 // Writes a new channel's identity into zeroed memory, the ready mark last (rule 1).

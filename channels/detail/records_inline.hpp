@@ -189,6 +189,7 @@ Status RecordReader::read_values(std::span<T> values, std::size_t& got) {
     static_assert(std::is_trivially_copyable_v<T> && !kIsByteView<T>, "read_values: a trivially copyable T");
     got = 0;
     if (values.empty()) return Status::invalid_call;
+    if (!type_allows<T>()) return Status::decode_error;  // nothing consumed
     RecordRun run;
     const Status status = read_run(run, values.size());
     if (status != Status::ok) return status;
@@ -326,8 +327,26 @@ void RecordReader::deliver_more(Record& record, Handler& handler, std::size_t li
     }
 }
 
+// The type check of the typed calls: a string compare once per handle and named type, then one
+// pointer compare per call (the channel's type is fixed for the handle's life).
+template <class T>
+inline bool RecordWriter::type_allows() {
+    if constexpr (NamedRecordType<T>) {
+        if (checked_type_ != &detail::type_tag<T>) return check_type(&detail::type_tag<T>, detail::declared_type_name<T>());
+    }
+    return true;
+}
+template <class T>
+inline bool RecordReader::type_allows() {
+    if constexpr (NamedRecordType<T>) {
+        if (checked_type_ != &detail::type_tag<T>) return check_type(&detail::type_tag<T>, detail::declared_type_name<T>());
+    }
+    return true;
+}
+
 template <class T>
 Status RecordWriter::write_value(const T& value) {
+    if (!type_allows<T>()) return Status::invalid_call;
     const std::size_t size = Codec<T>::size(value);
     if (size <= max_inline_record()) {
         std::span<std::byte> room;
@@ -345,6 +364,7 @@ Status RecordWriter::write_value(const T& value) {
 
 template <class T>
 Status RecordReader::read_value(T& out) {
+    if (!type_allows<T>()) return Status::decode_error;  // nothing consumed
     Record& record = last_slot();
     Status status = read(record);
     if (status != Status::ok) return status;
