@@ -52,7 +52,8 @@ class RecordWriter:
     "park"), buffer_timeout (seconds; 0: hand every record over at once), checksums, consumers,
     consumer_slot, mode, max_record_bytes, spin_budget, liveness_interval, ready_timeout,
     debloat_target, debloat_period (seconds; debloat_target on the reader: buffers sized by time),
-    allowed_owner, on_leftover ("resume", "fresh"). Unset options: the defaults when creating, the
+    record_type (the declared type of the records, e.g. "trade.v1"; an opener that declares
+    another one gets Error with code "type_mismatch"), allowed_owner, on_leftover ("resume", "fresh"). Unset options: the defaults when creating, the
     existing channel's values when opening. timeout=None waits without limit; a timed call that
     times out raises TimeoutError."""
     def __init__(
@@ -73,6 +74,7 @@ class RecordWriter:
         ready_timeout: float = ...,
         debloat_target: float = ...,
         debloat_period: float = ...,
+        record_type: Optional[str] = ...,
         allowed_owner: Optional[int] = ...,
         on_leftover: Literal["resume", "fresh"] = ...,
     ) -> None: ...
@@ -122,6 +124,7 @@ class RecordReader:
         ready_timeout: float = ...,
         debloat_target: float = ...,
         debloat_period: float = ...,
+        record_type: Optional[str] = ...,
         allowed_owner: Optional[int] = ...,
         on_leftover: Literal["resume", "fresh"] = ...,
     ) -> None: ...

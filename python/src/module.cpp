@@ -77,6 +77,7 @@ std::string errc_name(const std::error_code& code) {
             case shmchan::Errc::stream_ended: return "stream_ended";
             case shmchan::Errc::unsafe_file: return "unsafe_file";
             case shmchan::Errc::bad_options: return "bad_options";
+            case shmchan::Errc::type_mismatch: return "type_mismatch";
         }
         return "error";
     }
@@ -174,6 +175,9 @@ shmchan::ChannelOptions to_options(const py::kwargs& kwargs) {
             o.debloat_target = seconds_option("debloat_target", value, true);
         } else if (key == "debloat_period") {
             o.debloat_period = seconds_option("debloat_period", value, false);
+        } else if (key == "record_type") {
+            if (!PyUnicode_Check(value.ptr())) raise_invalid("option record_type: a str, the name of the records' type");
+            o.record_type = value.cast<std::string>();
         } else if (key == "checksums") {
             if (!PyBool_Check(value.ptr())) raise_invalid("option checksums: True or False");
             o.checksums = value.cast<bool>();
@@ -494,11 +498,23 @@ public:
     // event came first: it is consumed), or None at end of stream.
     py::object read_array(py::object self, py::handle dtype_arg, std::size_t max_records, py::handle timeout) {
         auto& r = live("read_array");
-        py::module_ np = py::module_::import("numpy");
-        py::object dtype = np.attr("dtype")(dtype_arg);
-        if (dtype.attr("hasobject").cast<bool>()) raise_invalid("read_array: a fixed-size dtype, not one holding Python objects");
-        const std::size_t itemsize = dtype.attr("itemsize").cast<std::size_t>();
-        if (itemsize == 0) raise_invalid("read_array: a dtype of at least one byte");
+        // The dtype of the last call is kept: a loop asks for the same one at every call, and
+        // making and checking it costs as much as the read.
+        if (!last_dtype_arg_ || !last_dtype_arg_.is(dtype_arg)) {
+            py::module_ np = py::module_::import("numpy");
+            py::object dtype = np.attr("dtype")(dtype_arg);
+            if (dtype.attr("hasobject").cast<bool>()) raise_invalid("read_array: a fixed-size dtype, not one holding Python objects");
+            const std::size_t itemsize = dtype.attr("itemsize").cast<std::size_t>();
+            if (itemsize == 0) raise_invalid("read_array: a dtype of at least one byte");
+            if (!frombuffer_) frombuffer_ = np.attr("frombuffer");
+            last_dtype_ = dtype;
+            last_itemsize_ = itemsize;
+            // A list or dict spec may change between calls: not kept.
+            const bool mutable_spec = py::isinstance<py::list>(dtype_arg) || py::isinstance<py::dict>(dtype_arg);
+            last_dtype_arg_ = mutable_spec ? py::object() : py::reinterpret_borrow<py::object>(dtype_arg);
+        }
+        const py::object dtype = last_dtype_;
+        const std::size_t itemsize = last_itemsize_;
         if (max_records == 0) raise_invalid("read_array: max_records >= 1");
         py::object holder;
         std::size_t count = 0;
@@ -526,7 +542,7 @@ public:
             holder = make_record(self, shmchan::RecordKind::record, run.bytes, as_record, run.position, run.count >= 2);
             count = run.count;
         }
-        return np.attr("frombuffer")(holder, py::arg("dtype") = dtype, py::arg("count") = count);
+        return frombuffer_(holder, dtype, count);  // numpy.frombuffer(buffer, dtype, count)
     }
 
     void skip_through(py::handle position) {
@@ -611,6 +627,9 @@ private:
 
     std::string name_;
     std::unique_ptr<shmchan::RecordReader> reader_;
+    py::object frombuffer_;                     // numpy.frombuffer, looked up once
+    py::object last_dtype_arg_, last_dtype_;    // read_array's last dtype argument, as a dtype
+    std::size_t last_itemsize_ = 0;
     std::uint32_t capacity_ = 0;
     std::uint64_t generation_ = 0;
     std::size_t exports_ = 0;
@@ -708,7 +727,7 @@ py::dict info_dict(const std::string& name, const shmchan::ChannelInfo& i, const
     d["creator_alive"] = i.creator_alive;
     d["in_use"] = i.in_use;
     const char* figures[] = {"abi_version", "segment_size", "segments", "payload_capacity", "total_bytes", "framing",
-                             "checksums", "max_record_bytes", "created_unix_ms", "end_of_stream", "removed", "producer",
+                             "checksums", "record_type", "max_record_bytes", "created_unix_ms", "end_of_stream", "removed", "producer",
                              "consumer", "published_segments", "released_segments", "unread_segments", "fill",
                              "bytes_written", "records_written", "events_written", "bytes_read", "records_read",
                              "events_read", "wakeups", "producer_wake_syscalls", "consumer_wake_syscalls", "parks",
@@ -731,6 +750,7 @@ py::dict info_dict(const std::string& name, const shmchan::ChannelInfo& i, const
     d["total_bytes"] = i.total_bytes;
     d["framing"] = i.framing == shmchan::Framing::records ? "records" : "raw_bytes";
     d["checksums"] = (i.flags & L::kFlagChecksums) != 0;
+    d["record_type"] = i.record_type.empty() ? py::object(py::none()) : py::object(py::str(i.record_type));
     d["max_record_bytes"] = i.max_record_bytes;
     d["created_unix_ms"] = i.created_realtime_ns / 1'000'000u;
     d["end_of_stream"] = i.end_of_stream;

@@ -231,6 +231,23 @@ def test_a_debloating_reader_shows_its_target_and_the_in_flight_figures():
         assert "estimated_time_to_consume_ms" in info and "credit_limit_segments" in info
 
 
+def test_a_declared_record_type_is_shown_and_another_one_is_refused():
+    with shmchan.RecordWriter("typed", record_type="trade.v1") as writer:
+        assert shmchan.inspect("typed")["record_type"] == "trade.v1"
+        with pytest.raises(shmchan.Error) as raised:
+            shmchan.RecordReader("typed", record_type="quote.v1")
+        assert raised.value.code == "type_mismatch"
+        assert "trade.v1" in str(raised.value) and "quote.v1" in str(raised.value)
+        with shmchan.RecordReader("typed") as reader:  # declares none: adopts the channel's
+            writer.write(b"t")
+            writer.flush()
+            assert bytes(reader.read(timeout=30)) == b"t"
+    with shmchan.RecordWriter("untyped"):
+        assert shmchan.inspect("untyped")["record_type"] is None
+    with pytest.raises(ValueError):
+        shmchan.RecordWriter("badtype", record_type="has space")
+
+
 # ---- Bad input -------------------------------------------------------------------------------------------
 
 def test_bad_names_and_options_are_value_errors():
