@@ -87,6 +87,9 @@ struct InputGate::State {
 
     std::uint64_t next_rescan = 0;
     std::uint64_t rescan_interval = 0;
+    // Reads since the producers' bits were last taken: a channel that always has data would
+    // otherwise keep the gate from ever looking at them (kLookEvery below).
+    std::uint32_t reads_since_look = 0;
     std::string last_error;
 
     // event_fd(): the watcher thread signals `event` when the gate may have data, then waits to be
@@ -328,10 +331,34 @@ struct InputGate::State {
         return true;
     }
 
+    // The periodic pass: every open channel is looked at again (a record committed without a
+    // notification is found), and a dead producer is reported (peer_died, `channel` set).
+    Status rescan(std::uint64_t now, std::uint32_t& channel) {
+        next_rescan = now + rescan_interval;
+        mark_all_open();
+        std::uint32_t dead = 0;
+        if (!find_dead_producer(dead)) return Status::ok;
+        channel = dead;
+        last_error = "producer of channel '" + readers[dead].consumer().name() + "' of gate '" + name + "' died";
+        return Status::peer_died;
+    }
+
+    // Fairness: the gate reads round-robin over the channels it knows to have data, and learns
+    // of the others from the producers' bits. It takes them when it runs out, and also every
+    // kLookEvery reads (a relaxed load when none is set, one clock reading), so that a channel
+    // that always has data cannot starve the others, nor keep a dead producer from being seen.
+    static constexpr std::uint32_t kLookEvery = 64;
+
     Status read(Record& out, std::uint32_t& channel, bool may_wait, std::uint64_t deadline) {
         if (ended_count == count) return Status::end_of_stream;
         const std::uint64_t spin_budget = static_cast<std::uint64_t>(options.channel.spin_budget.count());
         while (true) {
+            if (reads_since_look >= kLookEvery) {
+                reads_since_look = 0;
+                take_shared();
+                const std::uint64_t now = shm::monotonic_ns();
+                if (now >= next_rescan && rescan(now, channel) == Status::peer_died) return Status::peer_died;
+            }
             std::uint64_t priority_id = 0;
             if (options.unaligned && take_priority(priority_id)) {
                 barrier_record(out, RecordKind::barrier, priority_id);
@@ -347,6 +374,7 @@ struct InputGate::State {
             }
             std::uint32_t i = 0;
             if (pick(i)) {
+                ++reads_since_look;
                 if (blocked[i] || is_ended[i]) {
                     unmark(i);
                     continue;
@@ -412,14 +440,7 @@ struct InputGate::State {
 
             std::uint64_t now = shm::monotonic_ns();
             if (now >= next_rescan) {
-                next_rescan = now + rescan_interval;
-                mark_all_open();
-                std::uint32_t dead = 0;
-                if (find_dead_producer(dead)) {
-                    channel = dead;
-                    last_error = "producer of channel '" + readers[dead].consumer().name() + "' of gate '" + name + "' died";
-                    return Status::peer_died;
-                }
+                if (rescan(now, channel) == Status::peer_died) return Status::peer_died;
                 // Records committed without a notification are found by this pass.
                 bool any = false;
                 for (auto word : available) any = any || word != 0;

@@ -211,6 +211,55 @@ TEST_CASE("fairness: a channel that always has data does not starve the others")
     firehose.kill();
 }
 
+TEST_CASE("fairness: a channel that gets data while another always has some is read within a turn") {
+    const std::string stem = test::unique_name("fair-late");
+    auto names = channel_names(stem, 2);
+    GateOptions options;
+    options.channel = small_ring();
+    auto gate = InputGate::attach(stem, names, options);
+    struct Flags {
+        std::atomic<int> go{0};         // the gate found channel 1 empty: write now
+        std::atomic<int> published{0};  // channel 1's record is flushed (its producer's bit set)
+    };
+    test::SharedBlock<Flags> flags;
+    test::Child firehose([&] {
+        auto writer = RecordWriter::attach(names[0], small_ring());
+        std::uint64_t value = 0;
+        while (writer.write_for(std::as_bytes(std::span(&value, 1)), 10s) == Status::ok) ++value;
+        return 0;
+    });
+    test::Child late([&] {
+        auto writer = RecordWriter::attach(names[1], small_ring());
+        if (!test::eventually([&] { return flags->go.load() == 1; })) return 1;
+        const std::uint64_t value = 7;
+        if (writer.write(std::as_bytes(std::span(&value, 1))) != Status::ok || writer.flush() != Status::ok) return 2;
+        flags->published.store(1);
+        return writer.end_stream() == Status::ok ? 0 : 3;
+    });
+    Record record;
+    std::uint32_t channel = 0;
+    // Channel 0 always has data from here on; channel 1 has none, so the gate has found it empty
+    // (round-robin looks at it after each record of channel 0).
+    for (int i = 0; i < 1000; ++i) {
+        REQUIRE(gate.read_for(record, channel, 30s) == Status::ok);
+        REQUIRE(channel == 0);
+    }
+    flags->go.store(1);
+    REQUIRE(test::eventually([&] { return flags->published.load() == 1; }));
+    // Published now: the gate must take channel 1's record within a turn over the notifications
+    // (a bounded number of channel 0's records), not only when channel 0 runs dry.
+    std::uint64_t after = 0;
+    while (true) {
+        REQUIRE(gate.read_for(record, channel, 30s) == Status::ok);
+        if (channel == 1) break;
+        REQUIRE(++after < 100'000);  // starved: the firehose never runs dry
+    }
+    MESSAGE("channel 0 records read after channel 1's was published: " << after);
+    CHECK(after <= 2 * 64 + 2);
+    CHECK(late.exit_code() == 0);
+    firehose.kill();
+}
+
 TEST_CASE("watermarks combine as the minimum over the live channels") {
     const std::string stem = test::unique_name("watermark");
     auto names = channel_names(stem, 2);
